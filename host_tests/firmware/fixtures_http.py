@@ -1,0 +1,1 @@
+"""Host fixtures for the http firmware tests (owned by that area)."""

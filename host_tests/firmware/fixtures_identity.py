@@ -1,0 +1,1 @@
+"""Host fixtures for the identity firmware tests (owned by that area)."""

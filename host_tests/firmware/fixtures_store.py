@@ -1,0 +1,1 @@
+"""Host fixtures for the store firmware tests (owned by that area)."""
