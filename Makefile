@@ -31,7 +31,7 @@ $(STAMP):
 	@touch $@
 
 compile: $(STAMP)
-	$(BIN)/python -m tools_build.compile --out build/mpy
+	$(BIN)/python -m mcagent_tools.build --out build/mpy
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) $(PYTEST_ARGS)

@@ -32,7 +32,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 HOST_TESTS = ROOT / "host_tests"
-FIRMWARE_TESTS = HOST_TESTS / "firmware"
+# MCAGENT_FIRMWARE_TESTS points the harness at another folder (used by its own self-test).
+FIRMWARE_TESTS = Path(os.environ.get("MCAGENT_FIRMWARE_TESTS", HOST_TESTS / "firmware")).resolve()
 FAKES = HOST_TESTS / "fakes"
 RUNNER = HOST_TESTS / "upy_runner.py"
 DEFAULT_TIMEOUT = 120
@@ -77,12 +78,11 @@ def per_test(value: Any, test_name: str) -> Any:
 @cache
 def compiled_firmware(out: Path) -> Path:
     """Compile firmware/ to .mpy under out (once per test session and worker)."""
-    mpy_cross = tool("mpy-cross")
-    for src in FIRMWARE.rglob("*.py"):
-        rel = src.relative_to(FIRMWARE)
-        dst = out / rel.with_suffix(".mpy")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([mpy_cross, "-o", str(dst), str(src)], check=True, capture_output=True)
+    from mcagent_tools.build import compile_tree
+
+    errors = compile_tree(FIRMWARE, out)
+    if errors:
+        raise RuntimeError("mpy-cross failed: " + "; ".join(f"{e.source}: {e.message}" for e in errors))
     return out
 
 

