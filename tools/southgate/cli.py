@@ -1,6 +1,204 @@
-"""Command line of southgate (placeholder until the service lands)."""
+"""Command line of southgate: serve, agent, timeseries/events/files, fault, settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import faults, readback
+from .clock import parse_iso
+from .errors import ApiError
+from .service import Service
 
 
-def main() -> int:
-    print("southgate: not implemented yet")
-    return 1
+def _data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, type=Path, help="data directory (created with mode 0700)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="southgate", description="A local MindConnect service for agents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="serve the MindConnect APIs (HTTPS with a development CA)")
+    _data(s)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8443, help="0 picks a free port")
+    s.add_argument("--plain-http", action="store_true", help="serve plain HTTP instead of HTTPS")
+
+    a = sub.add_parser("agent", help="manage agents (works with or without a running server)")
+    asub = a.add_subparsers(dest="agent_command", required=True)
+    c = asub.add_parser("create", help="create an agent and write its agentconfig.json")
+    _data(c)
+    c.add_argument("--name", required=True)
+    c.add_argument("--tenant")
+    c.add_argument("--entity-id", help="32-hex asset id the agent is bound to (default: a new asset)")
+    c.add_argument("--base-url", help="base URL written into the config (default: the last served URL)")
+    c.add_argument("--out", type=Path, help="write the config here (default: stdout)")
+    ls = asub.add_parser("list", help="list agents")
+    _data(ls)
+    cfg = asub.add_parser("config", help="print (a fresh) boarding configuration of an agent")
+    _data(cfg)
+    cfg.add_argument("--agent", required=True)
+    cfg.add_argument("--out", type=Path)
+    off = asub.add_parser("offboard", help="offboard an agent (it needs a new IAT to onboard again)")
+    _data(off)
+    off.add_argument("--agent", required=True)
+
+    for what in ("timeseries", "events", "files"):
+        r = sub.add_parser(what, help=f"read back stored {what} of an agent")
+        _data(r)
+        r.add_argument("--agent", required=True)
+        r.add_argument("--from", dest="from_", metavar="ISO")
+        r.add_argument("--to", metavar="ISO")
+        r.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    d = sub.add_parser("diagnostics", help="read the diagnostics (dropped values and why) of an agent")
+    _data(d)
+    d.add_argument("--agent", required=True)
+    d.add_argument("--format", choices=("table", "json", "csv"), default="table")
+
+    f = sub.add_parser("fault", help="fault queue: make the next N matching requests fail")
+    fsub = f.add_subparsers(dest="fault_command", required=True)
+    fa = fsub.add_parser("add", help="add a fault")
+    _data(fa)
+    fa.add_argument("--path", required=True, help="path prefix, or a glob with * and ?")
+    fa.add_argument("--method")
+    fa.add_argument("--count", type=int, default=1)
+    fa.add_argument("--kind", choices=faults.KINDS, default="status")
+    fa.add_argument("--status", type=int)
+    fa.add_argument("--bytes", type=int, help="close_after_bytes: bytes of the body to read first")
+    fa.add_argument("--seconds", type=float, help="stall: seconds to wait")
+    fa.add_argument("--retry-after", type=int, help="Retry-After seconds for 429/503")
+    fl = fsub.add_parser("list", help="list pending faults")
+    _data(fl)
+    fc = fsub.add_parser("clear", help="remove all faults")
+    _data(fc)
+
+    st = sub.add_parser(
+        "settings", help="show or change settings: southgate settings --data DIR [key=value ...]"
+    )
+    _data(st)
+    st.add_argument("changes", nargs="*", metavar="key=value")
+    return parser
+
+
+def _range(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    lo = parse_iso(args.from_) if args.from_ else None
+    hi = parse_iso(args.to) if args.to else None
+    return lo, hi
+
+
+def _write(text: str, out: Path | None) -> None:
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text + "\n")
+        print(f"southgate: wrote {out}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        from .app import serve
+
+        svc = Service(args.data)
+        try:
+            asyncio.run(serve(svc, args.host, args.port, args.plain_http))
+        except OSError as exc:
+            print(f"southgate: cannot serve: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    svc = Service(args.data)
+    try:
+        return _run_offline(args, svc)
+    finally:
+        svc.close()
+
+
+def _run_offline(args: argparse.Namespace, svc: Service) -> int:
+    if args.command == "agent":
+        if args.agent_command == "create":
+            agent = svc.create_agent(args.name, args.tenant, args.entity_id)
+            config = svc.boarding_config(agent["id"], args.base_url)
+            _write(json.dumps(config, indent=2), args.out)
+            print(
+                "southgate: agent {} ({}) in tenant {}, asset {}".format(
+                    agent["id"], agent["name"], agent["tenant"], agent["entity_id"]
+                ),
+                file=sys.stderr,
+            )
+        elif args.agent_command == "list":
+            rows = [dict(svc.agent_json(a), status=a["status"]) for a in svc.storage.agents()]
+            print(readback.render(rows, "table", ["id", "name", "tenant", "status", "entityId"]))
+        elif args.agent_command == "config":
+            _write(json.dumps(svc.boarding_config(args.agent), indent=2), args.out)
+        elif args.agent_command == "offboard":
+            svc.offboard(args.agent)
+            print(f"southgate: agent {args.agent} offboarded", file=sys.stderr)
+        return 0
+    if args.command in ("timeseries", "events", "files"):
+        svc.agent_or_404(args.agent)
+        lo, hi = _range(args)
+        rows = getattr(readback, args.command)(svc.storage, args.agent, lo, hi)
+        print(readback.render(rows, args.format, readback.COLUMNS[args.command]))
+        return 0
+    if args.command == "diagnostics":
+        svc.agent_or_404(args.agent)
+        rows = readback.diagnostics(svc.storage, args.agent)
+        print(readback.render(rows, args.format, ["timestamp", "severity", "state", "source", "message"]))
+        return 0
+    if args.command == "fault":
+        if args.fault_command == "add":
+            spec: dict[str, Any] = {"path": args.path, "count": args.count, "kind": args.kind}
+            for key in ("method", "status", "bytes", "seconds", "retry_after"):
+                if getattr(args, key) is not None:
+                    spec[key] = getattr(args, key)
+            path, method, count, kind, params = faults.validate_spec(spec)
+            fid = svc.storage.add_fault(path, method, count, kind, params, svc.clock.now_ms())
+            print(f"southgate: fault {fid} added", file=sys.stderr)
+        elif args.fault_command == "list":
+            rows = [faults.public(f) for f in svc.storage.faults()]
+            print(
+                readback.render(
+                    rows, "table", ["id", "path", "method", "remaining", "kind", "status", "bytes", "seconds"]
+                )
+            )
+        else:
+            print(f"southgate: {svc.storage.clear_faults()} fault(s) cleared", file=sys.stderr)
+        return 0
+    if args.command == "settings":
+        changes: dict[str, Any] = {}
+        for item in args.changes:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise ValueError(f"settings changes are key=value, got {item!r}")
+            try:
+                changes[key] = json.loads(raw)
+            except json.JSONDecodeError:
+                changes[key] = raw
+        if changes:
+            svc.change_settings(changes)
+        print(json.dumps(svc.settings.to_dict(), indent=2))
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ApiError as exc:
+        print(f"southgate: {exc.message}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"southgate: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

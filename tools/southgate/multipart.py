@@ -116,28 +116,30 @@ def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
     pos, n = m.end(), len(value)
     while pos < n:
         if value[pos] != ";":
-            raise MultipartError(f"malformed Content-Type {_clip(value)!r}: expected ';' before "
-                                 f"{_clip(value[pos:])!r}")
+            raise MultipartError(
+                f"malformed Content-Type {_clip(value)!r}: expected ';' before {_clip(value[pos:])!r}"
+            )
         pos = _skip_ws(value, pos + 1)
         if pos >= n or value[pos] == ";":
             continue  # tolerate a trailing or doubled ';'
         pm = _TOKEN_RE.match(value, pos)
         if not pm:
-            raise MultipartError(f"malformed Content-Type {_clip(value)!r}: bad parameter "
-                                 f"{_clip(value[pos:])!r}")
+            raise MultipartError(
+                f"malformed Content-Type {_clip(value)!r}: bad parameter {_clip(value[pos:])!r}"
+            )
         name = pm.group(0).lower()
         pos = _skip_ws(value, pm.end())
         if pos >= n or value[pos] != "=":
-            raise MultipartError(f"malformed Content-Type {_clip(value)!r}: "
-                                     f"parameter {name!r} has no value")
+            raise MultipartError(f"malformed Content-Type {_clip(value)!r}: parameter {name!r} has no value")
         pos = _skip_ws(value, pos + 1)
         if pos < n and value[pos] == '"':
             out: list[str] = []
             pos += 1
             while True:
                 if pos >= n:
-                    raise MultipartError(f"malformed Content-Type {_clip(value)!r}: "
-                                         f"unterminated quoted {name!r}")
+                    raise MultipartError(
+                        f"malformed Content-Type {_clip(value)!r}: unterminated quoted {name!r}"
+                    )
                 c = value[pos]
                 if c == '"':
                     pos += 1
@@ -151,8 +153,9 @@ def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
         else:
             vm = _BARE_VALUE_RE.match(value, pos)
             if not vm:
-                raise MultipartError(f"malformed Content-Type {_clip(value)!r}: "
-                                     f"parameter {name!r} has no value")
+                raise MultipartError(
+                    f"malformed Content-Type {_clip(value)!r}: parameter {name!r} has no value"
+                )
             pval = vm.group(0)
             pos = vm.end()
         pos = _skip_ws(value, pos)
@@ -364,7 +367,7 @@ class ExchangeParser:
             inner = self._inner.decode("latin-1")
             raise self._err(f"data after the close delimiter '--{inner}--': {_show(buf[p:])}")
         dash = b"--" + boundary
-        have = bytes(buf[p:p + len(dash)])
+        have = bytes(buf[p : p + len(dash)])
         if have != dash[: len(have)]:
             if self._state == _S_AFTER_ITEM:
                 raise self._err(f"expected '--{name}' or '--{name}--' after the item, got {_show(buf[p:])}")
@@ -448,8 +451,9 @@ class ExchangeParser:
         headers = dict(self._headers)
         cte = headers.get("content-transfer-encoding")
         if cte is not None and cte.strip().lower() not in _IDENTITY_ENCODINGS:
-            raise self._err(f"Content-Transfer-Encoding {_clip(cte)!r} not supported "
-                            "(send the bytes as they are)")
+            raise self._err(
+                f"Content-Transfer-Encoding {_clip(cte)!r} not supported (send the bytes as they are)"
+            )
         raw = headers.get("content-type")
         if raw is None:
             raise self._err(f"no Content-Type header (expected {what})")
@@ -463,8 +467,10 @@ class ExchangeParser:
         if self._state == _S_ITEM_HEADERS:
             raw, media, params = self._content_type_of("multipart/related")
             if media != "multipart/related":
-                raise self._err(f"Content-Type {_clip(raw)!r}, expected multipart/related "
-                                "(an item is a meta part and a payload part)")
+                raise self._err(
+                    f"Content-Type {_clip(raw)!r}, expected multipart/related "
+                    "(an item is a meta part and a payload part)"
+                )
             boundary = params.get("boundary")
             if boundary is None:
                 raise self._err("multipart/related has no boundary parameter")
@@ -481,11 +487,13 @@ class ExchangeParser:
         else:
             raw, media, _ = self._content_type_of("the payload's type")
             if media.startswith("multipart/"):
-                raise self._err(f"Content-Type {_clip(raw)!r}: nested multipart is not allowed "
-                                "(two levels only)")
+                raise self._err(
+                    f"Content-Type {_clip(raw)!r}: nested multipart is not allowed (two levels only)"
+                )
             if self._ptype in _JSON_TYPES and media != "application/json":
-                raise self._err(f"Content-Type {_clip(raw)!r} for a {self._ptype} item, "
-                                "expected application/json")
+                raise self._err(
+                    f"Content-Type {_clip(raw)!r} for a {self._ptype} item, expected application/json"
+                )
         self._content_type = raw
         self._state = _S_PART_BODY
         self._scan_inner = 0
@@ -536,7 +544,8 @@ class ExchangeParser:
         else:
             if not ci:
                 raise MultipartError(
-                    f"item {self._item_no}: more than two parts (expected a meta part and one payload part)")
+                    f"item {self._item_no}: more than two parts (expected a meta part and one payload part)"
+                )
             self._payload_done(content)
             self._state = _S_AFTER_ITEM
         return True
@@ -574,8 +583,10 @@ class ExchangeParser:
             if not isinstance(name, str) or not name:
                 raise self._err('"payload.details.fileName" must be a non-empty string for a file item')
             if _iso_key(details.get("creationDate")) is None:
-                raise self._err('"payload.details.creationDate" must be an ISO 8601 UTC timestamp'
-                                " like 2024-05-01T12:00:00.000Z")
+                raise self._err(
+                    '"payload.details.creationDate" must be an ISO 8601 UTC timestamp'
+                    " like 2024-05-01T12:00:00.000Z"
+                )
             if "fileType" in details and not isinstance(details["fileType"], str):
                 raise self._err('"payload.details.fileType" must be a string')
         self._meta = meta
@@ -601,16 +612,18 @@ class ExchangeParser:
                     _check_dsc(parsed)
             except _Invalid as e:
                 raise err(f"{e.path}: {e.msg}" if e.path else e.msg) from None
-        self._done.append(ExchangeItem(
-            meta=self._meta,
-            payload_type=self._ptype,
-            payload_version=self._pversion,
-            details=self._details,
-            content_type=self._content_type,
-            payload=content,
-            parsed=parsed,
-            index=self._item_no,
-        ))
+        self._done.append(
+            ExchangeItem(
+                meta=self._meta,
+                payload_type=self._ptype,
+                payload_version=self._pversion,
+                details=self._details,
+                content_type=self._content_type,
+                payload=content,
+                parsed=parsed,
+                index=self._item_no,
+            )
+        )
         self._meta = {}
         self._details = {}
 
@@ -635,8 +648,10 @@ def _show(data: bytes | bytearray) -> str:
 
 def _boundary_bytes(boundary: str, where: str) -> bytes:
     if not _BOUNDARY_RE.match(boundary):
-        raise MultipartError(f"{where}: boundary {_clip(boundary)!r} is not a valid RFC 2046 boundary "
-                             "(1-70 of A-Z a-z 0-9 '()+_,-./:=? and space, not ending in a space)")
+        raise MultipartError(
+            f"{where}: boundary {_clip(boundary)!r} is not a valid RFC 2046 boundary "
+            "(1-70 of A-Z a-z 0-9 '()+_,-./:=? and space, not ending in a space)"
+        )
     return boundary.encode("ascii")
 
 
@@ -721,8 +736,9 @@ def _check_timeseries(doc: Any) -> None:
         for j, v in enumerate(values):
             # Fast path first: ~10^5 values per 10 MiB body.
             dp = v.get("dataPointId") if type(v) is dict else None
-            if not (type(dp) is str and dp and type(v.get("value")) is str
-                    and type(v.get("qualityCode")) is str):
+            if not (
+                type(dp) is str and dp and type(v.get("value")) is str and type(v.get("qualityCode")) is str
+            ):
                 q = f"[{k}].values[{j}]"
                 if not isinstance(v, dict):
                     raise _Invalid(q, "must be an object {dataPointId, value, qualityCode}")
@@ -730,8 +746,10 @@ def _check_timeseries(doc: Any) -> None:
                 _string(v, "value", q, empty=True)
                 _string(v, "qualityCode", q, empty=True)
             if dp in ids:
-                raise _Invalid(f"[{k}].values[{j}].dataPointId", f"duplicate dataPointId {_clip(dp)!r} at "
-                               f"{rec['timestamp']}")
+                raise _Invalid(
+                    f"[{k}].values[{j}].dataPointId",
+                    f"duplicate dataPointId {_clip(dp)!r} at {rec['timestamp']}",
+                )
             ids.add(dp)
         if key not in first:
             first[key] = k
@@ -742,8 +760,10 @@ def _check_timeseries(doc: Any) -> None:
             earlier = repeated[key] = {v["dataPointId"] for v in doc[first[key]]["values"]}
         for j, v in enumerate(values):
             if v["dataPointId"] in earlier:
-                raise _Invalid(f"[{k}].values[{j}].dataPointId", f"duplicate dataPointId "
-                               f"{_clip(v['dataPointId'])!r} at {rec['timestamp']}")
+                raise _Invalid(
+                    f"[{k}].values[{j}].dataPointId",
+                    f"duplicate dataPointId {_clip(v['dataPointId'])!r} at {rec['timestamp']}",
+                )
         earlier |= ids
 
 
@@ -764,8 +784,10 @@ def _check_events(doc: Any, version: str) -> None:
         sev = ev["severity"]
         if isinstance(sev, bool) or not isinstance(sev, int) or sev not in allowed:
             one_of = "/".join(str(a) for a in allowed)
-            raise _Invalid(p + ".severity", f"must be one of {one_of} for businessEvent version {version}, "
-                           f"got {_clip(json.dumps(sev))}")
+            raise _Invalid(
+                p + ".severity",
+                f"must be one of {one_of} for businessEvent version {version}, got {_clip(json.dumps(sev))}",
+            )
         _string(ev, "type", p)
         _string(ev, "version", p)
         _string(ev, "id", p, optional=True)

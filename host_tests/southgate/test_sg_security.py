@@ -1,0 +1,113 @@
+"""Security rules that cut across endpoints: secrets never in logs or error bodies, admin API locked,
+one log line per request."""
+
+from __future__ import annotations
+
+import re
+
+from sgclient import Agent, Client, strict_body, ts_item
+from southgate.testing import RunningSouthgate
+
+AM = "/api/agentmanagement/v3"
+
+
+def test_secrets_never_logged_or_echoed(sg: RunningSouthgate) -> None:
+    a = Agent(sg).ready()
+    secrets = {
+        a.config["content"]["iat"],
+        a.reg["client_secret"],
+        a.reg["registration_access_token"],
+        a.token,
+        sg.admin_token,
+    }
+    r = a.http.json(
+        "PUT", f"{AM}/register/{a.id}", {"client_id": a.id}, token=a.reg["registration_access_token"]
+    )
+    new = r.json()
+    secrets |= {new["client_secret"], new["registration_access_token"]}
+    a.reg = new
+    tok = a.get_token().json()["access_token"]
+    secrets.add(tok)
+    bodies = []
+    # error paths that see the secrets
+    bodies.append(a.http.json("POST", AM + "/register", {}, token=a.config["content"]["iat"]).body)
+    bodies.append(
+        a.http.json("PUT", f"{AM}/register/{a.id}", {"client_id": a.id}, token=a.reg["client_secret"]).body
+    )
+    bodies.append(a.get_token(sign_key=a.reg["client_secret"] + "x").body)
+    bodies.append(a.http.request("GET", f"{AM}/agents/{a.id}/dataSourceConfiguration", token=tok + "x").body)
+    ct, body = strict_body([ts_item("CF-test", [("2024-05-01T10:00:00.000Z", [("DP-temp", tok, "0")])])])
+    assert a.exchange(ct, body, token=tok).status == 200
+    bodies.append(a.exchange("multipart/mixed; boundary=" + tok[:60], b"--x", token=tok).body)
+    log = sg.log_path.read_text()
+    for s in secrets:
+        assert s not in log
+        for b in bodies:
+            assert s.encode() not in b
+
+
+def test_admin_api_needs_admin_token(sg: RunningSouthgate) -> None:
+    a = Agent(sg).onboard().login()
+    c = Client(sg.base_url, sg.ca_pem)
+    for method, path in (
+        ("GET", "/admin/settings"),
+        ("GET", "/admin/counters"),
+        ("GET", "/admin/faults"),
+        ("POST", "/admin/agents"),
+        ("GET", f"/admin/agents/{a.id}/timeseries"),
+        ("GET", f"{AM}/agents/{a.id}/boarding/configuration"),
+    ):
+        assert c.request(method, path).status == 401
+        assert c.request(method, path, token=a.token).status == 401
+        assert c.request(method, path, token=sg.admin_token + "x").status == 401
+    c.close()
+
+
+def test_one_log_line_per_request(sg: RunningSouthgate) -> None:
+    c = Client(sg.base_url, sg.ca_pem)
+    before = len(sg.log_path.read_text().splitlines())
+    for path in ("/api/agentmanagement/v3/oauth/token_key", "/nowhere", "/api/mindconnect/v3/exchange"):
+        c.request("GET", path)
+    c.close()
+    lines = sg.log_path.read_text().splitlines()[before:]
+    pattern = re.compile(r"^southgate: (GET|POST) (\S+) (\d{3}) in=\d+ agent=\S+ \d+\.\dms$")
+    parsed = [pattern.match(x) for x in lines]
+    assert [(m.group(2), m.group(3)) for m in parsed if m] == [
+        ("/api/agentmanagement/v3/oauth/token_key", "200"),
+        ("/nowhere", "404"),
+        ("/api/mindconnect/v3/exchange", "405"),
+    ]
+
+
+def test_unknown_route_and_method_json(sg: RunningSouthgate) -> None:
+    c = Client(sg.base_url, sg.ca_pem)
+    r = c.request("GET", "/api/nothing/here")
+    assert r.status == 404 and set(r.json()) == {"id", "message"}
+    r = c.request("DELETE", "/api/agentmanagement/v3/oauth/token")
+    assert r.status == 405 and "allow" in r.headers
+    c.close()
+
+
+def test_tls_verifies_and_plain_http_refused(sg: RunningSouthgate) -> None:
+    import http.client
+    import ssl
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(sg.base_url)
+    default = http.client.HTTPSConnection(
+        parts.hostname or "", parts.port, timeout=10, context=ssl.create_default_context()
+    )
+    try:
+        default.request("GET", "/api/agentmanagement/v3/oauth/token_key")
+        raise AssertionError("a client that does not trust the dev CA must fail")
+    except ssl.SSLCertVerificationError:
+        pass
+    finally:
+        default.close()
+    for host in ("localhost", "127.0.0.1"):
+        conn = http.client.HTTPSConnection(
+            host, parts.port, timeout=10, context=ssl.create_default_context(cafile=sg.ca_pem)
+        )
+        conn.request("GET", "/api/agentmanagement/v3/oauth/token_key")
+        assert conn.getresponse().status == 200
+        conn.close()

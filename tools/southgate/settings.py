@@ -1,0 +1,56 @@
+"""Tunable behaviour of a southgate instance (lifetimes, skew, clock offset, rate limit ...).
+
+Defaults follow the protocol doc §H. Settings live in the database so `serve` keeps them across restarts,
+and the admin API changes them at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class Settings:
+    clock_offset_s: float = 0.0
+    secret_lifetime_s: int = 7 * 86400
+    access_token_lifetime_s: int = 1800
+    iat_lifetime_s: int = 7 * 86400
+    clock_skew_s: int = 300
+    max_assertion_lifetime_s: int = 86400
+    rotation_grace_s: int = 0
+    rate_limit: int = 0  # requests per rate_window_s per agent; 0 = off
+    rate_window_s: float = 60.0
+    max_exchange_bytes: int = 10 * MIB
+    require_mapping: bool = True
+    mapping_calls_per_hour: int = 1050
+    diagnostic_activations_per_tenant: int = 5
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Apply changes after checking names and types; ValueError names the offending key."""
+        known = {f.name: f for f in fields(self)}
+        staged: dict[str, Any] = {}
+        for key, value in changes.items():
+            if key not in known:
+                raise ValueError("unknown setting {!r} (known: {})".format(key, ", ".join(sorted(known))))
+            kind = type(getattr(self, key))
+            if kind is bool:
+                if not isinstance(value, bool):
+                    raise ValueError(f"setting {key!r} must be true or false")
+            elif kind is int:
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"setting {key!r} must be a non-negative integer")
+            elif kind is float:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ValueError(f"setting {key!r} must be a number")
+                value = float(value)
+                if key != "clock_offset_s" and value < 0:
+                    raise ValueError(f"setting {key!r} must not be negative")
+            staged[key] = value
+        for key, value in staged.items():
+            setattr(self, key, value)

@@ -1,0 +1,470 @@
+# ruff: noqa: E501  (SQL statements read better unwrapped)
+"""All persistent state of a southgate instance in one SQLite database (DIR/southgate.db).
+
+The server and the CLI open the same file (WAL mode), so `southgate agent create` and `southgate fault add`
+work whether or not a server is running on DIR. Time series are keyed by (agent, data point, timestamp):
+a re-sent batch overwrites itself, which makes at-least-once delivery idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS agents (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, entity_id TEXT NOT NULL,
+    created_ms INTEGER NOT NULL, etag INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'NOT_ONBOARDED', status_since_ms INTEGER NOT NULL,
+    iat_jti TEXT, iat TEXT, iat_expires_s INTEGER, iat_used INTEGER NOT NULL DEFAULT 0,
+    secret TEXT, secret_expires_s INTEGER, secret_used INTEGER NOT NULL DEFAULT 0,
+    rat_hash TEXT, prev_rat_hash TEXT, onboard_gen INTEGER NOT NULL DEFAULT 0,
+    last_seen_ms INTEGER,
+    UNIQUE (tenant, name)
+);
+CREATE TABLE IF NOT EXISTS assets (
+    entity_id TEXT PRIMARY KEY, name TEXT NOT NULL, created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS properties (
+    entity_id TEXT NOT NULL, property_set TEXT NOT NULL, property TEXT NOT NULL,
+    type TEXT NOT NULL, unit TEXT NOT NULL,
+    PRIMARY KEY (entity_id, property_set, property)
+);
+CREATE TABLE IF NOT EXISTS dsc (
+    agent_id TEXT PRIMARY KEY, id TEXT NOT NULL, etag INTEGER NOT NULL, body TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mappings (
+    id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, data_point_id TEXT NOT NULL, entity_id TEXT NOT NULL,
+    property_set TEXT NOT NULL, property TEXT NOT NULL, keep INTEGER NOT NULL, validity TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mappings_agent ON mappings (agent_id, data_point_id);
+CREATE TABLE IF NOT EXISTS mapping_calls (tenant TEXT NOT NULL, at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS readings (
+    agent_id TEXT NOT NULL, data_point_id TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+    value TEXT NOT NULL, quality TEXT NOT NULL, received_ms INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, data_point_id, ts_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS asset_values (
+    entity_id TEXT NOT NULL, property_set TEXT NOT NULL, property TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+    value TEXT NOT NULL, quality TEXT NOT NULL,
+    PRIMARY KEY (entity_id, property_set, ts_ms, property)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, entity_id TEXT NOT NULL, source TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL, severity INTEGER NOT NULL, description TEXT NOT NULL, body TEXT NOT NULL,
+    received_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_agent ON events (agent_id, ts_ms);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, agent_id TEXT NOT NULL, entity_id TEXT NOT NULL,
+    path TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL, etag INTEGER NOT NULL,
+    content_type TEXT NOT NULL, description TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+    source TEXT NOT NULL, details TEXT NOT NULL, blob TEXT NOT NULL, received_ms INTEGER NOT NULL,
+    UNIQUE (entity_id, path)
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    entity_id TEXT NOT NULL, path TEXT NOT NULL, agent_id TEXT NOT NULL, started_ms INTEGER NOT NULL,
+    meta TEXT NOT NULL, PRIMARY KEY (entity_id, path)
+);
+CREATE TABLE IF NOT EXISTS custom_items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, agent_id TEXT NOT NULL, type TEXT NOT NULL, version TEXT NOT NULL,
+    details TEXT NOT NULL, content_type TEXT NOT NULL, payload BLOB NOT NULL, received_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS diagnostics (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, agent_id TEXT NOT NULL, correlation_id TEXT NOT NULL,
+    severity TEXT NOT NULL, message TEXT NOT NULL, source TEXT NOT NULL, state TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS diagnostics_agent ON diagnostics (agent_id, id);
+CREATE TABLE IF NOT EXISTS activations (
+    id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, tenant TEXT NOT NULL, status TEXT NOT NULL,
+    created_ms INTEGER NOT NULL, UNIQUE (agent_id)
+);
+CREATE TABLE IF NOT EXISTS faults (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL, method TEXT, remaining INTEGER NOT NULL,
+    kind TEXT NOT NULL, params TEXT NOT NULL, created_ms INTEGER NOT NULL
+);
+"""
+
+
+class Conflict(Exception):
+    """A uniqueness rule was violated (name taken, mapping exists, ...)."""
+
+
+def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    return dict(row) if row is not None else None
+
+
+class Storage:
+    """Thin typed wrapper over the database; every method is one short statement or transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        new = not path.exists()
+        if new:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.close(fd)
+        self.db = sqlite3.connect(str(path), isolation_level=None, timeout=30, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=OFF")
+        self.db.executescript(SCHEMA)
+        self._depth = 0
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (nested calls join the outer one)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.db
+            finally:
+                self._depth -= 1
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self.db
+        except BaseException:
+            self._depth = 0
+            self.db.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self.db.execute("COMMIT")
+
+    def one(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        return _row(self.db.execute(sql, args).fetchone())
+
+    def all(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute(sql, args).fetchall()]
+
+    # settings -------------------------------------------------------------------------------------------
+    def load_settings(self) -> dict[str, Any]:
+        return {r["key"]: json.loads(r["value"]) for r in self.all("SELECT key, value FROM settings")}
+
+    def save_settings(self, values: dict[str, Any]) -> None:
+        with self.tx() as db:
+            for key, value in values.items():
+                db.execute(
+                    "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, json.dumps(value))
+                )
+
+    # agents ---------------------------------------------------------------------------------------------
+    def create_agent(self, agent_id: str, tenant: str, name: str, entity_id: str, now_ms: int) -> None:
+        try:
+            with self.tx() as db:
+                db.execute(
+                    "INSERT INTO agents (id, tenant, name, entity_id, created_ms, status_since_ms)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (agent_id, tenant, name, entity_id, now_ms, now_ms),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"an agent named {name!r} already exists in tenant {tenant!r}") from exc
+
+    def agent(self, agent_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM agents WHERE id = ?", agent_id)
+
+    def owner_of_entity(self, entity_id: str) -> str | None:
+        """The agent an entity belongs to (its bound asset, or the agent's own id as entity), if any."""
+        row = self.one("SELECT id FROM agents WHERE id = ? OR entity_id = ? LIMIT 1", entity_id, entity_id)
+        return row["id"] if row else None
+
+    def agents(self) -> list[dict[str, Any]]:
+        return self.all("SELECT * FROM agents ORDER BY created_ms, id")
+
+    def update_agent(self, agent_id: str, **fields: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        self.db.execute(f"UPDATE agents SET {cols} WHERE id = ?", (*fields.values(), agent_id))
+
+    # assets ---------------------------------------------------------------------------------------------
+    def ensure_asset(self, entity_id: str, now_ms: int, name: str | None = None) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO assets (entity_id, name, created_ms) VALUES (?, ?, ?)",
+            (entity_id, name or "asset-" + entity_id[:8], now_ms),
+        )
+
+    def asset(self, entity_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM assets WHERE entity_id = ?", entity_id)
+
+    def prop(self, entity_id: str, pset: str, prop: str) -> dict[str, Any] | None:
+        return self.one(
+            "SELECT * FROM properties WHERE entity_id = ? AND property_set = ? AND property = ?",
+            entity_id,
+            pset,
+            prop,
+        )
+
+    def add_prop(self, entity_id: str, pset: str, prop: str, type_: str, unit: str) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO properties (entity_id, property_set, property, type, unit) VALUES (?,?,?,?,?)",
+            (entity_id, pset, prop, type_, unit),
+        )
+
+    def props(self, entity_id: str, pset: str) -> list[dict[str, Any]]:
+        return self.all(
+            "SELECT * FROM properties WHERE entity_id = ? AND property_set = ? ORDER BY property",
+            entity_id,
+            pset,
+        )
+
+    # data source configuration --------------------------------------------------------------------------
+    def dsc(self, agent_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM dsc WHERE agent_id = ?", agent_id)
+
+    def put_dsc(self, agent_id: str, dsc_id: str, etag: int, body: dict[str, Any], now_ms: int) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO dsc (agent_id, id, etag, body, updated_ms) VALUES (?, ?, ?, ?, ?)",
+            (agent_id, dsc_id, etag, json.dumps(body), now_ms),
+        )
+
+    # mappings -------------------------------------------------------------------------------------------
+    def mappings(self, agent_id: str, **filters: str) -> list[dict[str, Any]]:
+        cols = {
+            "dataPointId": "data_point_id",
+            "entityId": "entity_id",
+            "propertySetName": "property_set",
+            "propertyName": "property",
+        }
+        sql = "SELECT * FROM mappings WHERE agent_id = ?"
+        args: list[Any] = [agent_id]
+        for key, value in filters.items():
+            sql += f" AND {cols[key]} = ?"
+            args.append(value)
+        return self.all(sql + " ORDER BY created_ms, id", *args)
+
+    def mappings_of_point(self, agent_id: str, dp_id: str) -> list[dict[str, Any]]:
+        return self.all("SELECT * FROM mappings WHERE agent_id = ? AND data_point_id = ?", agent_id, dp_id)
+
+    def mappings_of_property(self, entity_id: str, pset: str, prop: str) -> list[dict[str, Any]]:
+        return self.all(
+            "SELECT * FROM mappings WHERE entity_id = ? AND property_set = ? AND property = ?",
+            entity_id,
+            pset,
+            prop,
+        )
+
+    def mapping(self, mapping_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM mappings WHERE id = ?", mapping_id)
+
+    def add_mapping(self, row: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT INTO mappings (id, agent_id, data_point_id, entity_id, property_set, property, keep,"
+            " validity, created_ms) VALUES (:id, :agent_id, :data_point_id, :entity_id, :property_set,"
+            " :property, :keep, :validity, :created_ms)",
+            row,
+        )
+
+    def delete_mapping(self, mapping_id: str) -> None:
+        self.db.execute("DELETE FROM mappings WHERE id = ?", (mapping_id,))
+
+    def set_mapping_validity(self, mapping_id: str, validity: dict[str, Any]) -> None:
+        self.db.execute("UPDATE mappings SET validity = ? WHERE id = ?", (json.dumps(validity), mapping_id))
+
+    def count_mapping_call(self, tenant: str, now_ms: int, window_ms: int) -> int:
+        """Record one mapping call; returns how many there were in the window including this one."""
+        with self.tx() as db:
+            db.execute("DELETE FROM mapping_calls WHERE at_ms <= ?", (now_ms - window_ms,))
+            db.execute("INSERT INTO mapping_calls (tenant, at_ms) VALUES (?, ?)", (tenant, now_ms))
+            row = db.execute("SELECT COUNT(*) FROM mapping_calls WHERE tenant = ?", (tenant,)).fetchone()
+        return int(row[0])
+
+    # time series ----------------------------------------------------------------------------------------
+    def upsert_readings(self, rows: Iterable[tuple[str, str, int, str, str, int]]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO readings (agent_id, data_point_id, ts_ms, value, quality, received_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def upsert_asset_values(self, rows: Iterable[tuple[str, str, str, int, str, str]]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO asset_values (entity_id, property_set, property, ts_ms, value, quality)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def readings(
+        self, agent_id: str, from_ms: int | None = None, to_ms: int | None = None
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM readings WHERE agent_id = ?"
+        args: list[Any] = [agent_id]
+        if from_ms is not None:
+            sql += " AND ts_ms >= ?"
+            args.append(from_ms)
+        if to_ms is not None:
+            sql += " AND ts_ms < ?"
+            args.append(to_ms)
+        return self.all(sql + " ORDER BY ts_ms, data_point_id", *args)
+
+    def asset_values(
+        self, entity_id: str, pset: str, from_ms: int, to_ms: int, limit: int, newest_first: bool
+    ) -> list[dict[str, Any]]:
+        """Rows of up to `limit` distinct timestamps in [from, to)."""
+        order = "DESC" if newest_first else "ASC"
+        stamps = self.all(
+            "SELECT DISTINCT ts_ms FROM asset_values WHERE entity_id = ? AND property_set = ? AND ts_ms >= ?"
+            f" AND ts_ms < ? ORDER BY ts_ms {order} LIMIT ?",
+            entity_id,
+            pset,
+            from_ms,
+            to_ms,
+            limit,
+        )
+        if not stamps:
+            return []
+        lo = min(s["ts_ms"] for s in stamps)
+        hi = max(s["ts_ms"] for s in stamps)
+        return self.all(
+            "SELECT * FROM asset_values WHERE entity_id = ? AND property_set = ? AND ts_ms >= ? AND ts_ms <= ?"
+            " ORDER BY ts_ms, property",
+            entity_id,
+            pset,
+            lo,
+            hi,
+        )
+
+    # events ---------------------------------------------------------------------------------------------
+    def upsert_event(self, row: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO events (id, agent_id, entity_id, source, ts_ms, severity, description, body,"
+            " received_ms) VALUES (:id, :agent_id, :entity_id, :source, :ts_ms, :severity, :description, :body,"
+            " :received_ms)",
+            row,
+        )
+
+    def events(
+        self, agent_id: str, from_ms: int | None = None, to_ms: int | None = None
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM events WHERE agent_id = ?"
+        args: list[Any] = [agent_id]
+        if from_ms is not None:
+            sql += " AND ts_ms >= ?"
+            args.append(from_ms)
+        if to_ms is not None:
+            sql += " AND ts_ms < ?"
+            args.append(to_ms)
+        return self.all(sql + " ORDER BY ts_ms, id", *args)
+
+    # files ----------------------------------------------------------------------------------------------
+    def file(self, entity_id: str, path: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM files WHERE entity_id = ? AND path = ?", entity_id, path)
+
+    def upsert_file(self, row: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT INTO files (agent_id, entity_id, path, size, sha256, etag, content_type, description, ts_ms,"
+            " source, details, blob, received_ms) VALUES (:agent_id, :entity_id, :path, :size, :sha256, :etag,"
+            " :content_type, :description, :ts_ms, :source, :details, :blob, :received_ms)"
+            " ON CONFLICT (entity_id, path) DO UPDATE SET agent_id = excluded.agent_id, size = excluded.size,"
+            " sha256 = excluded.sha256, etag = excluded.etag, content_type = excluded.content_type,"
+            " description = excluded.description, ts_ms = excluded.ts_ms, source = excluded.source,"
+            " details = excluded.details, blob = excluded.blob, received_ms = excluded.received_ms",
+            row,
+        )
+
+    def files(self, agent_id: str | None = None, entity_id: str | None = None) -> list[dict[str, Any]]:
+        if entity_id is not None:
+            return self.all("SELECT * FROM files WHERE entity_id = ? ORDER BY path", entity_id)
+        return self.all("SELECT * FROM files WHERE agent_id = ? ORDER BY received_ms, id", agent_id)
+
+    def upload(self, entity_id: str, path: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM uploads WHERE entity_id = ? AND path = ?", entity_id, path)
+
+    def put_upload(self, entity_id: str, path: str, agent_id: str, now_ms: int, meta: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO uploads (entity_id, path, agent_id, started_ms, meta) VALUES (?, ?, ?, ?, ?)",
+            (entity_id, path, agent_id, now_ms, json.dumps(meta)),
+        )
+
+    def delete_upload(self, entity_id: str, path: str) -> None:
+        self.db.execute("DELETE FROM uploads WHERE entity_id = ? AND path = ?", (entity_id, path))
+
+    # custom items ---------------------------------------------------------------------------------------
+    def add_custom(
+        self,
+        agent_id: str,
+        type_: str,
+        version: str,
+        details: dict[str, Any],
+        content_type: str,
+        payload: bytes,
+        now_ms: int,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO custom_items (agent_id, type, version, details, content_type, payload, received_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (agent_id, type_, version, json.dumps(details), content_type, payload, now_ms),
+        )
+
+    def custom_items(self, agent_id: str) -> list[dict[str, Any]]:
+        return self.all("SELECT * FROM custom_items WHERE agent_id = ? ORDER BY id", agent_id)
+
+    # diagnostics ----------------------------------------------------------------------------------------
+    def add_diagnostic(
+        self,
+        agent_id: str,
+        correlation_id: str,
+        severity: str,
+        message: str,
+        source: str,
+        state: str,
+        now_ms: int,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO diagnostics (agent_id, correlation_id, severity, message, source, state, ts_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (agent_id, correlation_id, severity, message, source, state, now_ms),
+        )
+
+    def diagnostics(self, agent_ids: list[str], since_ms: int = 0) -> list[dict[str, Any]]:
+        if not agent_ids:
+            return []
+        marks = ",".join("?" * len(agent_ids))
+        return self.all(
+            f"SELECT * FROM diagnostics WHERE agent_id IN ({marks}) AND ts_ms >= ? ORDER BY id",
+            *agent_ids,
+            since_ms,
+        )
+
+    def activation(self, activation_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM activations WHERE id = ?", activation_id)
+
+    def activations(self, tenant: str) -> list[dict[str, Any]]:
+        return self.all("SELECT * FROM activations WHERE tenant = ? ORDER BY created_ms, id", tenant)
+
+    # faults ---------------------------------------------------------------------------------------------
+    def add_fault(
+        self, path: str, method: str | None, count: int, kind: str, params: dict[str, Any], now_ms: int
+    ) -> int:
+        cur = self.db.execute(
+            "INSERT INTO faults (path, method, remaining, kind, params, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            (path, method, count, kind, json.dumps(params), now_ms),
+        )
+        return int(cur.lastrowid or 0)
+
+    def faults(self) -> list[dict[str, Any]]:
+        rows = self.all("SELECT * FROM faults WHERE remaining > 0 ORDER BY id")
+        for r in rows:
+            r["params"] = json.loads(r["params"])
+        return rows
+
+    def consume_fault(self, fault_id: int) -> bool:
+        cur = self.db.execute(
+            "UPDATE faults SET remaining = remaining - 1 WHERE id = ? AND remaining > 0", (fault_id,)
+        )
+        return cur.rowcount == 1
+
+    def clear_faults(self) -> int:
+        cur = self.db.execute("DELETE FROM faults")
+        return cur.rowcount

@@ -1,0 +1,126 @@
+"""Helpers shared by the route modules: getting at the service, authentication, JSON bodies, pages."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+from typing import Any
+
+from aiohttp import web
+
+from .errors import ApiError, bad_request, forbidden, unauthorized
+from .service import Service
+
+SERVICE_KEY: web.AppKey[Service] = web.AppKey("service", Service)
+
+
+def service(request: web.Request) -> Service:
+    return request.app[SERVICE_KEY]
+
+
+def bearer(request: web.Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("missing bearer token in Authorization header")
+    return token.strip()
+
+
+def agent_auth(request: web.Request) -> dict[str, Any]:
+    """The agent whose access token authorised this request (401 otherwise)."""
+    svc = service(request)
+    agent = svc.agent_for_token(bearer(request))
+    request["agent_id"] = agent["id"]
+    now = svc.clock.now_ms()
+    if (agent["last_seen_ms"] or 0) < now - 5000:
+        svc.storage.update_agent(agent["id"], last_seen_ms=now)
+    return agent
+
+
+def own_agent(request: web.Request, agent: dict[str, Any], agent_id: Any) -> None:
+    """Access tokens are bound to their agent: agent A's token can't act for agent B."""
+    if agent_id != agent["id"]:
+        raise forbidden("the access token belongs to another agent")
+
+
+def own_entity(request: web.Request, agent: dict[str, Any], entity_id: str) -> None:
+    """An agent may write to free assets and its own, not to another agent's asset."""
+    owner = service(request).storage.owner_of_entity(entity_id)
+    if owner is not None and owner != agent["id"]:
+        raise forbidden(f"entity {entity_id} belongs to another agent")
+
+
+def is_admin(request: web.Request) -> bool:
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    admin = service(request).keys.admin_token
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), admin.encode())
+
+
+def admin_auth(request: web.Request) -> None:
+    if not is_admin(request):
+        raise unauthorized("admin token required (Bearer <DIR/admin-token>)")
+    request["agent_id"] = "admin"
+
+
+def require_json_type(request: web.Request) -> None:
+    ctype = request.headers.get("Content-Type", "")
+    if ctype.split(";")[0].strip().lower() not in ("application/json", "application/merge-patch+json"):
+        raise ApiError(415, "Content-Type must be application/json")
+
+
+async def json_body(request: web.Request, *, check_type: bool = True) -> Any:
+    if check_type:
+        require_json_type(request)
+    raw = await request.read()
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad_request(f"body is not valid JSON: {exc}") from exc
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, text=json.dumps(data), content_type="application/json", headers=headers
+    )
+
+
+def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise bad_request(f"query parameter {name!r} must be an integer") from exc
+    if not lo <= value <= hi:
+        raise bad_request(f"query parameter {name!r} must be between {lo} and {hi}")
+    return value
+
+
+def page(
+    request: web.Request, items: list[Any], default_size: int = 10, max_size: int = 2000
+) -> dict[str, Any]:
+    """A Spring-style page of `items` following ?page=&size=."""
+    size = int_param(request, "size", default_size, 1, max_size)
+    number = int_param(request, "page", 0, 0, 10**6)
+    total = len(items)
+    content = items[number * size : (number + 1) * size]
+    pages = math.ceil(total / size) if total else 0
+    return {
+        "content": content,
+        "last": number >= pages - 1,
+        "totalPages": pages,
+        "totalElements": total,
+        "numberOfElements": len(content),
+        "first": number == 0,
+        "size": size,
+        "number": number,
+        "sort": [],
+    }
+
+
+def base_url(request: web.Request) -> str:
+    """The origin the client used, for URLs handed back to it."""
+    return f"{request.scheme}://{request.host}"
