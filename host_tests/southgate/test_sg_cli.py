@@ -75,6 +75,7 @@ def test_agent_create_offline_then_onboard(tmp_path: Path) -> None:
         "agent", "create", "--data", str(data), "--name", "press-7", "--tenant", "acme", "--out", str(out)
     )
     assert "press-7" in r.stderr
+    assert out.stat().st_mode & 0o077 == 0, "the agent config holds the IAT: owner-only"
     config = json.loads(out.read_text())
     assert config["content"]["tenant"] == "acme" and config["content"]["baseUrl"].startswith("https://")
     dup = run("agent", "create", "--data", str(data), "--name", "press-7", "--tenant", "acme", check=False)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import faults, readback
+from .certs import write_private
 from .clock import parse_iso
 from .errors import ApiError
 from .service import Service
@@ -95,7 +96,7 @@ def _write(text: str, out: Path | None) -> None:
     if out is None:
         print(text)
     else:
-        out.write_text(text + "\n")
+        write_private(out, (text + "\n").encode())  # agent configs carry the IAT: owner-only
         print(f"southgate: wrote {out}", file=sys.stderr)
 
 
