@@ -97,3 +97,169 @@ def collect():
         return gc.mem_free() if hasattr(gc, "mem_free") else None
     except ImportError:
         return None
+
+
+def fsync(f):
+    """Flush a file written for durability down to the medium (a littlefs commit happens at close())."""
+    f.flush()
+    fileno = getattr(f, "fileno", None)
+    fn = getattr(os, "fsync", None)
+    if fileno is not None and fn is not None:
+        fn(fileno())
+
+
+def fsync_dir(path):
+    """Make a rename in directory path durable on POSIX hosts (no-op where directories can't be opened)."""
+    if MICROPYTHON or not hasattr(os, "O_RDONLY"):
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def mkdir_private(path):
+    """Create a directory only its owner may enter, where the platform has permissions."""
+    if MICROPYTHON:
+        os.mkdir(path)
+    else:
+        os.mkdir(path, 0o700)
+
+
+# --- socket I/O for mcagent.http (appended by the http area) ---
+
+def is_timeout(exc):
+    """True if an OSError from connect/read/write means "timed out" (CPython: TimeoutError; MicroPython:
+    ETIMEDOUT, EAGAIN from SO_RCVTIMEO, or EINPROGRESS from a connect cut short by SO_SNDTIMEO)."""
+    if not MICROPYTHON and isinstance(exc, TimeoutError):
+        return True
+    import errno
+
+    code = getattr(exc, "errno", None)
+    if code is None or isinstance(code, str):
+        return False
+    return code in (errno.ETIMEDOUT, errno.EAGAIN) or (MICROPYTHON and code == errno.EINPROGRESS)
+
+
+class SockIO:
+    """Reads and writes on a connected plain or TLS socket with one inactivity timeout, alike everywhere.
+
+    recv_into(mv) returns what is available now (>= 1 byte) or 0 at EOF; send(mv) writes all of mv; both
+    raise OSError(ETIMEDOUT) after timeout_ms without progress. Why not just settimeout(): MicroPython's
+    readinto() on a blocking socket waits until the whole buffer is full (a short response would stall
+    until the timeout) and some ports' TLS sockets have no recv_into. So on MicroPython the socket goes
+    non-blocking and waits with select.poll (which also sees data mbedTLS already decrypted); CPython uses
+    blocking calls with settimeout. Call blocking(sock, s) before handing the raw socket to tls_wrap.
+    """
+
+    def __init__(self, sock, timeout_ms):
+        self.sock = sock
+        self.timeout_ms = timeout_ms
+        if MICROPYTHON:
+            import select
+
+            self._select = select
+            sock.setblocking(False)
+            self._poll = select.poll()
+            self._poll.register(sock, select.POLLIN)
+        else:
+            sock.settimeout(timeout_ms / 1000)
+
+    def _wait(self, mask):
+        self._poll.modify(self.sock, mask)
+        for _ in self._poll.ipoll(self.timeout_ms):
+            return
+        import errno
+
+        raise OSError(errno.ETIMEDOUT)
+
+    def recv_into(self, mv):
+        if not MICROPYTHON:
+            return self.sock.recv_into(mv)
+        while True:
+            n = self.sock.readinto(mv)  # non-blocking: what is there, 0 at EOF, None if nothing yet
+            if n is not None:
+                return n
+            self._wait(self._select.POLLIN)
+
+    def send(self, mv):
+        if not MICROPYTHON:
+            self.sock.sendall(mv)
+            return
+        n = len(mv)
+        i = 0
+        while i < n:
+            k = self.sock.write(mv[i:] if i else mv)  # None: nothing taken (TLS: retry with the same bytes)
+            if k is None:
+                self._wait(self._select.POLLOUT)
+            else:
+                i += k
+
+    def idle_ok(self):
+        """False if the peer closed, reset or sent anything while the connection sat idle (then it must
+        not carry another request). TLS housekeeping records alone (no application data) count as alive."""
+        if MICROPYTHON:
+            self._poll.modify(self.sock, self._select.POLLIN)
+            for _ in self._poll.ipoll(0):
+                break
+            else:
+                return True
+            try:
+                return self.sock.readinto(bytearray(1)) is None
+            except OSError:
+                return False
+        import select
+
+        pending = getattr(self.sock, "pending", None)
+        if pending is not None and pending():
+            return False
+        if not select.select([self.sock], [], [], 0)[0]:
+            return True
+        self.sock.setblocking(False)
+        try:
+            self.sock.recv(1)
+            return False  # data or EOF
+        except OSError as e:
+            return isinstance(e, (BlockingIOError, getattr(tls, "SSLWantReadError", BlockingIOError)))
+        finally:
+            self.sock.settimeout(self.timeout_ms / 1000)
+
+
+def blocking(sock, timeout_s):
+    """Put a socket (back) into blocking mode with a timeout: for connect() and the TLS handshake."""
+    sock.settimeout(timeout_s)
+
+
+# --- ticks and sleeping for the board runtime (appended by the boards area) ---
+
+def ticks_ms(time_module=time):
+    """A millisecond counter for measuring intervals (wraps on MicroPython; compare with ticks_diff)."""
+    fn = getattr(time_module, "ticks_ms", None)
+    if fn is not None:
+        return fn()
+    return int(time_module.monotonic() * 1000)
+
+
+def ticks_diff(a, b, time_module=time):
+    """a - b for two ticks_ms values, correct across the counter's wrap-around."""
+    fn = getattr(time_module, "ticks_diff", None)
+    if fn is not None:
+        return fn(a, b)
+    return a - b
+
+
+def sleep_ms(ms, time_module=time):
+    """Block for ms milliseconds (CPython's time has no sleep_ms)."""
+    if ms <= 0:
+        return
+    fn = getattr(time_module, "sleep_ms", None)
+    if fn is not None:
+        fn(int(ms))
+    else:
+        time_module.sleep(ms / 1000)
