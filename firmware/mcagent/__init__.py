@@ -1,3 +1,194 @@
-"""mcagent: a MindConnect agent for MicroPython boards (runs on CPython too, for host tests)."""
+"""mcagent: a MindConnect agent for MicroPython boards (runs on CPython too, for host tests).
+
+    from mcagent import Agent
+    agent = Agent(config="agentconfig.json", state="state-dir", ca=["ca.der"], proxy=None)
+    agent.onboard()          # idempotent
+    agent.configure(dsc)     # PUT the DSC if it changed
+    agent.token()            # a valid access token (rotating the secret if due)
+
+Parts are created on first use and share one keep-alive connection (`agent.conn`). Modules needed once
+(config parsing, DSC building) are unloaded after a successful use: bytecode loaded from .mpy lives in the
+heap, and ~14 KB back matters on a 64 KB board. Their exception classes live here, so `except` clauses keep
+matching after a module was unloaded and loaded again.
+"""
+
+import sys
 
 VERSION = "0.1.0"
+
+
+class ConfigError(ValueError):
+    """agentconfig.json is missing or wrong; `.problems` lists each problem as its own sentence."""
+
+    def __init__(self, source, problems):
+        self.source = source
+        self.problems = problems
+        if len(problems) == 1:
+            text = "%s: %s" % (source, problems[0])
+        else:
+            text = "%s has %d problems:\n  - %s" % (source, len(problems), "\n  - ".join(problems))
+        super().__init__(text)
+
+
+class NeedsOnboarding(Exception):
+    """The agent cannot authenticate any more (secret and registration token refused, onboarding key used
+    or expired): only a new agentconfig.json helps. Buffered data is kept; nothing is retried in a loop."""
+
+
+class DscError(ValueError):
+    """The data source configuration description is wrong; the message names the source or point."""
+
+
+class MappingError(Exception):
+    """The service refused a data point mapping (unknown asset/aspect/property, type or unit mismatch)."""
+
+
+class AgentConfig:
+    """The checked content of agentconfig.json (see mcagent.config). The IAT never shows in its repr."""
+
+    def __init__(self, base_url, iat, client_id, tenant, expiration_ms, source, key_id):
+        self.base_url = base_url
+        self.iat = iat
+        self.client_id = client_id
+        self.tenant = tenant
+        self.expiration_ms = expiration_ms  # when the IAT expires (Unix ms), None if not given
+        self.source = source
+        self.key_id = key_id  # fingerprint of the IAT: tells keys apart without storing one
+
+    def __repr__(self):
+        return "<AgentConfig %s tenant=%s base=%s>" % (self.client_id, self.tenant, self.base_url)
+
+
+def _unload(name):
+    """Forget a one-shot submodule so its bytecode can be collected (it is imported again if needed)."""
+    sys.modules.pop("mcagent." + name, None)
+    mod = sys.modules.get("mcagent")
+    if mod is not None and name in mod.__dict__:
+        delattr(mod, name)
+
+
+def _read_ca(item):
+    if isinstance(item, (bytes, bytearray)):
+        return bytes(item)
+    try:
+        with open(item, "rb") as f:
+            der = f.read()
+    except OSError:
+        raise ValueError("CA certificate %s cannot be read" % item)
+    if der[:5] == b"-----":
+        raise ValueError("CA certificate %s is PEM: MicroPython needs DER (openssl x509 -outform der)" % item)
+    return der
+
+
+class Agent:
+    """One MindConnect agent: its configuration, identity and connection.
+
+    config: path of agentconfig.json (or an AgentConfig); state: directory for the agent's small durable
+    files (registration, token, clock, DSC hash), apart from the data store, so re-onboarding never
+    touches buffered data; ca: CA certificates (DER file paths or DER bytes) the gateway must chain to;
+    proxy: "http://[user:pass@]host:port" of an HTTP CONNECT proxy, or None. clock and conn: for tests.
+    """
+
+    def __init__(self, config="agentconfig.json", state="state-dir", ca=None, proxy=None, timeout_s=30,
+                 clock=None, conn=None):
+        if isinstance(config, str):
+            from mcagent.config import load
+
+            config = load(config)
+            _unload("config")
+        self.config = config
+        if isinstance(ca, (str, bytes, bytearray)):
+            ca = [ca]
+        self._ca = list(ca or ())
+        self.proxy = proxy
+        self.timeout_s = timeout_s
+        self._state = state
+        self._clock = clock
+        self._conn = conn
+        self._identity = None
+        self.configuration_id = None  # set by configure(); the uploader tags time series with it
+
+    def __repr__(self):
+        return "<Agent %s at %s>" % (self.config.client_id, self.config.base_url)
+
+    @property
+    def state(self):
+        if isinstance(self._state, str):
+            from mcagent.state import State
+
+            self._state = State(self._state)
+        return self._state
+
+    @property
+    def clock(self):
+        if self._clock is None:
+            from mcagent.clock import Clock
+
+            self._clock = Clock()
+        return self._clock
+
+    @property
+    def conn(self):
+        """The one keep-alive connection every request of this agent goes through (opened on first use)."""
+        if self._conn is None:
+            from mcagent.http import Connection
+
+            self._conn = Connection(self.config.base_url, [_read_ca(c) for c in self._ca], self.proxy,
+                                    self.timeout_s)
+        return self._conn
+
+    @property
+    def identity(self):
+        """Registration, token cache and clock correction (mcagent.identity.Identity)."""
+        if self._identity is None:
+            from mcagent.identity import Identity
+
+            self._identity = Identity(self.config, self.state, lambda: self.conn, self.clock)
+        return self._identity
+
+    def onboard(self):
+        """Register with the onboarding key unless already done. True if this call onboarded."""
+        return self.identity.onboard()
+
+    def token(self):
+        """A valid access token (onboarding first and rotating the secret when due)."""
+        return self.identity.token()
+
+    def request(self, method, path, headers=None, body=None, max_body=4096):
+        """An authorised request on the shared connection; a 401 gets a new token and one retry.
+
+        body: bytes or a streaming body (written again for the retry). Returns the http Response.
+        """
+        ident = self.identity
+        h = dict(headers) if headers else {}
+        for attempt in (0, 1):
+            h["Authorization"] = ident.authorization()
+            resp = self.conn.request(method, path, h, body, max_body)
+            ident.observe(resp)
+            if resp.status != 401 or attempt:
+                return resp
+            ident.invalidate_token()
+
+    def configure(self, dsc, force=False):
+        """PUT the data source configuration (a §E dict, or the compact form described in mcagent.dsc)
+        if it changed since the last PUT, and create its mappings. Returns a summary dict."""
+        from mcagent.dsc import configure
+
+        summary = configure(self.request, self.state, self.config.client_id, dsc, force)
+        _unload("dsc")
+        self.configuration_id = summary["configurationId"]
+        return summary
+
+    def status(self):
+        """Identity facts safe to show (no secret, no token)."""
+        return self.identity.status()
+
+    def close(self):
+        if self._conn is not None:
+            self._conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

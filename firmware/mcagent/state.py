@@ -1,0 +1,186 @@
+"""Small durable files (registration, token cache, clock correction, DSC hash) in one state directory.
+
+Each file is replaced atomically: the new content goes to NAME.tmp (written, flushed, closed = a littlefs
+commit), then renamed over NAME, so a power cut leaves either the old or the new version, never a mix.
+On FAT, rename is delete + rename: a cut in between leaves only NAME.tmp, which the next start promotes.
+Every file ends with a checksum line, so a damaged file reads as "absent" instead of as wrong values:
+the agent can always start. Files may hold secrets: they are created owner-only on a host and their
+content is never printed.
+
+File format (text): one line of compact JSON, then one line with the first 16 hex digits of its SHA-256.
+"""
+
+import hashlib
+import json
+import os
+
+from mcagent import cjson, compat
+
+_TMP = ".tmp"
+
+# Fault injection for tests: when set, called as hook(name) after NAME.tmp is complete and before the rename
+# (the commit point). Raising there simulates a power cut between "answer received" and "answer saved".
+before_commit = None
+
+
+def _digest(data):
+    return "".join(["%02x" % b for b in hashlib.sha256(data).digest()[:8]]).encode()
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _makedirs(path):
+    """Create path and missing parents (MicroPython has no os.makedirs)."""
+    if not path or _exists(path):
+        return
+    parent = path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else ""
+    if parent and parent != path:
+        _makedirs(parent)
+    try:
+        compat.mkdir_private(path)
+    except OSError:
+        if not _exists(path):
+            raise
+
+
+def decode(data):
+    """File bytes -> the stored value, or None when the file is empty, cut short or damaged."""
+    end = data.rfind(b"\n", 0, len(data) - 1)
+    if end < 0 or not data.endswith(b"\n"):
+        return None
+    body, check = data[:end], data[end + 1 : -1]
+    if _digest(body) != check:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _emit(value, out):
+    """Write value as compact JSON through out(text), piece by piece (same text as cjson.dumps).
+
+    A 1 KB access token is written as it is, not copied into a growing document string: on a fragmented
+    64 KB heap, a few such copies at once are what fails."""
+    if isinstance(value, str):
+        for c in value:
+            if c == '"' or c == "\\" or c < " ":
+                out(cjson.quote(value))
+                return
+        out('"')
+        out(value)
+        out('"')
+    elif isinstance(value, (dict, cjson.Obj)):
+        pairs = value.pairs if isinstance(value, cjson.Obj) else sorted(value.items())
+        sep = "{"
+        for k, v in pairs:
+            out(sep)
+            _emit(k, out)
+            out(":")
+            _emit(v, out)
+            sep = ","
+        out("}" if sep == "," else "{}")
+    elif isinstance(value, (list, tuple)):
+        sep = "["
+        for v in value:
+            out(sep)
+            _emit(v, out)
+            sep = ","
+        out("]" if sep == "," else "[]")
+    else:
+        out(cjson.dumps(value))
+
+
+def encode(value):
+    """The stored value (dict, list or cjson.Obj) -> file bytes."""
+    body = cjson.dumps(value).encode()
+    return body + b"\n" + _digest(body) + b"\n"
+
+
+class State:
+    """A directory of small atomically replaced JSON files."""
+
+    def __init__(self, path):
+        self.path = path.rstrip("/") or "/"
+        _makedirs(self.path)
+        self.recover()
+
+    def file(self, name):
+        return self.path + "/" + name
+
+    def _read(self, path):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return None
+        return decode(data)
+
+    def recover(self):
+        """Finish or undo a replace that a power cut interrupted (run at start).
+
+        NAME.tmp with a good NAME beside it: the commit never happened, drop the temp file. NAME.tmp alone
+        (or beside a damaged NAME) and complete: the old file was already deleted for the rename (FAT), so
+        the temp file is the committed value: finish the rename. Anything else: delete the temp file.
+        """
+        for name in os.listdir(self.path):
+            if not name.endswith(_TMP):
+                continue
+            tmp = self.file(name)
+            target = tmp[: -len(_TMP)]
+            if self._read(target) is None and self._read(tmp) is not None:
+                _remove(target)
+                os.rename(tmp, target)
+            else:
+                _remove(tmp)
+
+    def load(self, name, default=None):
+        """The value saved under name, or default when it is absent or unreadable."""
+        value = self._read(self.file(name))
+        return default if value is None else value
+
+    def save(self, name, value):
+        """Replace name with value atomically; when this returns, the new value is committed."""
+        target = self.file(name)
+        tmp = target + _TMP
+        h = hashlib.sha256()
+        f = open(tmp, "wb")
+
+        def out(text):
+            b = text.encode()
+            h.update(b)
+            f.write(b)
+
+        try:
+            compat.make_private(tmp)
+            _emit(value, out)
+            f.write(b"\n")
+            f.write("".join(["%02x" % b for b in h.digest()[:8]]).encode())
+            f.write(b"\n")
+            compat.fsync(f)
+        finally:
+            f.close()
+        if before_commit is not None:
+            before_commit(name)
+        os.rename(tmp, target)
+        compat.fsync_dir(self.path)
+
+    def remove(self, name):
+        _remove(self.file(name))
+        _remove(self.file(name) + _TMP)
+
+    def __repr__(self):
+        return "<State %s>" % self.path
