@@ -263,3 +263,9 @@ def sleep_ms(ms, time_module=time):
         fn(int(ms))
     else:
         time_module.sleep(ms / 1000)
+
+
+def heap_free():
+    """Free GC heap bytes after a collection on MicroPython (the number the health event reports); None on
+    CPython, where the figure means nothing for a board and a full collection is slow."""
+    return collect() if MICROPYTHON else None

@@ -1,0 +1,779 @@
+"""A board: board.json (hardware, sensors -> data points, schedule) and settings.json (site: Wi-Fi, files).
+
+Both are checked up front, so that a wrong file stops the node at start-up with one message naming each
+wrong field (`sensors[1].points[0].type: ...`) instead of a crash in the field. The data source
+configuration (protocol doc §E) is generated from board.json, so the data points the node records and the
+ones Insights Hub expects cannot drift apart.
+
+Also here: `Hardware`, the thin layer over the port's board modules (machine, network, ntptime, esp32)
+that main.py uses, with harmless stand-ins where a port lacks one (the unix board); and the unix board's
+flash, a littlefs image file on a file-backed block device.
+"""
+
+import json
+
+from micropython import const
+
+from mcagent import compat
+
+TYPES = ("INT", "LONG", "DOUBLE", "BOOLEAN", "STRING", "BIG_STRING", "TIMESTAMP")
+SLEEP_MODES = ("awake", "deep")
+WHEN_FULL = ("drop_oldest", "stop")
+# chip -> highest GPIO number
+CHIPS = {"esp32": 39, "esp32s2": 46, "esp32s3": 48, "esp32c3": 21, "unix": 1023}
+_ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
+_MAX_ID = const(64)
+
+
+class BoardError(ValueError):
+    """board.json or settings.json is wrong; `.problems` lists one sentence per wrong field."""
+
+    def __init__(self, source, problems):
+        self.source = source
+        self.problems = problems
+        if len(problems) == 1:
+            text = "%s: %s" % (source, problems[0])
+        else:
+            text = "%s has %d problems:\n  - %s" % (source, len(problems), "\n  - ".join(problems))
+        super().__init__(text)
+
+
+# ---- small checkers: each returns the value (or a default) and appends a sentence on a problem --------
+
+
+def _num(d, key, where, problems, default, lo=None, hi=None, whole=False):
+    value = d.get(key, default)
+    name = where + key if where.endswith(".") or not where else where + "." + key
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        problems.append("%s must be a number, got %s" % (name, _show(value)))
+        return default
+    if whole and value != int(value):
+        problems.append("%s must be a whole number, got %s" % (name, _show(value)))
+        return default
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        problems.append("%s must be between %s and %s, got %s" % (name, lo, hi, _show(value)))
+        return default
+    return int(value) if whole else value
+
+
+def _text(d, key, where, problems, default=None, required=False):
+    value = d.get(key, default)
+    name = where + "." + key if where else key
+    if value is None:
+        if required:
+            problems.append("%s is missing" % name)
+        return None
+    if not isinstance(value, str) or (required and not value):
+        problems.append("%s must be a%s string, got %s" % (name, " non-empty" if required else "", _show(value)))
+        return default
+    return value
+
+
+def _ident(value, name, problems):
+    """A name used as an id in the DSC or the state: letters, digits, - _ . only."""
+    if not isinstance(value, str) or not value:
+        problems.append("%s must be a non-empty string, got %s" % (name, _show(value)))
+        return False
+    bad = [c for c in value if c not in _ID_CHARS]
+    if bad or len(value) > _MAX_ID:
+        problems.append("%s must be at most %d letters, digits, '-', '_' or '.', got %s" % (name, _MAX_ID, _show(value)))
+        return False
+    return True
+
+
+def _obj(d, key, where, problems):
+    value = d.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.append("%s must be an object, got %s" % (where + "." + key if where else key, _show(value)))
+        return {}
+    return value
+
+
+def _show(value):
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _pin(value, chip, name, problems):
+    top = CHIPS.get(chip, 1023)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+        problems.append("%s must be a GPIO number from 0 to %d on the %s, got %s" % (name, top, chip, _show(value)))
+        return False
+    return True
+
+
+def _unknown(d, known, where, problems):
+    for key in d:
+        if key not in known:
+            problems.append("%s is not a known field (known: %s)" % (where + "." + key if where else key, ", ".join(known)))
+
+
+# ---- the board ---------------------------------------------------------------------------------------
+
+
+class Point:
+    """One data point: a sensor channel recorded under a DSC data point id."""
+
+    def __init__(self, id, name, type, unit, channel, description=None, extra=None):
+        self.id = id
+        self.name = name
+        self.type = type
+        self.unit = unit
+        self.channel = channel
+        self.description = description
+        self.extra = extra  # mapping fields handed to the DSC as they are (property, mappings, ...)
+
+    def convert(self, value):
+        """A driver's value as the DSC type wants it (ValueError/TypeError if it cannot be)."""
+        t = self.type
+        if t == "DOUBLE":
+            return float(value)
+        if t == "INT" or t == "LONG":
+            return int(round(value)) if isinstance(value, float) else int(value)
+        if t == "BOOLEAN":
+            return bool(value)
+        return str(value)
+
+    def __repr__(self):
+        return "<Point %s %s %s>" % (self.id, self.type, self.unit)
+
+
+class Sensor:
+    def __init__(self, kind, name, spec, points):
+        self.kind = kind
+        self.name = name
+        self.spec = spec  # the board.json entry (drivers read their options from it)
+        self.points = points
+
+    def __repr__(self):
+        return "<Sensor %s %s>" % (self.kind, self.name)
+
+
+class Board:
+    """The checked content of board.json. Times are in milliseconds."""
+
+    def __init__(self):
+        self.name = None
+        self.chip = None
+        self.description = ""
+        self.heap_kb = None
+        self.sensors = []
+        self.sample_ms = 60000
+        self.upload_samples = 10
+        self.upload_ms = 600000
+        self.sleep = "awake"
+        self.health_ms = 86400000
+        self.watchdog_ms = 60000
+        self.upload_budget_ms = 300000
+        self.wifi_timeout_ms = 20000
+        self.wifi_attempts = 3
+        self.wifi_backoff_ms = 2000
+        self.ntp_attempts = 3
+        self.ntp_resync_ms = 86400000
+        self.retry_cap_ms = 3600000
+        self.min_deep_ms = 2000  # shorter waits are spent awake: a boot costs more than it saves
+        self.store = {}
+        self.configuration_id = None
+        self.dsc_extra = {}
+        self.safe_pin = None
+        self.i2c = None
+        self.speed = 1
+        self.flash_blocks = 512
+
+    def points(self):
+        for s in self.sensors:
+            for p in s.points:
+                yield p
+
+    def dsc(self):
+        """The data source configuration (protocol §E): one data source per sensor."""
+        sources = []
+        for s in self.sensors:
+            dps = []
+            for p in s.points:
+                dp = {"id": p.id, "name": p.name, "type": p.type, "unit": p.unit}
+                if p.description:
+                    dp["description"] = p.description
+                if p.extra:
+                    for k in p.extra:
+                        dp[k] = p.extra[k]
+                dps.append(dp)
+            sources.append({"name": s.name, "description": "%s on %s" % (s.kind, self.name), "dataPoints": dps})
+        doc = {"configurationId": self.configuration_id, "dataSources": sources}
+        for k in self.dsc_extra:
+            doc[k] = self.dsc_extra[k]
+        return doc
+
+    def store_options(self):
+        """Keyword arguments for the agent's flash store (mcagent.store.Store)."""
+        return dict(self.store)
+
+    def scaled(self, speed):
+        """The schedule compressed by speed (the unix board's fast-forward); timestamps stay real."""
+        if speed and speed != 1:
+            for name in ("sample_ms", "upload_ms", "health_ms", "ntp_resync_ms", "retry_cap_ms", "wifi_backoff_ms",
+                         "min_deep_ms"):
+                setattr(self, name, max(1, int(getattr(self, name) / speed)))
+            self.speed = speed
+        return self
+
+    def __repr__(self):
+        return "<Board %s (%s) %d sensors>" % (self.name, self.chip, len(self.sensors))
+
+
+_TOP = ("board", "chip", "description", "heap_kb", "pins", "i2c", "sensors", "schedule", "store", "watchdog_s",
+        "upload_budget_s", "wifi", "ntp", "dsc", "sim", "flash")
+_SCHEDULE = ("sample_s", "upload_samples", "upload_s", "sleep", "health_s", "retry_cap_s")
+_POINT = ("channel", "id", "name", "type", "unit", "description", "property", "mappings", "entityId",
+          "propertySetName", "customData", "base", "amplitude", "period_s", "phase_s", "noise", "decimals", "cycle")
+
+
+def parse(doc, source="board.json"):
+    """Check a decoded board.json (dict). Returns Board or raises BoardError naming every wrong field."""
+    if not isinstance(doc, dict):
+        raise BoardError(source, ["must be a JSON object"])
+    p = []
+    b = Board()
+    _unknown(doc, _TOP, "", p)
+    name = doc.get("board")
+    if _ident(name, "board", p):
+        b.name = name
+    chip = doc.get("chip")
+    if chip not in CHIPS:
+        p.append("chip must be one of %s, got %s" % (", ".join(sorted(CHIPS)), _show(chip)))
+        chip = "unix"
+    b.chip = chip
+    b.description = _text(doc, "description", "", p, "") or ""
+    if "heap_kb" in doc:
+        b.heap_kb = _num(doc, "heap_kb", "", p, None, 16, 100000, whole=True)
+
+    pins = _obj(doc, "pins", "", p)
+    for key in pins:
+        _pin(pins[key], chip, "pins." + key, p)
+    if "safe" in pins and isinstance(pins["safe"], int):
+        b.safe_pin = pins["safe"]
+
+    if "i2c" in doc:
+        b.i2c = _i2c(doc.get("i2c"), chip, "i2c", p)
+
+    _sensors(doc, b, p)
+
+    sch = _obj(doc, "schedule", "", p)
+    _unknown(sch, _SCHEDULE, "schedule", p)
+    b.sample_ms = int(_num(sch, "sample_s", "schedule", p, 60, 0.001, 86400 * 7) * 1000)
+    b.upload_samples = _num(sch, "upload_samples", "schedule", p, 10, 0, 100000, whole=True)
+    b.upload_ms = int(_num(sch, "upload_s", "schedule", p, 600, 0, 86400 * 30) * 1000)
+    if b.upload_samples == 0 and b.upload_ms == 0:
+        p.append("schedule: upload_samples and upload_s are both 0, so nothing would ever be uploaded")
+    b.sleep = sch.get("sleep", "awake")
+    if b.sleep not in SLEEP_MODES:
+        p.append("schedule.sleep must be \"awake\" or \"deep\", got %s" % _show(b.sleep))
+    b.health_ms = int(_num(sch, "health_s", "schedule", p, 86400, 60, 86400 * 30) * 1000)
+    b.retry_cap_ms = int(_num(sch, "retry_cap_s", "schedule", p, 3600, 10, 86400) * 1000)
+
+    wd = _num(doc, "watchdog_s", "", p, 60, 0, 7200)
+    if wd and wd < 10:
+        p.append("watchdog_s must be 0 (off) or at least 10, got %s" % _show(wd))
+    b.watchdog_ms = int(wd * 1000)
+    b.upload_budget_ms = int(_num(doc, "upload_budget_s", "", p, 300, 10, 7200) * 1000)
+
+    wifi = _obj(doc, "wifi", "", p)
+    _unknown(wifi, ("timeout_s", "attempts", "backoff_s"), "wifi", p)
+    b.wifi_timeout_ms = int(_num(wifi, "timeout_s", "wifi", p, 20, 1, 300) * 1000)
+    b.wifi_attempts = _num(wifi, "attempts", "wifi", p, 3, 1, 20, whole=True)
+    b.wifi_backoff_ms = int(_num(wifi, "backoff_s", "wifi", p, 2, 0, 300) * 1000)
+    if b.watchdog_ms and b.wifi_timeout_ms >= b.watchdog_ms:
+        pass  # the connect loop feeds the watchdog while it polls; no constraint needed
+
+    ntp = _obj(doc, "ntp", "", p)
+    _unknown(ntp, ("attempts", "resync_s"), "ntp", p)
+    b.ntp_attempts = _num(ntp, "attempts", "ntp", p, 3, 0, 20, whole=True)
+    b.ntp_resync_ms = int(_num(ntp, "resync_s", "ntp", p, 86400, 60, 86400 * 30) * 1000)
+
+    store = _obj(doc, "store", "", p)
+    _unknown(store, ("capacity_kb", "when_full", "commit_every"), "store", p)
+    b.store["capacity_bytes"] = _num(store, "capacity_kb", "store", p, 256, 16, 1 << 22, whole=True) * 1024
+    when = store.get("when_full", "drop_oldest")
+    if when not in WHEN_FULL:
+        p.append("store.when_full must be \"drop_oldest\" or \"stop\", got %s" % _show(when))
+    b.store["policy"] = when
+    if "commit_every" in store:
+        b.store["commit_every"] = _num(store, "commit_every", "store", p, 1, 1, 1000, whole=True)
+
+    dsc = _obj(doc, "dsc", "", p)
+    _unknown(dsc, ("configurationId", "entityId", "propertySetName"), "dsc", p)
+    cid = dsc.get("configurationId", "CF-" + (b.name or "board"))
+    if _ident(cid, "dsc.configurationId", p):
+        b.configuration_id = cid
+    for key in ("entityId", "propertySetName"):
+        if key in dsc and _text(dsc, key, "dsc", p, required=True):
+            b.dsc_extra[key] = dsc[key]
+
+    sim = _obj(doc, "sim", "", p)
+    _unknown(sim, ("speed",), "sim", p)
+    b.speed = _num(sim, "speed", "sim", p, 1, 0.001, 100000)
+    flash = _obj(doc, "flash", "", p)
+    _unknown(flash, ("blocks",), "flash", p)
+    b.flash_blocks = _num(flash, "blocks", "flash", p, 512, 16, 1 << 20, whole=True)
+
+    if p:
+        raise BoardError(source, p)
+    return b
+
+
+def _i2c(value, chip, where, p):
+    if not isinstance(value, dict):
+        p.append("%s must be an object like {\"id\": 0, \"scl\": 22, \"sda\": 21}, got %s" % (where, _show(value)))
+        return None
+    _unknown(value, ("id", "scl", "sda", "freq"), where, p)
+    for key in ("scl", "sda"):
+        if key not in value:
+            p.append("%s.%s is missing (the GPIO number)" % (where, key))
+        else:
+            _pin(value[key], chip, where + "." + key, p)
+    bus = value.get("id", 0)
+    if bus not in (-1, 0, 1):
+        p.append("%s.id must be 0 or 1 (hardware I2C) or -1 (SoftI2C), got %s" % (where, _show(bus)))
+    _num(value, "freq", where, p, 100000, 1000, 1000000, whole=True)
+    return value
+
+
+def _sensors(doc, b, p):
+    from sensors import KINDS, module
+
+    sensors = doc.get("sensors")
+    if not isinstance(sensors, list) or not sensors:
+        p.append("sensors must be a non-empty list of sensors")
+        return
+    names = {}
+    ids = {}
+    for i in range(len(sensors)):
+        s = sensors[i]
+        where = "sensors[%d]" % i
+        if not isinstance(s, dict):
+            p.append("%s must be an object with kind, name and points" % where)
+            continue
+        kind = s.get("kind")
+        if kind not in KINDS:
+            p.append("%s.kind must be one of %s, got %s" % (where, ", ".join(KINDS), _show(kind)))
+            continue
+        mod = module(kind)
+        name = s.get("name", kind)
+        if _ident(name, where + ".name", p):
+            if name in names:
+                p.append("%s.name %s is used twice (also by %s)" % (where, _show(name), names[name]))
+            names[name] = where
+        if kind == "bme280":
+            if "i2c" in s:
+                _i2c(s["i2c"], b.chip, where + ".i2c", p)
+            elif b.i2c is None:
+                p.append("%s: a bme280 needs an I2C bus: give \"i2c\" here or at the top" % where)
+            else:
+                s = dict(s)
+                s["i2c"] = b.i2c
+        mod.check(s, b.chip, where, p)
+        points = _points(s, mod.CHANNELS, where, ids, p)
+        b.sensors.append(Sensor(kind, name, s, points))
+
+
+def _points(s, channels, where, ids, p):
+    pts = s.get("points")
+    if not isinstance(pts, list) or not pts:
+        p.append("%s.points must be a non-empty list of data points" % where)
+        return []
+    out = []
+    for j in range(len(pts)):
+        d = pts[j]
+        w = "%s.points[%d]" % (where, j)
+        if not isinstance(d, dict):
+            p.append("%s must be an object with at least an id" % w)
+            continue
+        _unknown(d, _POINT, w, p)
+        channel = d.get("channel")
+        if channel is None and channels is not None and len(channels) == 1:
+            channel = list(channels)[0]
+        if channels is None:
+            if not isinstance(channel, str) or not channel:
+                p.append("%s.channel must name the simulated signal, got %s" % (w, _show(channel)))
+                continue
+            default_type, default_unit = "DOUBLE", ""
+        elif channel not in channels:
+            p.append("%s.channel must be one of %s, got %s" % (w, ", ".join(sorted(channels)), _show(channel)))
+            continue
+        else:
+            default_type, default_unit = channels[channel]
+        pid = d.get("id")
+        if not _ident(pid, w + ".id", p):
+            continue
+        if pid in ids:
+            p.append("%s.id %s is used twice (also by %s): data point ids are unique per agent" % (w, _show(pid), ids[pid]))
+            continue
+        ids[pid] = w
+        typ = d.get("type", default_type)
+        if typ not in TYPES:
+            p.append("%s.type must be one of %s, got %s" % (w, ", ".join(TYPES), _show(typ)))
+            continue
+        unit = _text(d, "unit", w, p, default_unit)
+        pname = _text(d, "name", w, p, pid) or pid
+        desc = _text(d, "description", w, p)
+        extra = None
+        for key in ("property", "mappings", "entityId", "propertySetName", "customData"):
+            if key in d:
+                if extra is None:
+                    extra = {}
+                extra[key] = d[key]
+        out.append(Point(pid, pname, typ, unit if unit is not None else "", channel, desc, extra))
+    return out
+
+
+def _read_json(path, what):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        raise BoardError(path, ["cannot be read: put the %s there" % what])
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise BoardError(path, ["is not valid JSON (a missing comma or quote?)"])
+
+
+def load(path="board.json"):
+    """Read and check board.json. Raises BoardError naming every wrong field."""
+    return parse(_read_json(path, "board definition (boards/<name>/board.json)"), path)
+
+
+# ---- settings.json: what differs per site and node ----------------------------------------------------
+
+
+class Settings:
+    """The checked content of settings.json. The Wi-Fi password is never part of a message or repr."""
+
+    def __init__(self):
+        self.ssid = None
+        self.password = None
+        self.hostname = None
+        self.agentconfig = "agentconfig.json"
+        self.ca = None  # None: every *.der file in certs/ (where `mcagent deploy` puts them)
+        self.proxy = None
+        self.ntp_host = None
+        self.state_dir = "mcagent"
+        self.runlog = "runlog.txt"
+
+    def __repr__(self):
+        return "<Settings ssid=%r agentconfig=%r>" % (self.ssid, self.agentconfig)
+
+
+def parse_settings(doc, source="settings.json"):
+    if not isinstance(doc, dict):
+        raise BoardError(source, ["must be a JSON object"])
+    p = []
+    s = Settings()
+    _unknown(doc, ("wifi", "agentconfig", "ca", "proxy", "ntp_host", "state_dir", "runlog"), "", p)
+    wifi = doc.get("wifi")
+    if wifi is not None:
+        if not isinstance(wifi, dict):
+            p.append("wifi must be an object {\"ssid\": ..., \"password\": ...}")
+        else:
+            _unknown(wifi, ("ssid", "password", "hostname"), "wifi", p)
+            s.ssid = _text(wifi, "ssid", "wifi", p, required=True)
+            pw = wifi.get("password", "")
+            if not isinstance(pw, str):
+                p.append("wifi.password must be a string (\"\" for an open network)")
+            else:
+                s.password = pw
+            s.hostname = _text(wifi, "hostname", "wifi", p)
+    s.agentconfig = _text(doc, "agentconfig", "", p, s.agentconfig, required=True) or s.agentconfig
+    ca = doc.get("ca")
+    if isinstance(ca, str):
+        ca = [ca]
+    if ca is not None:
+        if not isinstance(ca, list) or not ca or [c for c in ca if not isinstance(c, str) or not c]:
+            p.append("ca must list the CA certificate files (DER), e.g. [\"certs/ca.der\"], got %s" % _show(ca))
+        else:
+            s.ca = ca
+    s.proxy = _text(doc, "proxy", "", p)
+    s.ntp_host = _text(doc, "ntp_host", "", p)
+    s.state_dir = _text(doc, "state_dir", "", p, s.state_dir, required=True) or s.state_dir
+    s.runlog = _text(doc, "runlog", "", p, s.runlog, required=True) or s.runlog
+    if p:
+        raise BoardError(source, p)
+    return s
+
+
+def load_settings(path="settings.json"):
+    """settings.json, or the defaults when the file does not exist (the unix board needs no Wi-Fi)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return Settings()
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise BoardError(path, ["is not valid JSON (a missing comma or quote?)"])
+    return parse_settings(doc, path)
+
+
+_PARSER = ("parse", "_sensors", "_points", "_i2c", "_num", "_text", "_ident", "_obj", "_show", "_pin", "_unknown",
+           "_read_json", "load", "parse_settings", "load_settings", "_TOP", "_SCHEDULE", "_POINT")
+
+
+def release_parser():
+    """Drop the boot-only parsing code from this module once the files are read. On a board running .mpy
+    files (not frozen) that gives its bytecode back (measured: 4.5 KB on the 64-bit Unix port); afterwards
+    parse()/load() are gone for this process, so only main() calls this."""
+    g = globals()
+    for name in _PARSER:
+        g.pop(name, None)
+
+
+# ---- the port's board modules -------------------------------------------------------------------------
+
+RESET_NAMES = ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET", "BROWNOUT_RESET")
+_rtc_memory = b""  # the unix board's RTC memory: survives a simulated deep sleep, not a new process
+
+
+class DeepSleep(BaseException):
+    """Raised instead of sleeping where the port cannot deep-sleep (the unix board): main() catches it,
+    waits, and boots the node again as a deep-sleep wake. BaseException, so no `except Exception` eats it."""
+
+    def __init__(self, ms):
+        super().__init__(ms)
+        self.ms = ms
+
+
+def _try_import(name):
+    try:
+        return __import__(name)
+    except ImportError:
+        return None
+
+
+class Hardware:
+    """What main.py needs from the board, over the port's modules; tests hand in fakes.
+
+    Absent facilities (the Unix port has no WDT, RTC, deepsleep, network or ntptime) become no-ops, so the
+    same runtime runs on the unix board: no watchdog, the host's clock, simulated deep sleep.
+    """
+
+    def __init__(self, machine=None, network=None, ntptime=None, esp32=None, time_module=None, reset_cause=None):
+        if time_module is None:
+            import time as time_module
+        self.machine = machine
+        self.network = network
+        self.ntptime = ntptime
+        self.esp32 = esp32
+        self.time = time_module
+        self._reset_cause = reset_cause
+        self._wdt = None
+        self._buses = {}
+        self.feeds = 0
+
+    @classmethod
+    def detect(cls, reset_cause=None):
+        """The running port's own modules (whatever of them exist)."""
+        return cls(_try_import("machine"), _try_import("network"), _try_import("ntptime"), _try_import("esp32"),
+                   None, reset_cause)
+
+    # time
+    def ticks_ms(self):
+        return compat.ticks_ms(self.time)
+
+    def ticks_diff(self, a, b):
+        return compat.ticks_diff(a, b, self.time)
+
+    def sleep_ms(self, ms):
+        compat.sleep_ms(ms, self.time)
+
+    # reset cause, watchdog, sleep
+    def reset_cause(self):
+        """The name of why this boot happened, e.g. "DEEPSLEEP_RESET" ("PWRON_RESET" where unknown)."""
+        if self._reset_cause is not None:
+            return self._reset_cause
+        m = self.machine
+        fn = getattr(m, "reset_cause", None)
+        if fn is None:
+            return "PWRON_RESET"
+        code = fn()
+        for name in RESET_NAMES:
+            if getattr(m, name, None) == code:
+                return name
+        return "RESET_%s" % code
+
+    def start_watchdog(self, timeout_ms):
+        """Start the hardware watchdog (it cannot be stopped again); False where the port has none."""
+        wdt = getattr(self.machine, "WDT", None)
+        if wdt is None or not timeout_ms:
+            return False
+        self._wdt = wdt(timeout=timeout_ms)
+        return True
+
+    def feed(self):
+        if self._wdt is not None:
+            self._wdt.feed()
+            self.feeds += 1
+
+    def timer(self, period_ms, callback):
+        """A periodic timer calling callback(t), or None where the port has none."""
+        timer = getattr(self.machine, "Timer", None)
+        if timer is None:
+            return None
+        try:
+            t = timer(0)
+            t.init(period=period_ms, mode=timer.PERIODIC, callback=callback)
+            return t
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def deepsleep(self, ms):
+        fn = getattr(self.machine, "deepsleep", None)
+        if fn is None:
+            raise DeepSleep(ms)
+        fn(ms)
+        raise DeepSleep(ms)  # not reached on a board: waking is a reboot
+
+    def rtc_memory(self):
+        global _rtc_memory
+        rtc = getattr(self.machine, "RTC", None)
+        if rtc is None:
+            return _rtc_memory
+        try:
+            return bytes(rtc().memory())
+        except (OSError, AttributeError):
+            return b""
+
+    def set_rtc_memory(self, data):
+        global _rtc_memory
+        rtc = getattr(self.machine, "RTC", None)
+        if rtc is None:
+            _rtc_memory = bytes(data)
+            return
+        try:
+            rtc().memory(data)
+        except (OSError, AttributeError):
+            pass
+
+    def set_time(self, unix_s):
+        """Set the RTC to a Unix time (so the device clock survives deep sleep); False where impossible."""
+        rtc = getattr(self.machine, "RTC", None)
+        if rtc is None:
+            return False
+        from mcagent.clock import civil_from_days
+
+        days, s = divmod(int(unix_s), 86400)
+        y, mo, d = civil_from_days(days)
+        try:
+            rtc().datetime((y, mo, d, (days + 3) % 7, s // 3600, s // 60 % 60, s % 60, 0))
+        except (OSError, AttributeError, ValueError):
+            return False
+        return True
+
+    def pin_low(self, pin):
+        """True if the GPIO reads low with its pull-up on (a held button); False where unreadable."""
+        m = self.machine
+        if m is None or not hasattr(m, "Pin"):
+            return False
+        try:
+            return m.Pin(pin, m.Pin.IN, m.Pin.PULL_UP).value() == 0
+        except (OSError, ValueError, AttributeError, TypeError):
+            return False
+
+    def free_heap(self):
+        return compat.heap_free()
+
+    def i2c(self, spec):
+        """One shared bus object per (id, scl, sda, freq): several sensors on a bus share it."""
+        if not isinstance(spec, dict):
+            raise ValueError("no I2C bus configured")
+        bus_id = spec.get("id", 0)
+        key = (bus_id, spec["scl"], spec["sda"], spec.get("freq", 100000))
+        bus = self._buses.get(key)
+        if bus is None:
+            m = self.machine
+            pin = m.Pin
+            if bus_id == -1:
+                bus = m.SoftI2C(scl=pin(key[1]), sda=pin(key[2]), freq=key[3])
+            else:
+                bus = m.I2C(bus_id, scl=pin(key[1]), sda=pin(key[2]), freq=key[3])
+            self._buses[key] = bus
+        return bus
+
+
+# ---- the unix board's flash: littlefs in an image file -----------------------------------------------
+
+BLOCK_SIZE = const(4096)
+_ERASED = b"\xff" * 256
+
+
+class FileBlockDevice:
+    """A block device over an image file (4 KiB blocks), for os.VfsLfs2 on the Unix port.
+
+    Erased flash reads 0xFF, like the ESP32's; littlefs programs only erased space, so writing bytes
+    through is the same as NOR's AND here.
+    """
+
+    def __init__(self, path, blocks, block_size=BLOCK_SIZE):
+        self.block_size = block_size
+        self.blocks = blocks
+        self.created = False
+        try:
+            self.f = open(path, "r+b")
+        except OSError:
+            f = open(path, "wb")
+            for _ in range(blocks * block_size // len(_ERASED)):
+                f.write(_ERASED)
+            f.close()
+            self.f = open(path, "r+b")
+            self.created = True
+
+    def readblocks(self, block, buf, offset=0):
+        self.f.seek(block * self.block_size + offset)
+        self.f.readinto(buf)
+
+    def writeblocks(self, block, buf, offset=None):
+        if offset is None:  # a whole-block write: erase first (littlefs v2 always passes an offset)
+            offset = 0
+        self.f.seek(block * self.block_size + offset)
+        self.f.write(buf)
+        self.f.flush()
+
+    def ioctl(self, op, arg):
+        if op == 4:  # block count
+            return self.blocks
+        if op == 5:  # block size
+            return self.block_size
+        if op == 6:  # erase: write 0xFF through one small buffer (no 4 KiB allocation per erase)
+            self.f.seek(arg * self.block_size)
+            for _ in range(self.block_size // len(_ERASED)):
+                self.f.write(_ERASED)
+            return 0
+        return 0
+
+    def close(self):
+        self.f.close()
+
+
+def mount_image(path, mountpoint="/flash", blocks=512):
+    """Mount (formatting a new image first) a littlefs image file; returns the block device.
+
+    An existing image that does not mount is refused, like a board that prints "filesystem appears to be
+    corrupted", instead of being formatted over: the readings on it may still be recoverable.
+    """
+    import os
+
+    vfs_type = getattr(os, "VfsLfs2", None)
+    if vfs_type is None:
+        raise OSError("this interpreter has no os.VfsLfs2 (run the unix board under micropython)")
+    dev = FileBlockDevice(path, blocks)
+    if dev.created:
+        vfs_type.mkfs(dev)
+    try:
+        vfs = vfs_type(dev)
+    except OSError as e:
+        dev.close()
+        raise OSError("flash image %s does not mount as littlefs (%r): remove it to start afresh" % (path, e))
+    os.mount(vfs, mountpoint)
+    return dev

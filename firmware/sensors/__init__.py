@@ -1,0 +1,42 @@
+"""Sensor drivers: one small module per kind, imported only when a board uses that kind.
+
+Each driver module has:
+- CHANNELS: {channel: (DSC type, unit)} it can measure, or None when points define their own (simulator);
+- check(spec, chip, where, problems): append a sentence per problem in the sensor's board.json entry;
+- Driver(spec, hw) with read(t_ms) -> {channel: value}; it raises SensorError (or OSError from the bus)
+  when the hardware does not answer, so one broken sensor never stops the others.
+hw is mcagent.board.Hardware (or a test stand-in with .machine, .esp32, .time, .sleep_ms(ms), .i2c(spec)).
+"""
+
+KINDS = ("mcu_temp", "adc", "bme280", "sim")
+
+
+class SensorError(Exception):
+    """A sensor is missing, of the wrong type or answered nonsense; the message names it."""
+
+
+def module(kind):
+    """The driver module of a sensor kind (ValueError for an unknown kind)."""
+    if kind == "sim":
+        from sensors import sim as m
+    elif kind == "bme280":
+        from sensors import bme280 as m
+    elif kind == "adc":
+        from sensors import adc as m
+    elif kind == "mcu_temp":
+        from sensors import mcu_temp as m
+    else:
+        raise ValueError("unknown sensor kind %r (known: %s)" % (kind, ", ".join(KINDS)))
+    return m
+
+
+def number(spec, key, where, problems, default, lo=None, hi=None):
+    """spec[key] as a number within [lo, hi], or default when absent; a problem sentence otherwise."""
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        problems.append("%s.%s must be a number, got %r" % (where, key, value))
+        return default
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        problems.append("%s.%s must be between %s and %s, got %r" % (where, key, lo, hi, value))
+        return default
+    return value

@@ -1,0 +1,522 @@
+"""The node runtime (firmware/main.py) over fakes of machine, network, ntptime and esp32, with a fake agent.
+
+Simulated time: machine.sim.time is the port's `time` module; sleeping advances it, timers fire and the
+watchdog is checked on the way (WatchdogReset if it starves). A deep sleep raises machine.DeepSleep; the
+test then advances time and boots the node again, as the board would. `Service` is the cloud plus the
+agent's flash store: it survives reboots, the FakeAgent objects do not.
+"""
+
+import json
+import os
+
+import esp32
+import machine
+import main
+import network
+import ntptime
+from checks import raises
+from mcagent import board, compat
+from mcagent.clock import SANE_AFTER_S
+from mcagent.runlog import RunLog
+
+ROOT = __file__.rsplit("/", 3)[0]
+Y2K = 946684800
+T0 = 1790000000  # 2026-09-21T14:13:20Z
+SETTINGS = {"wifi": {"ssid": "plant-3", "password": "pw-not-logged"}, "ntp_host": "ntp.plant"}
+
+
+class Service:
+    """What outlives a reboot: the cloud (readings, events, the secret) and the agent's flash store."""
+
+    def __init__(self, secret_life_s=7 * 86400, learn_time=True):
+        self.secret_life_s = secret_life_s
+        self.learn_time = learn_time
+        self.secret_exp = None
+        self.rotations = 0
+        self.locked_out = False
+        self.flash = []  # [ts, values] recorded, not yet acknowledged
+        self.outbox = []  # events queued
+        self.readings = []  # acknowledged by the "server"
+        self.events = []
+        self.dscs = []
+        self.flush_script = []  # per flush(): None = fine, "raise", "error", ("stall", ms)
+        self.flushes = 0
+        self.tokens = 0
+        self.record_errors = 0  # the next n record() calls raise RuntimeError
+        self.agents = 0
+
+
+class TlsVerifyError(OSError):
+    """Named like mcagent.http's: a wrong CA is not weather."""
+
+
+class FakeAgent:
+    """The Agent's public face (onboard, configure, token, record, event, flush, status, clock)."""
+
+    def __init__(self, node, svc):
+        self.svc = svc
+        self.clock = node.clock
+        svc.agents += 1
+
+    def _true_s(self):
+        return machine.sim.time.true_ms // 1000
+
+    def _contact(self):
+        """Every server answer carries a Date header: the agent learns the time from it."""
+        if self.svc.learn_time:
+            self.clock.learn(self._true_s())
+
+    def record(self, values, timestamp_ms=None):
+        if self.svc.record_errors:
+            self.svc.record_errors -= 1
+            raise RuntimeError("store: simulated bug")
+        assert timestamp_ms is not None and timestamp_ms // 1000 >= SANE_AFTER_S, timestamp_ms
+        self.svc.flash.append([timestamp_ms, dict(values)])
+
+    def event(self, severity, description, details=None):
+        self.svc.outbox.append((severity, description, details))
+
+    def onboard(self):
+        self._contact()
+        if self.svc.secret_exp is None:
+            self.svc.secret_exp = self._true_s() + self.svc.secret_life_s
+            return True
+        return False
+
+    def configure(self, dsc):
+        self._contact()
+        self.svc.dscs.append(dsc)
+        return {"configurationId": dsc["configurationId"], "dsc": "same"}
+
+    def token(self):
+        svc = self.svc
+        svc.tokens += 1
+        self._contact()
+        now = self._true_s()
+        if svc.secret_exp is not None:
+            if now >= svc.secret_exp:
+                svc.locked_out = True
+                raise RuntimeError("secret expired: needs a new onboarding key")
+            if svc.secret_exp - now < min(90000, svc.secret_life_s // 2):  # the agent's rule (Node's 25 h)
+                svc.secret_exp = now + svc.secret_life_s
+                svc.rotations += 1
+        return "token"
+
+    def status(self):
+        exp = self.svc.secret_exp
+        if exp is None:
+            return {"secret_expires_at": None, "rotation_due_at": None}
+        return {"secret_expires_at": exp, "rotation_due_at": exp - min(90000, self.svc.secret_life_s // 2)}
+
+    def flush(self):
+        svc = self.svc
+        svc.flushes += 1
+        step = svc.flush_script.pop(0) if svc.flush_script else None
+        if step == "raise":
+            raise OSError(113)  # EHOSTUNREACH: a transport error (TransportError is an OSError)
+        if step == "tls":
+            raise TlsVerifyError("certificate verify failed")
+        if step == "error":
+            return {"readings_sent": 0, "retries": 3, "error": "transport: timed out (gave up after 5 tries)",
+                    "pending": len(svc.flash), "dropped": 0}
+        if isinstance(step, tuple) and step[0] == "stall":
+            for _ in range(step[1] // 1000):  # a service answering byte by byte: time passes, nobody feeds
+                machine.sim.time.advance(1000)
+        self.token()
+        sent = len(svc.flash)
+        svc.readings += svc.flash
+        svc.flash = []
+        svc.events += svc.outbox
+        svc.outbox = []
+        return {"readings_sent": sent, "events_sent": 0, "retries": 0, "error": None, "dropped": 0,
+                "pending": 0}
+
+    def close(self):
+        pass
+
+
+def board_doc(sleep="awake", sample_s=60, upload_samples=5, upload_s=3600, health_s=86400, **extra):
+    doc = {
+        "board": "testnode",
+        "chip": "esp32s3",
+        "sensors": [
+            {"kind": "sim", "name": "air", "points": [
+                {"channel": "t", "id": "DP-T", "base": 20, "amplitude": 2, "period_s": 3600}]},
+            {"kind": "mcu_temp", "name": "chip", "points": [{"id": "DP-Chip"}]},
+        ],
+        "schedule": {"sample_s": sample_s, "upload_samples": upload_samples, "upload_s": upload_s,
+                     "sleep": sleep, "health_s": health_s},
+        "watchdog_s": 30,
+        "upload_budget_s": 60,
+        "wifi": {"timeout_s": 10, "attempts": 2, "backoff_s": 2},
+    }
+    doc.update(extra)
+    return doc
+
+
+def fresh(time=None, wifi=None, ntp_failures=0):
+    machine.reset_sim(time=time or machine.SimTime(T0, epoch_year=2000))
+    network.reset_sim(script=wifi)
+    ntptime.reset_sim(failures=ntp_failures)
+    esp32.reset_sim()
+
+
+def boot(workdir, svc, doc, cycles=None, logs=None, cause=None):
+    if cause is not None:
+        machine.reboot(cause)
+    hw = board.Hardware(machine, network, ntptime, esp32, machine.sim.time)
+    log = logs.append if logs is not None else (lambda m: None)
+    return main.run(doc, SETTINGS, hw, lambda node: FakeAgent(node, svc), max_cycles=cycles, log=log,
+                    root=workdir)
+
+
+def live(workdir, svc, doc, seconds, logs=None, first_cause=machine.PWRON_RESET):
+    """Boot, run until deep sleep, sleep, wake ... for `seconds` of simulated time. Returns the sleeps
+    (ms)."""
+    end = machine.sim.time.true_ms + seconds * 1000
+    sleeps = []
+    cause = first_cause
+    while machine.sim.time.true_ms < end:
+        try:
+            boot(workdir, svc, doc, logs=logs, cause=cause)
+            raise AssertionError("the node never went to deep sleep")
+        except machine.DeepSleep as d:
+            sleeps.append(d.ms)
+            cause = machine.DEEPSLEEP_RESET
+            machine.reboot(cause)  # asleep: no watchdog, no timers
+            machine.sim.time.advance(d.ms)
+    return sleeps
+
+
+def _gaps(stamps):
+    return [stamps[i + 1] - stamps[i] for i in range(len(stamps) - 1)]
+
+
+def _state(workdir):
+    from mcagent.state import State
+
+    return State(workdir + "/node").load("state")
+
+
+def _runlog(workdir):
+    return RunLog(workdir + "/runlog.txt").lines()
+
+
+def test_wifi_down_at_boot(workdir):
+    fresh(wifi=["no_ap"] * 5)
+    svc = Service()
+    logs = []
+    node = boot(workdir, svc, board_doc(upload_samples=3), cycles=12, logs=logs)
+    # The boot upload and the next one failed (2 tries each), the third phase connected on its 2nd try.
+    assert network.sim.outcomes[:6] == ["no_ap"] * 5 + ["ok"], network.sim.outcomes
+    assert len([m for m in logs if m.startswith("Wi-Fi try")]) == 5
+    n = node.st["taken"]
+    assert n == node.st["recorded"] and n >= 10  # 12 cycles, one or two of them only a retry
+    # every reading taken arrived, in order, one minute apart, none lost while the network was away
+    got = [r[0] for r in svc.readings] + [r[0] for r in svc.flash]
+    assert len(got) == n and got == sorted(got)
+    slots = [(t - got[0]) // 60000 for t in got]
+    assert slots == list(range(n)), got  # on the one-minute grid (late by seconds if an upload was running)
+    assert max((t - got[0]) % 60000 for t in got) < 10000, got
+    assert svc.readings[0][1]["DP-Chip"] == 42.0
+    assert svc.events and svc.events[0][2]["reset_cause"] == "PWRON_RESET"
+    assert svc.events[0][2]["retries"] == 0  # queued at boot, before anything failed
+    assert node.st["fails"] == 0 and node.st["uploads"] >= 2
+    assert _runlog(workdir) == []  # weather is not an error
+    assert machine.sim.wdt.expired == 0 and machine.sim.wdt.feeds > 20
+    assert network.sim.ssid == "plant-3" and network.sim.config.get("reconnects") == 0
+    assert not [m for m in logs if "pw-not-logged" in m]
+
+
+def test_ntp_failing_time_from_server_on_a_2000_epoch_clock(workdir):
+    # An ESP32 after a power cut: time() counts from 2000 and the RTC says 2000-01-01 00:00:05.
+    t = machine.SimTime(T0, epoch_year=2000, device_unix_s=Y2K + 5)
+    fresh(time=t, ntp_failures=-1)
+    assert compat.epoch_offset(t) == Y2K and t.time() == 5
+    svc = Service()
+    logs = []
+    node = boot(workdir, svc, board_doc(upload_samples=3), cycles=7, logs=logs)
+    assert ntptime.sim.calls == 3 and ntptime.sim.hosts == ["ntp.plant"] * 3  # retried, then given up
+    assert "NTP failed: the time comes from the server's Date" in logs
+    assert any(m.startswith("RTC set from the server's time") for m in logs)
+    assert abs(t.error_ms) < 1000  # the RTC now tells the truth: it survives deep sleep
+    assert node.clock.is_sane() and abs(node.clock.correction_ms) < 1000
+    # The first sample was taken while the clock was unknown: held in RAM, then stamped correctly.
+    stamps = [r[0] for r in svc.readings + svc.flash]
+    assert len(stamps) == 7
+    assert abs(stamps[0] - T0 * 1000) < 2000, stamps[0] - T0 * 1000
+    assert _gaps(stamps) == [60000] * 6, stamps
+    assert node.st["dropped"] == 0
+    # the health event waited for a sane clock
+    assert len(svc.events) + len(svc.outbox) == 1
+
+
+def test_ntp_retried_until_it_answers(workdir):
+    t = machine.SimTime(T0, epoch_year=2000, device_unix_s=Y2K + 5)
+    fresh(time=t, ntp_failures=2)
+    svc = Service(learn_time=False)  # a server without Date headers: only NTP can help
+    logs = []
+    node = boot(workdir, svc, board_doc(upload_samples=2), cycles=4, logs=logs)
+    assert ntptime.sim.calls == 3
+    assert [m for m in logs if m.startswith("clock set by NTP")]
+    assert abs(t.error_ms) < 1000 and node.clock.is_sane()
+    assert node.st["ntp_ms"] > 0
+    stamps = [r[0] for r in svc.readings + svc.flash]
+    assert abs(stamps[0] - T0 * 1000) < 5000 and len(stamps) == 4
+
+
+def test_unknown_clock_and_no_network_keeps_bounded_samples_awake(workdir):
+    t = machine.SimTime(T0, epoch_year=2000, device_unix_s=Y2K + 5)
+    fresh(time=t, wifi=["no_ap"] * 1000, ntp_failures=-1)
+    svc = Service()
+    node = boot(workdir, svc, board_doc(sleep="deep", sample_s=60), cycles=40)  # deep sleep would lose them
+    assert machine.sim.deepsleeps == []
+    assert len(node.pending) == 24 and node.st["dropped"] == node.st["taken"] - 24 > 0
+    assert svc.flash == [] and node.st["recorded"] == 0
+
+
+def test_time_unknown_after_upload_does_not_spin(workdir):
+    # NTP blocked and a server without Date headers: uploads succeed, the held samples still have no time.
+    t = machine.SimTime(T0, epoch_year=2000, device_unix_s=Y2K + 5)
+    fresh(time=t, ntp_failures=-1)
+    svc = Service(learn_time=False)
+    logs = []
+    node = boot(workdir, svc, board_doc(upload_samples=3), cycles=30, logs=logs)
+    assert svc.flushes <= 12, svc.flushes
+    assert t.true_ms - T0 * 1000 > 20 * 60000  # 30 cycles took simulated time: backoff, not a tight loop
+    assert [m for m in logs if "the time is still unknown" in m]
+    assert len(node.pending) == 24 and svc.flash == []
+
+
+def test_tls_verification_failure_goes_to_the_run_log(workdir):
+    fresh()
+    svc = Service()
+    svc.flush_script = ["tls"]
+    node = boot(workdir, svc, board_doc(upload_samples=2), cycles=4)
+    entries = _runlog(workdir)
+    assert len(entries) == 1 and "TlsVerifyError: certificate verify failed" in entries[0], entries
+    assert node.st["uploads"] == 2 and len(svc.readings) == 4  # retried later, like any failed upload
+
+
+def test_upload_failing_for_several_cycles(workdir):
+    fresh()
+    svc = Service()
+    svc.flush_script = [None, "raise", "error", "raise", "error"]
+    logs = []
+    node = boot(workdir, svc, board_doc(upload_samples=2), cycles=40, logs=logs)
+    fails = [m for m in logs if "failed" in m and m.startswith("upload")]
+    assert len(fails) == 4, fails
+    waits = [int(m.split("next try in ")[1].split()[0]) for m in fails]
+    assert waits[0] >= 15 and waits[-1] >= 2 * waits[0] // 2 and max(waits) <= 3600, waits
+    assert svc.flushes >= 6
+    # nothing lost: every reading recorded is either acknowledged or still on flash, in order
+    stamps = [r[0] for r in svc.readings + svc.flash]
+    assert len(stamps) == node.st["recorded"] == node.st["taken"]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    assert node.st["fails"] == 0 and node.st["retry_at_ms"] == 0
+    assert node.st["retries"] >= 4 + 6  # 4 failed phases plus the retries the agent reported
+    assert _runlog(workdir) == []
+
+
+def test_deep_sleep_wake_resumes_from_flash(workdir):
+    fresh()
+    svc = Service()
+    doc = board_doc(sleep="deep", sample_s=300, upload_samples=3, upload_s=86400)
+    sleeps = live(workdir, svc, doc, 8 * 300 - 1)
+    assert len(sleeps) == 8 and all(290000 <= s <= 300000 for s in sleeps), sleeps
+    st = _state(workdir)
+    assert st["boots"] == 8 and st["wakes"] == 7 and st["taken"] == 8
+    assert svc.agents == 8
+    # the boot upload, then every 3rd sample, counting across deep sleeps
+    assert svc.flushes == 3 and len(svc.readings) == 7 and len(svc.flash) == 1
+    assert st["samples"] == 1
+    assert len(svc.events) == 1  # health once per cold boot, not per wake
+    assert machine.sim.rtc_memory.startswith(b"MCN1")
+
+    # power cut: RTC memory lost, the flash state carries on
+    machine.reboot(machine.PWRON_RESET, keep_rtc_memory=False)
+    try:
+        boot(workdir, svc, doc)
+    except machine.DeepSleep:
+        pass
+    st = _state(workdir)
+    assert st["boots"] == 9 and st["samples"] == 0 and st["taken"] == 9  # 2 + boot upload
+    assert len(svc.outbox) + len(svc.events) == 2  # a cold boot: another health event
+
+    # flash state lost (say, the last save failed): the RTC memory copy is the newer one and wins
+    seq = st["seq"]
+    os.remove(workdir + "/node/state")
+    machine.reboot(machine.DEEPSLEEP_RESET)
+    machine.sim.time.advance(300000)
+    try:
+        boot(workdir, svc, doc)
+    except machine.DeepSleep:
+        pass
+    st = _state(workdir)
+    assert st["boots"] == 10 and st["seq"] == seq + 1 and st["taken"] == 10
+
+    # garbage in RTC memory: only a hint, ignored
+    machine.sim.rtc_memory = b"MCN1 garbage \xff\x00"
+    machine.reboot(machine.DEEPSLEEP_RESET)
+    machine.sim.time.advance(300000)
+    try:
+        boot(workdir, svc, doc)
+    except machine.DeepSleep:
+        pass
+    assert _state(workdir)["boots"] == 11
+
+
+def test_watchdog_fed_during_a_stalled_upload(workdir):
+    fresh()
+    svc = Service()
+    svc.flush_script = [("stall", 120000)]  # 4x the watchdog's 30 s, within the upload budget
+    node = boot(workdir, svc, board_doc(upload_samples=1), cycles=3)
+    wdt = machine.sim.wdt
+    assert wdt.timeout == 30000 and wdt.expired == 0
+    assert len(machine.sim.timers) == 1 and machine.sim.timers[0].period == 7500
+    assert node.hw.feeds >= 120000 // 7500
+    assert len(svc.readings) == 3
+
+    # A hung upload (longer than the budget: 60 s + Wi-Fi allowance + 60 s) is left to the watchdog.
+    fresh()
+    svc = Service()
+    svc.flush_script = [("stall", 600000)]
+    e = raises(machine.WatchdogReset, boot, workdir, svc, board_doc(upload_samples=1), 3)
+    assert "not fed" in str(e)
+
+
+def test_sleep_capped_by_secret_expiry(workdir):
+    fresh()
+    svc = Service(secret_life_s=1200)  # the secret lives 20 minutes; the node sleeps an hour between samples
+    doc = board_doc(sleep="deep", sample_s=3600, upload_samples=1, upload_s=86400)
+    logs = []
+    sleeps = live(workdir, svc, doc, 6 * 3600, logs)
+    assert not svc.locked_out
+    assert max(sleeps) <= 600000, max(sleeps)  # woke in time for every rotation
+    assert svc.rotations >= 6 * 3600 // 600 - 2, svc.rotations
+    st = _state(workdir)
+    assert 6 <= st["taken"] <= 7  # still one sample an hour
+    assert svc.rotations - 1 <= st["rotations"] <= svc.rotations
+
+    # Wi-Fi gone for a while at rotation time: tries come denser towards the expiry, never past it.
+    network.reset_sim(script=["no_ap"] * 6)
+    exp = svc.secret_exp
+    sleeps = live(workdir, svc, doc, 3600, logs, first_cause=machine.DEEPSLEEP_RESET)
+    assert not svc.locked_out and svc.secret_exp > exp
+    assert network.sim.outcomes[:7] == ["no_ap"] * 6 + ["ok"]
+
+
+def test_health_event_daily_with_the_numbers(workdir):
+    fresh()
+    svc = Service()
+    node = boot(workdir, svc, board_doc(sample_s=3600, upload_samples=1), cycles=50)
+    events = svc.events + svc.outbox
+    assert len(events) == 3, [e[1] for e in events]  # at boot, after 24 h and 48 h
+    sev, text, details = events[0]
+    assert sev == 3 and text.startswith("health: PWRON_RESET")
+    for key in ("reset_cause", "min_free_heap", "dropped_readings", "retries", "firmware", "board", "boots",
+                "errors"):
+        assert key in details, key
+    from mcagent import VERSION
+
+    assert details["firmware"] == VERSION and details["board"] == "testnode"
+    assert isinstance(details["min_free_heap"], int)
+    assert node.st["taken"] == 50
+
+
+def test_unexpected_exception_is_logged_and_backed_off(workdir):
+    fresh()
+    svc = Service()
+    svc.record_errors = 3
+    logs = []
+    node = boot(workdir, svc, board_doc(sample_s=60, upload_samples=2), cycles=12, logs=logs)
+    entries = _runlog(workdir)
+    assert len(entries) == 3 and all("RuntimeError: store: simulated bug" in e for e in entries), entries
+    assert entries[0].startswith("2026-09-21T")
+    assert node.st["errors"] == 0 and len(svc.events) + len(svc.outbox) >= 1
+    # After each failure the node paused longer (5 s, 10 s, 20 s) instead of spinning, then went on.
+    assert len(svc.readings) + len(svc.flash) == node.st["recorded"] >= 5
+
+
+def test_crash_loop_is_spaced_out(workdir):
+    fresh()
+    svc = Service()
+    doc = board_doc(sleep="deep")
+    for _ in range(2):  # two watchdog resets: the node starts work at once
+        machine.reboot(machine.WDT_RESET)
+        node = main.Node(board.parse(doc), board.parse_settings(SETTINGS),
+                         board.Hardware(machine, network, ntptime, esp32, machine.sim.time),
+                         lambda n: FakeAgent(n, svc), lambda m: None, None, workdir)
+        node.boot()
+    machine.reboot(machine.WDT_RESET)
+    node = main.Node(board.parse(doc), board.parse_settings(SETTINGS),
+                     board.Hardware(machine, network, ntptime, esp32, machine.sim.time),
+                     lambda n: FakeAgent(n, svc), lambda m: None, None, workdir)
+    e = raises(machine.DeepSleep, node.boot)  # the third in a row: sleep a minute before trying again
+    assert e.ms == 60000 and _state(workdir)["crash"] == 3
+    try:
+        boot(workdir, svc, doc, cause=machine.DEEPSLEEP_RESET)
+    except machine.DeepSleep:
+        pass
+    assert _state(workdir)["crash"] == 0  # a good cycle ends the streak
+
+
+def test_config_errors_stop_before_the_watchdog(workdir):
+    fresh()
+    doc = board_doc()
+    doc["schedule"]["sleep"] = "hibernate"
+    e = raises(board.BoardError, boot, workdir, Service(), doc, 1)
+    assert "schedule.sleep" in str(e)
+
+    def no_config(node):
+        raise ValueError("agentconfig.json: cannot be read")
+
+    hw = board.Hardware(machine, network, ntptime, esp32, machine.sim.time)
+    raises(ValueError, main.run, board_doc(), SETTINGS, hw, no_config, 1, None, None, workdir)
+    assert machine.sim.wdt is None  # nothing will reset the board: it waits at the REPL for a fix
+
+
+def test_runlog_ring_is_bounded(workdir):
+    log = RunLog(workdir + "/rl.txt", max_bytes=300, per_boot=50)
+    for i in range(40):
+        try:
+            raise KeyError("entry " + str(i))
+        except KeyError as e:
+            assert log.add(e, "boot1")
+    lines = log.lines()
+    assert lines[-1].startswith("boot1 KeyError: ") and "entry 39" in lines[-1]
+    assert os.stat(workdir + "/rl.txt")[6] <= 300 and os.stat(workdir + "/rl.txt.1")[6] <= 300
+    capped = RunLog(workdir + "/rl2.txt", per_boot=2)
+    assert capped.add("a") and capped.add("b") and not capped.add("c")
+    assert capped.lines() == ["a", "b"] and capped.suppressed == 1
+
+
+def test_unix_board_runs_with_simulated_deep_sleep(workdir):
+    svc = Service(learn_time=False)
+    machine.reset_sim(time=machine.SimTime(T0))  # the FakeAgent's "server" time; the node uses the host's
+
+    def agent(node):
+        a = FakeAgent(node, svc)
+        a._true_s = lambda: node.clock.now_s()
+        return a
+
+    if hasattr(os, "VfsLfs2"):
+        where = ["--flash", workdir + "/flash.img"]
+    else:
+        where = ["--root", workdir + "/flash"]
+    argv = where + ["--board", ROOT + "/boards/unix/board.json", "--speed", "300", "--cycles", "9", "--quiet"]
+    node = main.main(argv, agent)
+    s = node.summary()
+    assert s["taken"] == 9 and s["wakes"] >= 2 and s["boots"] == s["wakes"] + 1, s
+    assert svc.flash == [] and len(svc.readings) == 9  # the end of the run uploads what is left
+    # the recorded values are exactly the simulator's at their timestamps
+    with open(ROOT + "/boards/unix/board.json") as f:
+        sensors = json.loads(f.read())["sensors"]
+    from sensors import sim
+
+    for ts, values in svc.readings:
+        for s in sensors:
+            for p in s["points"]:
+                want = sim.value_at(p, ts, s["seed"])
+                assert values[p["id"]] == (int(want) if p.get("type") == "INT" else want)
+    assert os.getcwd() != "/flash"
