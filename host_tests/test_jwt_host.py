@@ -6,8 +6,8 @@ import hmac
 
 import jwt as pyjwt
 import pytest
-from vectors import ASSERTION_INPUTS
 from test_jwt import GOLDEN
+from vectors import ASSERTION_INPUTS
 
 
 def test_cpython_hmac_verifies_golden_assertion() -> None:

@@ -111,9 +111,8 @@ def run_upy(item: pytest.Function, kwargs: dict[str, Any]) -> None:
     argv += [str(RUNNER), path.stem, name, str(argsfile)]
     timeout = per_test(switches.get("UPY_TIMEOUT"), name) or DEFAULT_TIMEOUT
     try:
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, env=micropython_env(firmware_path), cwd=ROOT
-        )
+        env = micropython_env(firmware_path)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"micropython timed out after {timeout}s\n{exc.stdout or ''}{exc.stderr or ''}", False)
     out = proc.stdout + proc.stderr
