@@ -1,0 +1,745 @@
+"""Append-only flash log of readings, events and file references; nothing leaves it before the server said 200.
+
+Why a log of small CRC'd records in 4 KiB segment files: on littlefs an append only becomes visible at the
+file's next commit (flush/close), a cut leaves a whole-record prefix, and a new file's directory entry is
+committed when it is opened (so a cut can leave it empty). A reader that stops at the first bad CRC and a boot
+that drops empty segments and rewrites a torn tail therefore recover every committed record, whatever the
+instant of the cut. Segments of one erase block each make "drop the oldest data" a single file deletion.
+
+The acknowledged position (cursor) and the exact drop/quarantine counters live in one small CRC'd state file
+replaced atomically (write .tmp, flush, close, rename). Acknowledged segments are deleted only after that
+file is committed, so a cut between the two just deletes them at the next boot.
+
+Boot recovery, configuration parsing and quarantine live in `storeboot` (cold code, imported when needed
+and unloaded after: RAM on a board is for data, not for code that runs once per boot).
+Format and recovery rules: docs/store-format.md.
+
+Wiring (done by the Agent): `record(values, timestamp_ms)` -> `append_sample(ts or clock.now_ms(), values)`,
+`event(...)` -> `append_event(clock.now_ms(), ...)`, `upload_file(...)` -> `append_file_ref(...)`, and
+`flush()` -> `commit()` then `uploader.Uploader(store, conn, identity).flush()`.
+"""
+
+import os
+import struct
+
+from micropython import const
+
+try:
+    from binascii import crc32 as _crc32
+except ImportError:  # ports built without binascii.crc32
+    _crc32 = None
+
+KIND_SAMPLE = const(1)
+KIND_EVENT = const(2)
+KIND_FILE = const(3)
+
+# Data point types as stored (code = index + 1).
+TYPES = ("DOUBLE", "INT", "LONG", "BOOLEAN", "STRING", "BIG_STRING", "TIMESTAMP")
+_T_DOUBLE = const(1)
+_T_INT = const(2)
+_T_BOOL = const(4)
+_T_STRING = const(5)
+_T_BIG_STRING = const(6)
+_T_TIMESTAMP = const(7)
+
+SEGMENT_BYTES = const(4096)  # one littlefs erase block on ESP32
+DEFAULT_CAPACITY = const(262144)
+DEFAULT_COMMIT_EVERY = const(10)
+DEFAULT_QUARANTINE_BYTES = const(65536)
+MAX_FILE_BYTES = const(10420224)  # 10 MiB minus 64 KiB for the multipart framing of one file item
+
+SEG_MAGIC = b"MCS1"
+HDR = const(16)  # segment header: magic, seq, config hash, CRC
+_REC_OVERHEAD = const(8)  # record header (kind, 0, length u16) + CRC32
+STATE_FMT = "<4sII12I"  # magic, cursor seq, cursor offset, counters; then CRC32
+STATE_LEN = const(64)
+
+COUNTERS = (
+    "dropped_readings",
+    "dropped_events",
+    "dropped_files",
+    "quarantined_readings",
+    "quarantined_events",
+    "quarantined_files",
+    "quarantined_batches",
+    "quarantine_evicted",
+    "corrupt_segments",
+    "files_missing",
+)
+_DROP = ("dropped_readings", "dropped_events", "dropped_files")
+
+
+def crc32(data, crc=0):
+    """CRC-32 (IEEE, as zlib/binascii) of a bytes-like, continuing from crc."""
+    if _crc32 is not None:
+        return _crc32(data, crc)
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0xEDB88320 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+class StoreError(ValueError):
+    """A reading, event or file reference that cannot be stored as given (nothing was written)."""
+
+
+def size_of(path):
+    try:
+        return os.stat(path)[6]
+    except OSError:
+        return -1
+
+
+def remove(path):
+    try:
+        os.remove(path)
+        return True
+    except OSError:
+        return False
+
+
+def write_atomic(path, data=None, producer=None):
+    """Replace path with data (or what producer(write) writes): tmp, flush, close (= commit), rename."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        if data is not None:
+            f.write(data)
+        if producer is not None:
+            producer(f.write)
+        f.flush()
+    os.rename(tmp, path)
+
+
+def cold(name):
+    """Import a cold-path module of this package (see the module docstring)."""
+    return __import__("mcagent." + name, None, None, (name,))
+
+
+def unload(name):
+    """Forget a cold-path module so that the GC can reclaim its code."""
+    import sys
+
+    import mcagent
+
+    sys.modules.pop("mcagent." + name, None)
+    try:
+        delattr(mcagent, name)
+    except (AttributeError, TypeError):
+        pass
+
+
+def names(root):
+    """Names in a directory, one at a time where the port can (a long backlog must not cost a long list)."""
+    il = getattr(os, "ilistdir", None)
+    if il is None:
+        for n in os.listdir(root):
+            yield n
+    else:
+        for e in il(root):
+            yield e[0]
+
+
+def read_full(f, mv):
+    """readinto until mv is full or EOF; returns the byte count (short on a torn file)."""
+    got = 0
+    n = len(mv)
+    while got < n:
+        k = f.readinto(mv[got:])
+        if not k:
+            break
+        got += k
+    return got
+
+
+class Config:
+    """The data point table samples refer to by position; identified on flash by the CRC32 of its text."""
+
+    def __init__(self, configuration_id, pairs):
+        from mcagent import cjson
+
+        self.configuration_id = configuration_id
+        self.ids = [p[0] for p in pairs]
+        self.types = [TYPES.index(p[1]) + 1 for p in pairs]
+        self.index = {}
+        for i in range(len(self.ids)):
+            self.index[self.ids[i]] = i
+        self.text = cjson.dumps(
+            cjson.Obj(("configurationId", configuration_id), ("dataPoints", [list(p) for p in pairs]))
+        ).encode()
+        self.hash = crc32(self.text)
+        self.qids = [cjson.quote(i).encode() for i in self.ids]  # JSON-quoted ids, ready for the composer
+
+
+def _text(b, p, k):
+    return bytes(b[p : p + k]).decode()
+
+
+class Record:
+    """One record read from flash (reused by a Reader: copy what you keep).
+
+    kind: KIND_SAMPLE/EVENT/FILE; seq/off: where it starts; end: position (seq, offset) just after it;
+    cfg: the segment's Config; buf[:n]: the payload.
+    """
+
+    def __init__(self):
+        self.kind = 0
+        self.seq = 0
+        self.off = 0
+        self.end = None
+        self.cfg = None
+        self.buf = bytearray(256)
+        self.n = 0
+
+    def sample(self):
+        """(ts_ms, quality str, [(data point id, type code, value), ...]); value typed as recorded."""
+        b = self.buf
+        ql = b[8]
+        p = 10 + ql
+        cfg = self.cfg
+        values = []
+        for _ in range(b[p - 1]):
+            i = b[p]
+            t = cfg.types[i]
+            p += 1
+            if t == _T_DOUBLE:
+                v = struct.unpack_from("<d", b, p)[0]
+                p += 8
+            elif t == _T_BOOL:
+                v = b[p] != 0
+                p += 1
+            elif t == _T_STRING or t == _T_BIG_STRING:
+                k = b[p] | (b[p + 1] << 8)
+                v = _text(b, p + 2, k)
+                p += 2 + k
+            else:  # INT, LONG, TIMESTAMP
+                v = struct.unpack_from("<q", b, p)[0]
+                p += 8
+            values.append((cfg.ids[i], t, v))
+        return struct.unpack_from("<q", b, 0)[0], _text(b, 9, ql), values
+
+    def event(self):
+        """(ts_ms, id bytes(16), severity, description, details JSON text, correlation id or "")."""
+        b = self.buf
+        k = b[25] | (b[26] << 8)
+        p = 27 + k
+        k2 = b[p] | (b[p + 1] << 8)
+        q = p + 2 + k2
+        return (struct.unpack_from("<q", b, 0)[0], bytes(b[8:24]), b[24], _text(b, 27, k), _text(b, p + 2, k2),
+                _text(b, q + 1, b[q]))
+
+    def file(self):
+        """(ts_ms, size, path, name, mime)."""
+        b = self.buf
+        ts, size, k = struct.unpack_from("<qIH", b, 0)
+        p = 14 + k
+        q = p + 1 + b[p]
+        return ts, size, _text(b, 14, k), _text(b, p + 1, b[p]), _text(b, q + 1, b[q])
+
+
+def check_header(head, seq):
+    """Config hash of a valid segment header (None if short, foreign or damaged)."""
+    if head is None or len(head) < HDR or head[:4] != SEG_MAGIC:
+        return None
+    hseq, cfg_hash, crc = struct.unpack_from("<III", head, 4)
+    if crc != crc32(memoryview(head)[:12]) or hseq != seq:
+        return None
+    return cfg_hash
+
+
+def read_record(f, hb, rec):
+    """Read one record into rec; its total length, or 0 at EOF / a short or damaged record."""
+    if read_full(f, memoryview(hb)) != 4:
+        return 0
+    kind = hb[0]
+    n = hb[2] | (hb[3] << 8)
+    if kind < KIND_SAMPLE or kind > KIND_FILE or hb[1] != 0:
+        return 0
+    need = n + 4
+    if len(rec.buf) < need:
+        rec.buf = bytearray(need)
+    mv = memoryview(rec.buf)
+    if read_full(f, mv[:need]) != need:
+        return 0
+    if crc32(mv[:n], crc32(hb)) != struct.unpack_from("<I", rec.buf, n)[0]:
+        return 0
+    rec.kind = kind
+    rec.n = n
+    return need + 4
+
+
+class Reader:
+    """Committed records from start (inclusive) to end (exclusive), one at a time, without loading them all.
+
+    Positions are (segment seq, byte offset) tuples. `next()` returns the reused Record or None at the end;
+    `pos` is the position after the last record returned. Create another Reader over the same range to read
+    it again (the composer's length pass and write pass). Stops a segment at its first short or bad record.
+    """
+
+    def __init__(self, store, start, end=None):
+        self._store = store
+        self._start = start
+        self._end = end
+        self._f = None
+        self._seq = start[0] - 1  # last segment opened
+        self._off = 0
+        self.rec = Record()
+        self._hb = bytearray(4)
+        self.pos = start
+
+    def close(self):
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def _open_next(self):
+        store = self._store
+        last = store._hi if self._end is None else min(store._hi, self._end[0])
+        seq = max(self._seq + 1, store._lo)
+        while seq <= last:
+            self._seq = seq
+            try:
+                f = open(store.seg_path(seq), "rb")
+            except OSError:  # a gap
+                seq += 1
+                continue
+            h = check_header(f.read(HDR), seq)
+            cfg = store.config_for(h) if h is not None else None
+            if cfg is None:  # damaged (bit rot) or its configuration file is lost: skipped
+                f.close()
+                seq += 1
+                continue
+            off = self._start[1] if seq == self._start[0] else 0
+            if off > HDR:
+                f.seek(off)
+            self._f = f
+            self._off = max(off, HDR)
+            self.rec.cfg = cfg
+            return True
+        return False
+
+    def next(self):
+        rec = self.rec
+        while True:
+            if self._f is None and not self._open_next():
+                return None
+            end = self._end
+            if end is not None and self._seq == end[0] and self._off >= end[1]:
+                self.close()
+                return None
+            n = read_record(self._f, self._hb, rec)
+            if not n:
+                self.close()
+                continue
+            rec.seq = self._seq
+            rec.off = self._off
+            self._off += n
+            rec.end = self.pos = (self._seq, self._off)
+            return rec
+
+
+def _utf8(text, what, limit):
+    if not isinstance(text, str):
+        raise StoreError("%s must be a string" % what)
+    b = text.encode()
+    if len(b) > limit:
+        raise StoreError("%s is longer than %d bytes" % (what, limit))
+    return b
+
+
+_SEVERITY = {"error": 1, "warning": 2, "info": 3}
+_INF = float("inf")
+
+
+def _check_value(dp_id, t, v):
+    """The value converted for storage (bytes for text), or StoreError naming the data point."""
+    ok = False
+    if t == _T_BIG_STRING or (t == _T_STRING and isinstance(v, str) and len(v) <= 255):
+        return _utf8(v, dp_id, 65535)  # STRING is at most 255 characters in Insights Hub (longer: BIG_STRING)
+    if t == _T_TIMESTAMP and isinstance(v, str):
+        from mcagent import clock
+
+        try:
+            return clock.parse_iso(v)
+        except ValueError:
+            pass
+    elif t == _T_BOOL:
+        ok = isinstance(v, bool)
+    elif not isinstance(v, bool):
+        if t == _T_DOUBLE:
+            ok = isinstance(v, (int, float)) and v == v and v not in (_INF, -_INF)
+            v = float(v) if ok else v
+        elif isinstance(v, int):
+            lim = 2147483648 if t == _T_INT else 9223372036854775808
+            ok = -lim <= v < lim
+    if not ok:
+        raise StoreError("%s (%s): bad value %r" % (dp_id, TYPES[t - 1], v))
+    return v
+
+
+class Store:
+    """The flash log. Single-threaded: call it from one task (the agent's loop).
+
+    datapoints: [(id, type), ...], [{"id","type"}, ...] or a DSC dict; configuration_id: the DSC's id.
+    capacity_bytes: flash the segments may use (clamped to the filesystem's free space at start).
+    policy: "drop_oldest" (default: newest data wins, dropped readings counted) or "stop" (new data refused
+    and counted while full). commit_every: appends per littlefs commit (each commit costs at least one block
+    program; a power cut loses at most the appends since the last commit). Never refuses to start over
+    damaged files (see storeboot.recover); bad arguments raise StoreError.
+    """
+
+    def __init__(
+        self,
+        root_dir,
+        datapoints=(),
+        configuration_id=None,
+        capacity_bytes=DEFAULT_CAPACITY,
+        policy="drop_oldest",
+        commit_every=DEFAULT_COMMIT_EVERY,
+        segment_bytes=SEGMENT_BYTES,
+        quality="0",
+        quarantine_bytes=DEFAULT_QUARANTINE_BYTES,
+    ):
+        self.root = root_dir.rstrip("/") or "/"
+        self.policy = policy
+        self.commit_every = max(1, int(commit_every))
+        self.segment_bytes = segment_bytes
+        self.quarantine_bytes = quarantine_bytes
+        self.quality = self._quality("0" if quality is None else quality)
+        # Segment files are numbered _lo.._hi (empty when _lo > _hi); a gap (a damaged file moved aside)
+        # is skipped by readers. Two ints, not a list: RAM must not grow with the backlog.
+        self._lo = 1
+        self._hi = 0
+        self._f = None  # open tail segment (append mode) between commits
+        self._tail_off = 0  # valid length of the last segment
+        self._tail_hash = None  # config hash of the last segment
+        self._next_seq = 1
+        self.cursor = (0, 0)
+        self.counters = {}
+        for name in COUNTERS:
+            self.counters[name] = 0
+        self._dirty = False  # counters changed since the state file was written
+        self._pending = None  # [readings, events, files] pending, or None = unknown (count lazily)
+        self._wbuf = bytearray(128)
+        self._uncommitted = 0
+        self.appended = 0  # appends accepted since start (RAM only; tests use these)
+        self.committed = 0  # of which committed
+        self.commits = 0
+        boot = cold("storeboot")
+        try:
+            self.config = boot.check_args(self, datapoints, configuration_id, capacity_bytes)
+            self._configs = {self.config.hash: self.config}
+            self.recovered = boot.recover(self)
+            self.max_segments = boot.clamp(self, capacity_bytes // segment_bytes)
+        finally:
+            unload("storeboot")
+
+    def seg_path(self, seq):
+        return "%s/%08x.seg" % (self.root, seq)
+
+    # ---- state file --------------------------------------------------------------------------------------
+
+    def save_state(self):
+        vals = [self.counters[name] & 0xFFFFFFFF for name in COUNTERS]
+        vals.extend([0] * (12 - len(vals)))
+        b = bytearray(STATE_LEN)
+        struct.pack_into(STATE_FMT, b, 0, b"MCK1", self.cursor[0], self.cursor[1], *vals)
+        struct.pack_into("<I", b, STATE_LEN - 4, crc32(memoryview(b)[: STATE_LEN - 4]))
+        write_atomic(self.root + "/state.bin", b)
+        self._dirty = False
+
+    # ---- appending ---------------------------------------------------------------------------------------
+
+    def _quality(self, quality):
+        if quality is None:
+            return self.quality
+        if isinstance(quality, int) and not isinstance(quality, bool):
+            quality = str(quality)
+        return _utf8(quality, "quality code", 32)
+
+    def _buf(self, n):
+        if len(self._wbuf) < n:
+            self._wbuf = bytearray(n + 32)
+        return self._wbuf
+
+    def append_sample(self, ts_ms, values, quality=None):
+        """Queue one sample: {data point id: value}. True if stored, False if refused (policy "stop", full).
+
+        Values are checked against the configured types (StoreError, nothing written, on a mismatch).
+        """
+        cfg = self.config
+        if not isinstance(values, dict):
+            raise StoreError("a sample is a dict of data point values")
+        ts = self._ts(ts_ms)
+        q = self._quality(quality)
+        items = []
+        size = 10 + len(q)
+        for dp_id in values:
+            v = values[dp_id]
+            if v is None:
+                continue
+            i = cfg.index.get(dp_id)
+            if i is None:
+                raise StoreError("unknown data point %r" % (dp_id,))
+            t = cfg.types[i]
+            v = _check_value(dp_id, t, v)
+            items.append((i, t, v))
+            size += 1 + (len(v) + 2 if t == _T_STRING or t == _T_BIG_STRING else 1 if t == _T_BOOL else 8)
+        if not items:
+            raise StoreError("a sample needs at least one value")
+        items.sort()  # configuration order: the same bytes whatever the dict order of this port
+        b = self._buf(self._fits(size))
+        struct.pack_into("<qB", b, 4, ts, len(q))
+        p = 13 + len(q)
+        b[13:p] = q
+        b[p] = len(items)
+        p += 1
+        for i, t, v in items:
+            b[p] = i
+            p += 1
+            if t == _T_DOUBLE:
+                struct.pack_into("<d", b, p, v)
+                p += 8
+            elif t == _T_BOOL:
+                b[p] = 1 if v else 0
+                p += 1
+            elif t == _T_STRING or t == _T_BIG_STRING:
+                struct.pack_into("<H", b, p, len(v))
+                b[p + 2 : p + 2 + len(v)] = v
+                p += 2 + len(v)
+            else:
+                struct.pack_into("<q", b, p, v)
+                p += 8
+        return self._put(KIND_SAMPLE, size, 0)
+
+    def append_event(self, ts_ms, severity, description, details=None, correlation_id=None):
+        """Queue a businessEvent. severity 1/2/3 (error/warning/info, v1.0) or 20/30/40 (v2.0), or a name.
+
+        The event id (UUID v4) is drawn now, so a re-sent batch carries the same id.
+        """
+        from mcagent import cjson, compat
+
+        ts = self._ts(ts_ms)
+        sev = _SEVERITY.get(severity) if isinstance(severity, str) else severity
+        if isinstance(sev, bool) or sev not in (1, 2, 3, 20, 30, 40):
+            raise StoreError("event severity must be 1/2/3, 20/30/40 or error/warning/info")
+        desc = _utf8(description or "", "event description", 1020)
+        if len(description or "") > 255 or not isinstance(details or {}, dict):
+            raise StoreError("event description must be < 256 characters, details a dict")
+        try:
+            dj = cjson.dumps(details or {}).encode()
+        except (TypeError, ValueError) as e:
+            raise StoreError("event details: %s" % e)
+        corr = _utf8(correlation_id or "", "correlation id", 255)
+        size = 30 + len(desc) + len(dj) + len(corr)
+        b = self._buf(self._fits(size))
+        uid = bytearray(compat.urandom(16))
+        uid[6] = (uid[6] & 0x0F) | 0x40
+        uid[8] = (uid[8] & 0x3F) | 0x80
+        struct.pack_into("<q16sBH", b, 4, ts, uid, sev, len(desc))
+        p = 31 + len(desc)
+        b[31:p] = desc
+        struct.pack_into("<H", b, p, len(dj))
+        b[p + 2 : p + 2 + len(dj)] = dj
+        p += 2 + len(dj)
+        b[p] = len(corr)
+        b[p + 1 : p + 1 + len(corr)] = corr
+        return self._put(KIND_EVENT, size, 1)
+
+    def append_file_ref(self, ts_ms, path, name=None, mime=None):
+        """Queue a file on flash for upload as a `file` item (its bytes are read at upload time, not copied).
+
+        The file must stay in place, unchanged, until it has been sent (the summary counts files_sent).
+        """
+        ts = self._ts(ts_ms)
+        size = size_of(path)
+        if size < 0 or size > MAX_FILE_BYTES:
+            raise StoreError("file %s: missing or larger than %d bytes" % (path, MAX_FILE_BYTES))
+        pb = _utf8(path, "file path", 1024)
+        nb = _utf8(path.rsplit("/", 1)[-1] if name is None else name, "file name", 255)
+        mb = _utf8(mime or "application/octet-stream", "mime type", 255)
+        if not nb:
+            raise StoreError("file name must not be empty")
+        n = 16 + len(pb) + len(nb) + len(mb)
+        b = self._buf(self._fits(n))
+        struct.pack_into("<qIH", b, 4, ts, size, len(pb))
+        p = 18 + len(pb)
+        b[18:p] = pb
+        for t in (nb, mb):
+            b[p] = len(t)
+            b[p + 1 : p + 1 + len(t)] = t
+            p += 1 + len(t)
+        return self._put(KIND_FILE, n, 2)
+
+    def _fits(self, n):
+        if n + _REC_OVERHEAD > self.segment_bytes - HDR:
+            raise StoreError("record of %d bytes does not fit a segment" % n)
+        return n + _REC_OVERHEAD
+
+    def _ts(self, ts_ms):
+        if isinstance(ts_ms, bool) or not isinstance(ts_ms, (int, float)) or not 0 <= ts_ms < 253402300800000:
+            raise StoreError("timestamp must be Unix milliseconds, not %r" % (ts_ms,))
+        return int(ts_ms)
+
+    def _put(self, kind, n, slot):
+        """Frame the payload already in _wbuf[4:4+n] and append it. False if refused by the stop policy."""
+        b = self._wbuf
+        total = n + _REC_OVERHEAD
+        struct.pack_into("<BBH", b, 0, kind, 0, n)
+        mv = memoryview(b)
+        struct.pack_into("<I", b, 4 + n, crc32(mv[: 4 + n]))
+        if not self._room(total):
+            self.counters[_DROP[slot]] += 1
+            self._dirty = True
+            ok = False
+        else:
+            if self._f is None:
+                self._f = open(self.seg_path(self._hi), "ab")
+            self._f.write(mv[:total])
+            self._tail_off += total
+            if self._pending is not None:
+                self._pending[slot] += 1
+            self.appended += 1
+            ok = True
+        self._uncommitted += 1  # refused appends count too: their drop counters get committed
+        if self._uncommitted >= self.commit_every:
+            self.commit()
+        return ok
+
+    def _room(self, total):
+        """Make the tail segment able to take total bytes: roll over, apply the capacity policy."""
+        if self._hi >= self._lo and self._tail_hash == self.config.hash:
+            if self._tail_off + total <= self.segment_bytes:
+                return True
+        self._close_tail()  # commits whatever the old tail holds
+        while self._hi - self._lo + 1 >= self.max_segments:
+            if self.policy != "drop_oldest":
+                return False
+            self._drop_oldest()
+        seq = self._next_seq
+        self._next_seq += 1
+        head = bytearray(HDR)
+        struct.pack_into("<4sII", head, 0, SEG_MAGIC, seq, self.config.hash)
+        struct.pack_into("<I", head, 12, crc32(memoryview(head)[:12]))
+        self._f = open(self.seg_path(seq), "wb")
+        self._f.write(head)
+        if self._hi < self._lo:
+            self._lo = seq
+        self._hi = seq
+        self._tail_off = HDR
+        self._tail_hash = self.config.hash
+        return True
+
+    def _drop_oldest(self):
+        """Delete the oldest segment, counting exactly the unacknowledged records it held."""
+        seq = self._lo
+        counts = self._count(Reader(self, max(self.cursor, (seq, 0)), (seq + 1, 0)))
+        for i in range(3):
+            self.counters[_DROP[i]] += counts[i]
+            if self._pending is not None:
+                self._pending[i] -= counts[i]
+        self.cursor = (seq + 1, 0)
+        self.save_state()  # commit point: the drop and its count happen together, or not at all
+        self._lo = seq + 1
+        remove(self.seg_path(seq))
+
+    def _close_tail(self):
+        f = self._f
+        if f is not None:
+            f.close()  # the littlefs commit; on an error the handle stays for a later retry (a no-op then)
+            self._f = None
+            self.commits += 1
+        self.committed = self.appended
+        self._uncommitted = 0
+
+    def commit(self):
+        """Make every append so far durable (a littlefs commit), and any changed counters too."""
+        self._close_tail()
+        if self._dirty:
+            self.save_state()
+
+    close = commit
+
+    # ---- reading and acknowledging -----------------------------------------------------------------------
+
+    def config_for(self, h):
+        cfg = self._configs.get(h)
+        if cfg is None:
+            try:
+                cfg = cold("storeboot").load_config(self, h)
+            finally:
+                unload("storeboot")
+            if cfg is not None:
+                self._configs[h] = cfg
+        return cfg
+
+    def reader(self, start=None, end=None):
+        """A Reader over committed records from start (default: the cursor) to end (default: all)."""
+        self.commit()
+        return Reader(self, start or self.cursor, end)
+
+    def ack(self, end, counts=None):
+        """Everything before position end was delivered: move the cursor there, then delete spent segments.
+
+        counts: (readings, events, files) acknowledged, to keep pending_count() without a rescan.
+        A position at or behind the cursor (e.g. the segment was dropped meanwhile) changes nothing.
+        """
+        seq, off = end
+        if self._lo <= seq < self._hi and off >= size_of(self.seg_path(seq)):
+            end = (seq + 1, 0)  # the end of a finished segment is the start of the next one
+        if end <= self.cursor:
+            return
+        self.cursor = end
+        self.save_state()  # the commit point of the acknowledgement
+        while self._lo < end[0] and self._lo <= self._hi:
+            remove(self.seg_path(self._lo))
+            self._lo += 1
+        if self._pending is not None:
+            if counts is None:
+                self._pending = None
+            else:
+                for i in range(3):
+                    self._pending[i] = max(0, self._pending[i] - counts[i])
+
+    def quarantine(self, body, end, counts):
+        """Keep a batch the service rejected in a file, then acknowledge it (see storeboot.quarantine)."""
+        try:
+            return cold("storeboot").quarantine(self, body, end, counts)
+        finally:
+            unload("storeboot")
+
+    def quarantined_files(self):
+        return sorted([n for n in names(self.root) if n[0] == "q" and n.endswith(".mp")])
+
+    def count_missing_file(self):
+        self.counters["files_missing"] += 1
+        self._dirty = True
+
+    def _count(self, r):
+        counts = [0, 0, 0]
+        while True:
+            rec = r.next()
+            if rec is None:
+                return counts
+            counts[rec.kind - 1] += 1
+
+    def pending_count(self):
+        """Records (readings + events + files) not yet acknowledged. Counted once (a scan of the backlog
+        after a restart), then kept up to date."""
+        return sum(self.stats(True, False))
+
+    def stats(self, scan=True, full=True):
+        """Counters (persisted) plus pending counts (None if unknown and scan is False) and flash use."""
+        if self._pending is None and scan:
+            self._pending = self._count(self.reader())
+        p = self._pending or (None, None, None)
+        if not full:
+            return p
+        out = dict(self.counters)
+        out["pending_readings"], out["pending_events"], out["pending_files"] = p
+        out["segments"] = max(0, self._hi - self._lo + 1)
+        out["max_segments"] = self.max_segments
+        out["cursor"] = self.cursor
+        out["commits"] = self.commits
+        return out

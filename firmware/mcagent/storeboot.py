@@ -1,0 +1,298 @@
+"""Cold paths of the store: argument checks, boot recovery, old configurations, quarantine.
+
+Imported by store.Store when needed and unloaded right after (store.cold/unload), so this code costs RAM
+only while it runs: once per boot, and when the service rejects a batch.
+
+Boot recovery brings the directory to a consistent state after a power cut at any instant and never raises
+for bad content (only for I/O errors of the filesystem itself):
+- a complete state.bin is used; if it is missing or damaged, a complete state.bin.tmp (left by a FAT-style
+  rename, or by a cut before the first rename) is renamed to state.bin and used; if neither, the cursor
+  starts at the oldest segment (re-send, never lose);
+- *.tmp files are removed (half-done atomic writes: the old version is still in place);
+- segments behind the cursor are removed (their acknowledgement was committed, the deletion was not);
+- an empty or header-short newest segment is removed (created, never committed); a newest segment with a
+  bad header and content is renamed to q<seq>.bad (kept, never deleted silently) and counted as corrupt.
+  Older segments are not opened at boot (a cut can only touch the newest one); a reader skips one whose
+  header is damaged (bit rot), and it goes when the cursor passes it;
+- the last segment is scanned; a torn tail (a short or bad-CRC record) is cut off by rewriting the valid
+  prefix (tmp + rename: there is no truncate), so appends continue after the last valid record;
+- configuration files no segment refers to are removed (checked only when there are several); the current
+  one is written if missing.
+"""
+
+import os
+import struct
+
+from mcagent import store as S
+
+
+def parse_datapoints(datapoints, configuration_id=None):
+    """(configuration_id, [(id, type), ...]) from (id, type) pairs, {"id","type"} dicts or a DSC dict.
+
+    The DSC form is the JSON of protocol §E: {"configurationId", "dataSources": [{"dataPoints": [...]}]}.
+    """
+    if isinstance(datapoints, dict):
+        configuration_id = configuration_id or datapoints.get("configurationId") or datapoints.get("id")
+        flat = []
+        for source in datapoints.get("dataSources") or ():
+            flat.extend(source.get("dataPoints") or ())
+        datapoints = flat
+    pairs = []
+    seen = {}
+    for dp in datapoints or ():
+        if isinstance(dp, dict):
+            dp_id, dp_type = dp.get("id"), dp.get("type")
+        else:
+            dp_id, dp_type = dp[0], dp[1]
+        if not isinstance(dp_id, str) or not dp_id:
+            raise S.StoreError("data point id must be a non-empty string: %r" % (dp_id,))
+        if dp_type not in S.TYPES:
+            raise S.StoreError("data point %s: unknown type %r (one of %s)" % (dp_id, dp_type, ", ".join(S.TYPES)))
+        if dp_id in seen:
+            raise S.StoreError("data point %s configured twice" % dp_id)
+        seen[dp_id] = 1
+        pairs.append((dp_id, dp_type))
+    if len(pairs) > 255:
+        raise S.StoreError("at most 255 data points per configuration (got %d)" % len(pairs))
+    if pairs and not configuration_id:
+        raise S.StoreError("data points need a configuration id (the DSC's configurationId)")
+    return configuration_id or "", pairs
+
+
+def check_args(st, datapoints, configuration_id, capacity_bytes):
+    """Validate the Store arguments; the current Config."""
+    if st.policy not in ("drop_oldest", "stop"):
+        raise S.StoreError("policy must be 'drop_oldest' or 'stop', not %r" % (st.policy,))
+    if not 256 <= st.segment_bytes <= 65535:
+        raise S.StoreError("segment_bytes must be 256..65535")
+    if capacity_bytes < 2 * st.segment_bytes:
+        raise S.StoreError("capacity_bytes must hold at least two segments (%d bytes)" % (2 * st.segment_bytes))
+    cid, pairs = parse_datapoints(datapoints, configuration_id)
+    return S.Config(cid, pairs)
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _makedirs(path):
+    path = path.rstrip("/")
+    if not path or _exists(path):
+        return
+    if "/" in path:
+        _makedirs(path.rsplit("/", 1)[0])
+    try:
+        os.mkdir(path)
+    except OSError:
+        if not _exists(path):
+            raise
+
+
+def _read(path, limit):
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit)
+    except OSError:
+        return None
+
+
+def _cfg_path(st, h):
+    return "%s/c%08x.cfg" % (st.root, h)
+
+
+def _decode_state(st, data):
+    if data is None or len(data) != S.STATE_LEN:
+        return False
+    if S.crc32(memoryview(data)[: S.STATE_LEN - 4]) != struct.unpack_from("<I", data, S.STATE_LEN - 4)[0]:
+        return False
+    fields = struct.unpack_from(S.STATE_FMT, data, 0)
+    if fields[0] != b"MCK1":
+        return False
+    st.cursor = (fields[1], fields[2])
+    for i in range(len(S.COUNTERS)):
+        st.counters[S.COUNTERS[i]] = fields[3 + i]
+    return True
+
+
+def recover(st):
+    """See the module docstring. Returns what was repaired (for logs and tests).
+
+    Costs one pass over the directory names (no list of them: the backlog may be a thousand segments),
+    a header check of the newest segment(s) and a scan of the last one; other segments are only opened
+    when several configuration files exist (a configuration change: rare).
+    """
+    done = {"tmp_removed": 0, "empty_removed": 0, "torn_repaired": 0, "bad_moved": 0}
+    root = st.root
+    _makedirs(root)
+    state = root + "/state.bin"
+    if not _decode_state(st, _read(state, S.STATE_LEN + 1)) and _decode_state(
+        st, _read(state + ".tmp", S.STATE_LEN + 1)
+    ):
+        # The state write finished but its rename did not (FAT; or the very first write on littlefs). Make
+        # it the state before acting on it: deleting what it acknowledged and then losing it in a second
+        # cut would lose data without a count.
+        os.rename(state + ".tmp", state)
+    cur = st.cursor[0]
+    lo = hi = None
+    junk = []  # short: tmp files and segments whose acknowledgement was committed before their deletion
+    cfgs = []
+    for name in S.names(root):
+        if name.endswith(".tmp"):
+            junk.append(name)
+            done["tmp_removed"] += 1
+        elif name.endswith(".seg") and len(name) == 12:
+            try:
+                seq = int(name[:8], 16)
+            except ValueError:
+                continue
+            if seq < cur:
+                junk.append(name)
+            else:
+                lo = seq if lo is None or seq < lo else lo
+                hi = seq if hi is None or seq > hi else hi
+        elif name.endswith(".cfg") and name[0] == "c" and len(name) == 13:
+            cfgs.append(name)
+    for name in junk:
+        S.remove(root + "/" + name)
+    while hi is not None and hi >= lo:  # the newest segment may be empty (cut right after open) or bad
+        path = st.seg_path(hi)
+        if S.check_header(_read(path, S.HDR), hi) is not None:
+            break
+        if S.size_of(path) > S.HDR:  # foreign or damaged content: keep it aside, never delete data silently
+            try:
+                os.rename(path, "%s/q%08x.bad" % (root, hi))
+            except OSError:
+                S.remove(path)
+            done["bad_moved"] += 1
+            st.counters["corrupt_segments"] += 1
+            st._dirty = True
+        elif S.remove(path):
+            done["empty_removed"] += 1
+        hi -= 1
+    if hi is not None and hi >= lo:
+        st._lo, st._hi = lo, hi
+        done["torn_repaired"] = _repair_tail(st)
+    else:
+        st._pending = [0, 0, 0]  # nothing on flash: pending is known without a scan
+    st._next_seq = max(st._hi, cur) + 1
+    if st._hi < st._lo:
+        st._lo, st._hi = st._next_seq, st._next_seq - 1
+    mine = "c%08x.cfg" % st.config.hash
+    if len(cfgs) > 1 or (cfgs and cfgs[0] != mine):
+        used = {st.config.hash: 1}
+        for seq in range(st._lo, st._hi + 1):
+            h = S.check_header(_read(st.seg_path(seq), S.HDR), seq)
+            if h is not None:
+                used[h] = 1
+        for name in cfgs:
+            try:
+                if int(name[1:9], 16) not in used:
+                    S.remove(root + "/" + name)
+            except ValueError:
+                pass
+    if mine not in cfgs:
+        S.write_atomic(root + "/" + mine, st.config.text)
+    if st._dirty:
+        st.save_state()
+    return done
+
+
+def _repair_tail(st):
+    """Find the last segment's valid length; rewrite it without a torn tail. 1 if it was rewritten."""
+    seq = st._hi
+    path = st.seg_path(seq)
+    rec = S.Record()
+    hb = bytearray(4)
+    with open(path, "rb") as f:
+        st._tail_hash = S.check_header(f.read(S.HDR), seq)
+        off = S.HDR
+        while True:
+            n = S.read_record(f, hb, rec)
+            if not n:
+                break
+            off += n
+    st._tail_off = off
+    if off >= S.size_of(path):
+        return 0
+    tmp = path + ".tmp"
+    mv = memoryview(rec.buf)
+    with open(path, "rb") as src:
+        with open(tmp, "wb") as dst:
+            left = off
+            while left:
+                k = src.readinto(mv[: min(left, len(mv))])
+                if not k:
+                    break
+                dst.write(mv[:k])
+                left -= k
+            dst.flush()
+    os.rename(tmp, path)
+    return 1
+
+
+def clamp(st, wanted):
+    """Segments allowed: the configured capacity, but never more than the filesystem can still hold
+    (littlefs needs a few spare blocks for copy-on-write of the state file and of the tail block)."""
+    limit = wanted
+    statvfs = getattr(os, "statvfs", None)
+    if statvfs is not None:
+        try:
+            v = statvfs(st.root)
+            bsize = v[1] or v[0]
+            per_seg = max(1, (st.segment_bytes + bsize - 1) // bsize)
+            limit = min(wanted, max(0, st._hi - st._lo + 1) + max(0, v[4] // per_seg - 4))
+        except OSError:
+            pass
+    return max(2, limit)
+
+
+def load_config(st, h):
+    """The Config a segment header refers to (None if its file is missing or damaged)."""
+    import json
+
+    text = _read(_cfg_path(st, h), 65536)
+    try:
+        if text is None or S.crc32(text) != h:
+            return None
+        doc = json.loads(text)
+        cfg = S.Config(doc["configurationId"], [(p[0], p[1]) for p in doc["dataPoints"]])
+        return cfg if cfg.text == text else None
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def quarantine(st, body, end, counts):
+    """Keep a batch the service rejected (400) in a file, then acknowledge it: not lost, not retried.
+
+    The file holds the exact multipart body that was rejected; its name comes from the batch start, so a
+    retry after a power cut rewrites the same file. Oldest quarantine files are evicted (and counted)
+    beyond quarantine_bytes. Counters and the acknowledgement are committed in one state write.
+    Returns the file's path.
+    """
+    start = st.cursor
+    path = "%s/q%08x-%08x.mp" % (st.root, start[0], start[1])
+    names = st.quarantined_files()
+    total = body.length
+    sizes = []
+    for n in names:
+        sizes.append(S.size_of(st.root + "/" + n))
+        total += sizes[-1]
+    i = 0
+    while total > st.quarantine_bytes and i < len(names):
+        S.remove(st.root + "/" + names[i])
+        total -= sizes[i]
+        st.counters["quarantine_evicted"] += 1
+        i += 1
+    S.write_atomic(path, producer=body.write_to)
+    for i in range(3):
+        st.counters[("quarantined_readings", "quarantined_events", "quarantined_files")[i]] += counts[i]
+    st.counters["quarantined_batches"] += 1
+    st._dirty = True
+    st.ack(end, counts)
+    if st._dirty:
+        st.save_state()
+    return path

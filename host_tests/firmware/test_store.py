@@ -1,0 +1,421 @@
+"""The flash log: round trips, recovery of torn/empty/garbage files, capacity policies, cursor, validation."""
+
+import os
+
+from checks import raises
+from mcagent import store as S
+
+T0 = 1700000000000
+REC = 28  # one INT sample, quality "0": 4 header + 8 ts + 2 quality + 1 count + 9 value + 4 crc
+
+
+def _ls(d):
+    return sorted(os.listdir(d))
+
+
+def _all(st, start=None, end=None):
+    """Every pending record decoded: [(kind, decoded tuple)]."""
+    out = []
+    r = st.reader(start, end)
+    while True:
+        rec = r.next()
+        if rec is None:
+            break
+        if rec.kind == S.KIND_SAMPLE:
+            out.append((rec.kind, rec.sample()))
+        elif rec.kind == S.KIND_EVENT:
+            out.append((rec.kind, rec.event()))
+        else:
+            out.append((rec.kind, rec.file()))
+    return out
+
+
+def _seqs(st):
+    return [s[1][2][0][2] for s in _all(st) if s[0] == S.KIND_SAMPLE]
+
+
+def _segfiles(d):
+    return [n for n in _ls(d) if n.endswith(".seg")]
+
+
+def _sample_store(d, n, **kw):
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg-seq", **kw)
+    for i in range(n):
+        st.append_sample(T0 + i, {"DP-Seq": i})
+    st.commit()
+    return st
+
+
+def test_round_trip_every_type(workdir, store_datapoints):
+    d = workdir + "/st"
+    st = S.Store(d, store_datapoints, "cfg-1")
+    values = {
+        "DP-Temperature": 21.5,
+        "DP-Count": -7,
+        "DP-Total": 9007199254740993,
+        "DP-Open": True,
+        "DP-Status": "ok \u00e9\u20ac \"q\" \\ \n",
+        "DP-Log": "x" * 2000,
+        "DP-Seen": "2024-05-01T12:00:00.123Z",
+    }
+    assert st.append_sample(T0, values, quality="00000000")
+    assert st.append_sample(T0 + 1, {"DP-Temperature": 0.1 + 0.2, "DP-Open": False, "DP-Count": None})
+    assert st.append_event(T0 + 2, "warning", "door open", {"door": 3, "ok": False}, correlation_id="c-1")
+    with open(workdir + "/pic.bin", "wb") as f:
+        f.write(b"\x00\x01" * 100)
+    assert st.append_file_ref(T0 + 3, workdir + "/pic.bin", mime="image/x-test")
+    st.close()
+
+    st = S.Store(d, store_datapoints, "cfg-1")
+    recs = _all(st)
+    assert [k for k, _ in recs] == [1, 1, 2, 3]
+    ts, q, vals = recs[0][1]
+    assert ts == T0 and q == "00000000"
+    got = {}
+    for dp, _t, v in vals:
+        got[dp] = v
+    assert got["DP-Temperature"] == 21.5 and got["DP-Count"] == -7 and got["DP-Total"] == 9007199254740993
+    assert got["DP-Open"] is True and got["DP-Status"] == values["DP-Status"] and got["DP-Log"] == "x" * 2000
+    assert got["DP-Seen"] == 1714564800123
+    # values come back in configuration order whatever the dict order was
+    assert [v[0] for v in vals] == [p[0] for p in store_datapoints]
+    ts, q, vals = recs[1][1]
+    assert ts == T0 + 1 and q == "0"
+    assert vals == [("DP-Temperature", 1, 0.1 + 0.2), ("DP-Open", 4, False)]
+    ts, eid, sev, desc, details, corr = recs[2][1]
+    assert (ts, sev, desc, details, corr) == (T0 + 2, 2, "door open", '{"door":3,"ok":false}', "c-1")
+    assert len(eid) == 16 and eid[6] >> 4 == 4
+    assert recs[3][1] == (T0 + 3, 200, workdir + "/pic.bin", "pic.bin", "image/x-test")
+    assert st.pending_count() == 4
+    s = st.stats()
+    assert (s["pending_readings"], s["pending_events"], s["pending_files"]) == (2, 1, 1)
+
+
+def test_reopen_appends_to_the_same_segment(workdir):
+    d = workdir + "/st"
+    for i in range(5):
+        st = S.Store(d, [["DP-Seq", "INT"]], "cfg")
+        st.append_sample(T0 + i, {"DP-Seq": i})
+        st.close()
+    assert len(_segfiles(d)) == 1  # a board that wakes every few minutes must not burn a block per boot
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg")
+    assert _seqs(st) == [0, 1, 2, 3, 4]
+
+
+def test_rollover_and_reader_ranges(workdir):
+    d = workdir + "/st"
+    st = _sample_store(d, 200, segment_bytes=512, capacity_bytes=64 * 512)
+    assert len(_segfiles(d)) > 5
+    for name in _segfiles(d):
+        assert os.stat(d + "/" + name)[6] <= 512
+    assert _seqs(st) == list(range(200))
+    # a sub-range, read twice, gives the same records
+    r = st.reader()
+    for _ in range(50):
+        r.next()
+    mid = r.pos
+    r.close()
+    assert _seqs(st) == list(range(200))
+    part = [x[1][2][0][2] for x in _all(st, None, mid)]
+    assert part == list(range(50))
+    assert [x[1][2][0][2] for x in _all(st, mid)] == list(range(50, 200))
+
+
+def test_commit_every(workdir):
+    d = workdir + "/st"
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg", commit_every=4)
+    for i in range(10):
+        st.append_sample(T0 + i, {"DP-Seq": i})
+    assert st.committed == 8 and st.appended == 10 and st.commits == 2
+    st.commit()
+    assert st.committed == 10
+
+
+def test_torn_tail_at_every_length(workdir):
+    """Cut the last segment at every byte: recovery keeps exactly the whole records and stays appendable."""
+    src = workdir + "/src"
+    st = _sample_store(src, 12)
+    st.close()
+    seg = src + "/" + _segfiles(src)[0]
+    with open(seg, "rb") as f:
+        full = f.read()
+    rec_len = (len(full) - 16) // 12
+    for cut in range(len(full) + 1):
+        d = f"{workdir}/t{cut}"
+        os.mkdir(d)
+        for name in os.listdir(src):
+            with open(src + "/" + name, "rb") as f:
+                data = f.read()
+            if name.endswith(".seg"):
+                data = data[:cut]
+            with open(d + "/" + name, "wb") as f:
+                f.write(data)
+        st = S.Store(d, [["DP-Seq", "INT"]], "cfg-seq")
+        whole = max(0, (cut - 16) // rec_len) if cut >= 16 else 0
+        assert _seqs(st) == list(range(whole)), (cut, _seqs(st))
+        st.append_sample(T0 + 99, {"DP-Seq": 99})
+        st.close()
+        st = S.Store(d, [["DP-Seq", "INT"]], "cfg-seq")
+        assert _seqs(st) == list(range(whole)) + [99], cut
+        for name in os.listdir(d):
+            os.remove(d + "/" + name)
+        os.rmdir(d)
+
+
+def test_garbage_tail_and_flipped_bit(workdir):
+    d = workdir + "/st"
+    st = _sample_store(d, 10)
+    st.close()
+    seg = d + "/" + _segfiles(d)[0]
+    with open(seg, "ab") as f:
+        f.write(b"\x01\x00\x10\x00" + b"\xee" * 9)  # a header promising 16 bytes, then too few
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg-seq")
+    assert st.recovered["torn_repaired"] == 1 and _seqs(st) == list(range(10))
+    st.close()
+    with open(seg, "rb") as f:
+        data = bytearray(f.read())
+    data[16 + REC * 5 + 9] ^= 0x40  # a bit flip in record 5: the reader stops there
+    with open(seg, "wb") as f:
+        f.write(data)
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg-seq")
+    assert _seqs(st) == [0, 1, 2, 3, 4]
+
+
+def test_boot_cleans_tmp_empty_and_foreign_files(workdir):
+    d = workdir + "/st"
+    st = _sample_store(d, 3)
+    st.close()
+    for name, data in (
+        ("00000007.seg", b""),  # created, never committed
+        ("00000008.seg", b"MCS1\x08"),  # header cut short
+        ("00000009.seg", b"not a segment at all, but longer than a header"),
+        ("state.bin.tmp", b"half"),
+        ("00000001.seg.tmp", b"x" * 40),
+    ):
+        with open(d + "/" + name, "wb") as f:
+            f.write(data)
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg-seq")
+    want = {"tmp_removed": 2, "empty_removed": 2, "torn_repaired": 0, "bad_moved": 1}
+    assert st.recovered == want, st.recovered
+    assert "q00000009.bad" in _ls(d)
+    assert [n for n in _ls(d) if n.endswith(".tmp")] == []
+    assert st.stats()["corrupt_segments"] == 1
+    assert _seqs(st) == [0, 1, 2]
+    st.append_sample(T0, {"DP-Seq": 3})
+    st.close()
+    assert _seqs(S.Store(d, [["DP-Seq", "INT"]], "cfg-seq")) == [0, 1, 2, 3]
+
+
+def test_cursor_survives_and_damaged_state_never_blocks_start(workdir):
+    d = workdir + "/st"
+    st = _sample_store(d, 30, segment_bytes=256, capacity_bytes=64 * 256)
+    r = st.reader()
+    for _ in range(17):
+        r.next()
+    end = r.pos
+    r.close()
+    st.ack(end, (17, 0, 0))
+    assert st.pending_count() == 13
+    segs_after_ack = len(_segfiles(d))
+    st.close()
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg-seq", segment_bytes=256, capacity_bytes=64 * 256)
+    assert _seqs(st) == list(range(17, 30)) and st.pending_count() == 13
+    assert len(_segfiles(d)) == segs_after_ack
+    st.ack((0, 0))  # behind the cursor: nothing happens
+    assert st.pending_count() == 13
+    st.close()
+    # FAT-style cut between delete and rename: only state.bin.tmp is left -> it is used
+    os.rename(d + "/state.bin", d + "/state.bin.tmp")
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg-seq", segment_bytes=256, capacity_bytes=64 * 256)
+    assert _seqs(st) == list(range(17, 30))
+    assert "state.bin" in _ls(d)  # promoted before anything is deleted on its word
+    st.close()
+    # a damaged state file: start anyway, re-send (duplicates), never lose
+    with open(d + "/state.bin", "wb") as f:
+        f.write(b"\x00" * 64)
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg-seq", segment_bytes=256, capacity_bytes=64 * 256)
+    assert set(range(17, 30)) <= set(_seqs(st))
+
+
+def test_ack_deletes_spent_segments(workdir):
+    d = workdir + "/st"
+    st = _sample_store(d, 100, segment_bytes=256)
+    assert len(_segfiles(d)) > 5
+    r = st.reader()
+    while r.next() is not None:
+        pass
+    st.ack(r.pos, (100, 0, 0))
+    assert len(_segfiles(d)) == 1 and st.pending_count() == 0
+    st.append_sample(T0, {"DP-Seq": 100})
+    assert _seqs(st) == [100]
+
+
+def test_drop_oldest_counts_exactly(workdir):
+    d = workdir + "/st"
+    kw = {"segment_bytes": 256, "capacity_bytes": 4 * 256, "commit_every": 3}
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg", **kw)
+    for i in range(40):  # not yet full
+        assert st.append_sample(T0 + i, {"DP-Seq": i})
+    r = st.reader()
+    for _ in range(5):
+        r.next()
+    st.ack(r.pos, (5, 0, 0))
+    r.close()
+    st.append_event(T0, 3, "an event in the oldest data")
+    for i in range(40, 200):
+        assert st.append_sample(T0 + i, {"DP-Seq": i})
+    st.commit()
+    seqs = _seqs(st)
+    s = st.stats()
+    assert len(_segfiles(d)) == 4
+    assert seqs == list(range(200 - len(seqs), 200)), seqs  # the newest survive, contiguous
+    assert s["dropped_readings"] == 200 - 5 - len(seqs), s  # the acked 5 are not "dropped"
+    assert s["dropped_events"] == 1
+    st.close()
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg", **kw)
+    assert st.stats()["dropped_readings"] == 200 - 5 - len(seqs)  # persisted
+
+
+def test_stop_policy_refuses_and_counts(workdir):
+    d = workdir + "/st"
+    kw = {"segment_bytes": 256, "capacity_bytes": 3 * 256, "policy": "stop", "commit_every": 4}
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg", **kw)
+    stored = []
+    for i in range(100):
+        if st.append_sample(T0 + i, {"DP-Seq": i}):
+            stored.append(i)
+    assert stored == list(range(len(stored))) and 0 < len(stored) < 100
+    assert st.stats()["dropped_readings"] == 100 - len(stored)
+    st.close()
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg", **kw)
+    assert st.stats()["dropped_readings"] == 100 - len(stored)
+    assert _seqs(st) == stored
+    # acknowledging frees room: recording resumes
+    r = st.reader()
+    while r.next() is not None:
+        pass
+    st.ack(r.pos, (len(stored), 0, 0))
+    assert st.append_sample(T0, {"DP-Seq": 1000})
+    assert _seqs(st) == [1000]
+
+
+def test_capacity_is_clamped_to_free_space(workdir):
+    st = S.Store(workdir + "/st", (), None, capacity_bytes=1 << 40)
+    assert 2 <= st.max_segments < (1 << 40) // 4096
+
+
+def test_bad_input_is_refused_and_nothing_written(workdir, store_datapoints):
+    d = workdir + "/st"
+    st = S.Store(d, store_datapoints, "cfg-1")
+    bad = [
+        {},
+        {"DP-Nope": 1},
+        {"DP-Temperature": "21"},
+        {"DP-Temperature": True},
+        {"DP-Temperature": float("nan")},
+        {"DP-Temperature": float("inf")},
+        {"DP-Count": 1.5},
+        {"DP-Count": 2147483648},
+        {"DP-Count": False},
+        {"DP-Total": 1 << 63},
+        {"DP-Open": 1},
+        {"DP-Status": b"bytes"},
+        {"DP-Status": "x" * 256},
+        {"DP-Log": "x" * 5000},
+        {"DP-Seen": "yesterday"},
+        {"DP-Count": None},
+    ]
+    for values in bad:
+        raises(S.StoreError, st.append_sample, T0, values)
+    raises(S.StoreError, st.append_sample, "now", {"DP-Count": 1})
+    raises(S.StoreError, st.append_sample, -1, {"DP-Count": 1})
+    raises(S.StoreError, st.append_sample, T0, {"DP-Count": 1}, "q" * 40)
+    raises(S.StoreError, st.append_event, T0, 5, "x")
+    raises(S.StoreError, st.append_event, T0, True, "x")
+    raises(S.StoreError, st.append_event, T0, 1, "x" * 256)
+    raises(S.StoreError, st.append_event, T0, 1, "x", ["not", "a", "dict"])
+    raises(S.StoreError, st.append_file_ref, T0, workdir + "/missing.bin")
+    assert st.pending_count() == 0 and st.appended == 0
+    raises(S.StoreError, S.Store, d, [["A", "FLOAT"]], "c")
+    raises(S.StoreError, S.Store, d, [["A", "INT"], ["A", "INT"]], "c")
+    raises(S.StoreError, S.Store, d, [["A", "INT"]], None)
+    raises(S.StoreError, S.Store, d, [], None, capacity_bytes=100)
+    raises(S.StoreError, S.Store, d, [], None, policy="drop_newest")
+
+
+def test_config_change_keeps_old_records_decodable(workdir):
+    d = workdir + "/st"
+    st = S.Store(d, [["DP-A", "INT"]], "cfg-old")
+    st.append_sample(T0, {"DP-A": 1})
+    st.close()
+    dsc = {"configurationId": "cfg-new", "dataSources": [{"name": "s", "dataPoints": [
+        {"id": "DP-B", "name": "b", "type": "DOUBLE", "unit": ""},
+        {"id": "DP-A", "name": "a", "type": "INT", "unit": ""}]}]}
+    st = S.Store(d, dsc)
+    st.append_sample(T0 + 1, {"DP-A": 2, "DP-B": 2.5})
+    st.close()
+    st = S.Store(d, dsc)
+    r = st.reader()
+    got = []
+    while True:
+        rec = r.next()
+        if rec is None:
+            break
+        got.append((rec.cfg.configuration_id, rec.sample()[2]))
+    assert got == [("cfg-old", [("DP-A", 2, 1)]), ("cfg-new", [("DP-B", 1, 2.5), ("DP-A", 2, 2)])], got
+    cfgs = [n for n in _ls(d) if n.endswith(".cfg")]
+    assert len(cfgs) == 2
+    # once the old segment is acknowledged, its config file goes at the next boot
+    r = st.reader()
+    r.next()
+    st.ack(r.pos, (1, 0, 0))
+    r.close()
+    st.close()
+    S.Store(d, dsc).close()
+    assert len([n for n in _ls(d) if n.endswith(".cfg")]) == 1
+
+
+def test_reader_skips_a_short_middle_segment(workdir):
+    d = workdir + "/st"
+    st = _sample_store(d, 60, segment_bytes=256)
+    st.close()
+    names = _segfiles(d)
+    mid = d + "/" + names[1]
+    with open(mid, "rb") as f:
+        data = f.read()
+    with open(mid, "wb") as f:
+        f.write(data[: 16 + REC * 2 + 7])  # keeps 2 whole records of this segment
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg-seq", segment_bytes=256)
+    seqs = _seqs(st)
+    per = (256 - 16) // REC
+    assert seqs == list(range(per + 2)) + list(range(2 * per, 60)), seqs
+
+
+def test_crc32_fallback_matches():
+    saved = S._crc32
+    try:
+        S._crc32 = None
+        slow = [S.crc32(b"123456789"), S.crc32(b"", 5), S.crc32(b"6789", S.crc32(b"12345"))]
+    finally:
+        S._crc32 = saved
+    assert slow[0] == 0xCBF43926 == S.crc32(b"123456789")
+    assert slow[2] == 0xCBF43926
+
+
+def test_damaged_or_missing_older_segments_are_skipped(workdir):
+    d = workdir + "/st"
+    st = _sample_store(d, 60, segment_bytes=256)
+    st.close()
+    names = _segfiles(d)
+    per = (256 - 16) // REC
+    with open(d + "/" + names[1], "r+b") as f:
+        f.write(b"XXXX")  # bit rot in the header of an older segment
+    os.remove(d + "/" + names[3])  # and a gap
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg-seq", segment_bytes=256)
+    want = [i for i in range(60) if not (per <= i < 2 * per or 3 * per <= i < 4 * per)]
+    assert _seqs(st) == want
+    r = st.reader()
+    while r.next() is not None:
+        pass
+    st.ack(r.pos, None)
+    assert st.pending_count() == 0 and len(_segfiles(d)) == 1
