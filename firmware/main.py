@@ -52,8 +52,10 @@ def default_agent(node):
             ca = ["certs/" + n for n in sorted(os.listdir(node.path("certs"))) if n.endswith(".der")]
         except OSError:
             ca = []
+    b = node.board
     return Agent(config=node.path(s.agentconfig), state=node.path(s.state_dir), ca=[node.path(c) for c in ca],
-                 proxy=s.proxy, clock=node.clock)
+                 proxy=s.proxy, clock=node.clock, store=node.path("store"), dsc=b.dsc(),
+                 store_options=b.store_options())
 
 
 def _fresh_state(now):

@@ -5,6 +5,10 @@
     agent.onboard()          # idempotent
     agent.configure(dsc)     # PUT the DSC if it changed
     agent.token()            # a valid access token (rotating the secret if due)
+    agent.record({"DP-Temperature": 21.5}, timestamp_ms=None)   # to flash, not the network
+    agent.event(severity, description, details=None)
+    agent.upload_file(path, name=None, mime=None)
+    summary = agent.flush()  # upload everything buffered; dict with "readings_sent" and more
 
 Parts are created on first use and share one keep-alive connection (`agent.conn`). Modules needed once
 (config parsing, DSC building) are unloaded after a successful use: bytecode loaded from .mpy lives in the
@@ -90,7 +94,7 @@ class Agent:
     """
 
     def __init__(self, config="agentconfig.json", state="state-dir", ca=None, proxy=None, timeout_s=30,
-                 clock=None, conn=None):
+                 clock=None, conn=None, store="store", dsc=None, store_options=None, upload_options=None):
         if isinstance(config, str):
             from mcagent.config import load
 
@@ -107,6 +111,13 @@ class Agent:
         self._conn = conn
         self._identity = None
         self.configuration_id = None  # set by configure(); the uploader tags time series with it
+        # The flash buffer: a directory apart from the state dir (re-onboarding never touches readings).
+        # dsc tells it the data points and their types, so record() works before configure() ever
+        # reached the service (a node records offline from its first boot).
+        self._store = store
+        self._dsc = dsc
+        self._store_options = store_options or {}
+        self._upload_options = upload_options or {}
 
     def __repr__(self):
         return "<Agent %s at %s>" % (self.config.client_id, self.config.base_url)
@@ -177,13 +188,59 @@ class Agent:
         summary = configure(self.request, self.state, self.config.client_id, dsc, force)
         _unload("dsc")
         self.configuration_id = summary["configurationId"]
+        if self._dsc is None and isinstance(dsc.get("dataSources"), list):
+            self._dsc = dsc  # the store learns the data points' types from the full (§E) form
         return summary
 
     def status(self):
         """Identity facts safe to show (no secret, no token)."""
         return self.identity.status()
 
+    # --- the data path: record to flash, flush to the service (mcagent.store, exchange, uploader) ---
+
+    @property
+    def store(self):
+        """The power-loss-safe flash buffer (mcagent.store.Store), opened (and recovered) on first use."""
+        if isinstance(self._store, str):
+            if self._dsc is None:
+                raise DscError("the agent needs its data source configuration before record(): "
+                               "Agent(dsc=...) or agent.configure(dsc)")
+            from mcagent.store import Store
+
+            self._store = Store(self._store, datapoints=self._dsc,
+                                configuration_id=self._dsc.get("configurationId"), **self._store_options)
+        return self._store
+
+    def record(self, values, timestamp_ms=None):
+        """Queue one sample {data point id: value} on flash (nothing goes on the network here).
+
+        timestamp_ms: Unix ms, default now. Returns False if the store is full and its policy is "stop".
+        """
+        if timestamp_ms is None:
+            timestamp_ms = self.clock.now_ms()
+        return self.store.append_sample(timestamp_ms, values)
+
+    def event(self, severity, description, details=None):
+        """Queue a businessEvent (severity 1/2/3 = error/warning/info) for the next flush."""
+        return self.store.append_event(self.clock.now_ms(), severity, description, details)
+
+    def upload_file(self, path, name=None, mime=None):
+        """Queue a file on flash for upload; it is streamed from flash at flush time, so leave it in place."""
+        return self.store.append_file_ref(self.clock.now_ms(), path, name, mime)
+
+    def flush(self):
+        """Commit what is buffered and upload it all (or until an error stops it). Returns the summary
+        dict of mcagent.uploader ("readings_sent", "events_sent", "files_sent", "batches", "retries", ...).
+        Records leave flash only after the service answered 200."""
+        store = self.store
+        store.commit()
+        from mcagent.uploader import Uploader
+
+        return Uploader(store, self.conn, self.identity, clock=self.clock, **self._upload_options).flush()
+
     def close(self):
+        if not isinstance(self._store, str):
+            self._store.commit()
         if self._conn is not None:
             self._conn.close()
 

@@ -459,7 +459,7 @@ class Settings:
         self.ca = None  # None: every *.der file in certs/ (where `mcagent deploy` puts them)
         self.proxy = None
         self.ntp_host = None
-        self.state_dir = "mcagent"
+        self.state_dir = "agent-state"  # not "mcagent": a directory of that name in / would shadow /lib/mcagent
         self.runlog = "runlog.txt"
 
     def __repr__(self):
