@@ -44,7 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check tools host_tests
 
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m mcagent_tools.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
