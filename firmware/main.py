@@ -783,16 +783,6 @@ def run(board=None, settings=None, hw=None, agent_factory=None, max_cycles=None,
 # ---- entry points ---------------------------------------------------------------------------------------
 
 
-def _exists(path):
-    import os
-
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
 def device_main():
     """On a board (boot runs main.py): files from the flash root, the real modules."""
     hw = _board.Hardware.detect()
@@ -803,7 +793,7 @@ def device_main():
         print("mcagent: not starting:", e)
         return None
     _board.release_parser()  # boot-only code: give its heap back
-    if _exists("STOP") or (b.safe_pin is not None and hw.pin_low(b.safe_pin)):
+    if compat.exists("STOP") or (b.safe_pin is not None and hw.pin_low(b.safe_pin)):
         print("mcagent: STOP file or safe pin: staying at the REPL")
         return None
     try:
@@ -866,7 +856,7 @@ def _copy(src, dst):
     import os
 
     parent = dst.rsplit("/", 1)[0]
-    if parent and not _exists(parent):
+    if parent and not compat.exists(parent):
         os.mkdir(parent)
     with open(src, "rb") as f:
         data = f.read()
@@ -886,7 +876,7 @@ def unix_main(argv, agent_factory=None):
     dev = None
     if not opts["flash"]:
         root = (opts["root"] or ".").rstrip("/") or "/"
-        if not _exists(root):
+        if not compat.exists(root):
             os.mkdir(root)
     else:
         blocks = 512

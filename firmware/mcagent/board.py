@@ -14,7 +14,7 @@ import json
 
 from micropython import const
 
-from mcagent import compat
+from mcagent import ConfigError, compat
 
 TYPES = ("INT", "LONG", "DOUBLE", "BOOLEAN", "STRING", "BIG_STRING", "TIMESTAMP")
 SLEEP_MODES = ("awake", "deep")
@@ -25,17 +25,8 @@ _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
 _MAX_ID = const(64)
 
 
-class BoardError(ValueError):
+class BoardError(ConfigError):
     """board.json or settings.json is wrong; `.problems` lists one sentence per wrong field."""
-
-    def __init__(self, source, problems):
-        self.source = source
-        self.problems = problems
-        if len(problems) == 1:
-            text = "%s: %s" % (source, problems[0])
-        else:
-            text = "%s has %d problems:\n  - %s" % (source, len(problems), "\n  - ".join(problems))
-        super().__init__(text)
 
 
 # ---- small checkers: each returns the value (or a default) and appends a sentence on a problem --------

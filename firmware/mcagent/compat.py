@@ -269,3 +269,30 @@ def heap_free():
     """Free GC heap bytes after a collection on MicroPython (the number the health event reports); None on
     CPython, where the figure means nothing for a board and a full collection is slow."""
     return collect() if MICROPYTHON else None
+
+
+# --- filesystem helpers MicroPython's `os` lacks (os.path.exists, os.makedirs) ---
+
+def exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def makedirs(path, private=False):
+    """Create path and any missing parents; private: owner-only where the platform has permissions."""
+    path = path.rstrip("/")
+    if not path or exists(path):
+        return
+    if "/" in path:
+        makedirs(path.rsplit("/", 1)[0], private)
+    try:
+        if private:
+            mkdir_private(path)
+        else:
+            os.mkdir(path)
+    except OSError:
+        if not exists(path):
+            raise

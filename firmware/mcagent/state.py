@@ -27,33 +27,11 @@ def _digest(data):
     return "".join(["%02x" % b for b in hashlib.sha256(data).digest()[:8]]).encode()
 
 
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
 def _remove(path):
     try:
         os.remove(path)
     except OSError:
         pass
-
-
-def _makedirs(path):
-    """Create path and missing parents (MicroPython has no os.makedirs)."""
-    if not path or _exists(path):
-        return
-    parent = path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else ""
-    if parent and parent != path:
-        _makedirs(parent)
-    try:
-        compat.mkdir_private(path)
-    except OSError:
-        if not _exists(path):
-            raise
 
 
 def decode(data):
@@ -115,7 +93,7 @@ class State:
 
     def __init__(self, path):
         self.path = path.rstrip("/") or "/"
-        _makedirs(self.path)
+        compat.makedirs(self.path, private=True)
         self.recover()
 
     def file(self, name):

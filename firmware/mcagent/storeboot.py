@@ -23,6 +23,7 @@ for bad content (only for I/O errors of the filesystem itself):
 import os
 import struct
 
+from mcagent import compat
 from mcagent import store as S
 
 
@@ -71,27 +72,6 @@ def check_args(st, datapoints, configuration_id, capacity_bytes):
     return S.Config(cid, pairs)
 
 
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
-def _makedirs(path):
-    path = path.rstrip("/")
-    if not path or _exists(path):
-        return
-    if "/" in path:
-        _makedirs(path.rsplit("/", 1)[0])
-    try:
-        os.mkdir(path)
-    except OSError:
-        if not _exists(path):
-            raise
-
-
 def _read(path, limit):
     try:
         with open(path, "rb") as f:
@@ -127,7 +107,7 @@ def recover(st):
     """
     done = {"tmp_removed": 0, "empty_removed": 0, "torn_repaired": 0, "bad_moved": 0}
     root = st.root
-    _makedirs(root)
+    compat.makedirs(root)
     state = root + "/state.bin"
     if not _decode_state(st, _read(state, S.STATE_LEN + 1)) and _decode_state(
         st, _read(state + ".tmp", S.STATE_LEN + 1)
