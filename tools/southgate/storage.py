@@ -295,10 +295,11 @@ class Storage:
             rows,
         )
 
-    def readings(
-        self, agent_id: str, from_ms: int | None = None, to_ms: int | None = None
+    def _agent_rows(
+        self, table: str, order: str, agent_id: str, from_ms: int | None, to_ms: int | None
     ) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM readings WHERE agent_id = ?"
+        """Rows of one agent in [from, to) of a table keyed by ts_ms (table and order are ours, not input)."""
+        sql = f"SELECT * FROM {table} WHERE agent_id = ?"
         args: list[Any] = [agent_id]
         if from_ms is not None:
             sql += " AND ts_ms >= ?"
@@ -306,7 +307,12 @@ class Storage:
         if to_ms is not None:
             sql += " AND ts_ms < ?"
             args.append(to_ms)
-        return self.all(sql + " ORDER BY ts_ms, data_point_id", *args)
+        return self.all(f"{sql} ORDER BY {order}", *args)
+
+    def readings(
+        self, agent_id: str, from_ms: int | None = None, to_ms: int | None = None
+    ) -> list[dict[str, Any]]:
+        return self._agent_rows("readings", "ts_ms, data_point_id", agent_id, from_ms, to_ms)
 
     def asset_values(
         self, entity_id: str, pset: str, from_ms: int, to_ms: int, limit: int, newest_first: bool
@@ -347,15 +353,7 @@ class Storage:
     def events(
         self, agent_id: str, from_ms: int | None = None, to_ms: int | None = None
     ) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM events WHERE agent_id = ?"
-        args: list[Any] = [agent_id]
-        if from_ms is not None:
-            sql += " AND ts_ms >= ?"
-            args.append(from_ms)
-        if to_ms is not None:
-            sql += " AND ts_ms < ?"
-            args.append(to_ms)
-        return self.all(sql + " ORDER BY ts_ms, id", *args)
+        return self._agent_rows("events", "ts_ms, id", agent_id, from_ms, to_ms)
 
     # files ----------------------------------------------------------------------------------------------
     def file(self, entity_id: str, path: str) -> dict[str, Any] | None:
