@@ -21,50 +21,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    d = sub.add_parser(
-        "deploy",
-        help="compile the firmware for the board and install it with its configuration",
-        description=deploy.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    commands = (
+        ("deploy", deploy, "compile the firmware for the board and install it with its configuration"),
+        ("flash", flash, "erase a board and write a MicroPython firmware image with esptool"),
+        ("status", status, "show the agent's state on a board (no secrets)"),
+        ("vboard", vboard, "run a virtual board (MicroPython Unix port on a pseudo-terminal)"),
+        ("package-json", package, "write (or --check) package.json, the file list for `mip install`"),
     )
-    deploy.add_arguments(d)
-    d.set_defaults(func=deploy.run)
-
-    f = sub.add_parser(
-        "flash",
-        help="erase a board and write a MicroPython firmware image with esptool",
-        description=flash.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    flash.add_arguments(f)
-    f.set_defaults(func=flash.run)
-
-    s = sub.add_parser(
-        "status",
-        help="show the agent's state on a board (no secrets)",
-        description=status.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    status.add_arguments(s)
-    s.set_defaults(func=status.run)
-
-    v = sub.add_parser(
-        "vboard",
-        help="run a virtual board (MicroPython Unix port on a pseudo-terminal)",
-        description=vboard.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    vboard.add_arguments(v)
-    v.set_defaults(func=vboard.run)
-
-    p = sub.add_parser(
-        "package-json",
-        help="write (or --check) package.json, the file list for `mpremote mip install`",
-        description=package.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    package.add_arguments(p)
-    p.set_defaults(func=package.run)
+    for name, module, help_text in commands:
+        raw = argparse.RawDescriptionHelpFormatter
+        p = sub.add_parser(name, help=help_text, description=module.__doc__, formatter_class=raw)
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
     return parser
 
 
