@@ -16,3 +16,4 @@ from fixtures_core import *  # noqa: E402,F403
 from fixtures_http import *  # noqa: E402,F403
 from fixtures_identity import *  # noqa: E402,F403
 from fixtures_store import *  # noqa: E402,F403
+from fixtures_data import *  # noqa: E402,F403
