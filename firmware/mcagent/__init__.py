@@ -5,7 +5,7 @@
     agent.onboard()          # idempotent
     agent.configure(dsc)     # PUT the DSC if it changed
     agent.token()            # a valid access token (rotating the secret if due)
-    agent.record({"DP-Temperature": 21.5}, timestamp_ms=None)   # to flash, not the network
+    agent.record({"DP-Temperature": 21.5}, timestamp_ms=None, quality=None)   # to flash only
     agent.event(severity, description, details=None)
     agent.upload_file(path, name=None, mime=None)
     summary = agent.flush()  # upload everything buffered; dict with "readings_sent" and more
@@ -211,14 +211,15 @@ class Agent:
                                 configuration_id=self._dsc.get("configurationId"), **self._store_options)
         return self._store
 
-    def record(self, values, timestamp_ms=None):
+    def record(self, values, timestamp_ms=None, quality=None):
         """Queue one sample {data point id: value} on flash (nothing goes on the network here).
 
-        timestamp_ms: Unix ms, default now. Returns False if the store is full and its policy is "stop".
+        timestamp_ms: Unix ms, default now. quality: the sample's qualityCode ("0" = good, the default).
+        Returns False if the store is full and its policy is "stop".
         """
         if timestamp_ms is None:
             timestamp_ms = self.clock.now_ms()
-        return self.store.append_sample(timestamp_ms, values)
+        return self.store.append_sample(timestamp_ms, values, quality)
 
     def event(self, severity, description, details=None):
         """Queue a businessEvent (severity 1/2/3 = error/warning/info) for the next flush."""

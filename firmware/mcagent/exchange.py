@@ -38,6 +38,9 @@ _HEX = b"0123456789abcdef"
 _META = b'{"type":"item","version":"1.0","payload":{"type":"'
 
 
+_ESCAPES = {34: b'\\"', 92: b"\\\\", 10: b"\\n", 13: b"\\r", 9: b"\\t"}  # as cjson.quote writes them
+
+
 class BodyError(OSError):
     """The records or a file changed between the length pass and the write pass: compose again."""
 
@@ -74,6 +77,23 @@ class _Out:
             i += k
             if self.pos == size:
                 self.flush()
+
+    def put_quoted(self, utf8):
+        """A JSON string literal of UTF-8 bytes (a memoryview), escaped exactly as cjson.quote does, streamed
+        in runs: a long string is never copied whole (the heap may not have one block that big)."""
+        self.put(b'"')
+        start = 0
+        n = len(utf8)
+        for i in range(n):
+            c = utf8[i]
+            if c == 34 or c == 92 or c < 32:
+                if i > start:
+                    self.put(utf8[start:i])
+                self.put(_ESCAPES.get(c) or ("\\u%04x" % c).encode())
+                start = i + 1
+        if n > start:
+            self.put(utf8[start:n])
+        self.put(b'"')
 
     def flush(self):
         if self.pos:
@@ -115,7 +135,7 @@ def _hex(b, dashes=()):
 def _element(out, rec):
     """One array element of a standardTimeSeries (a sample) or businessEvent (an event) payload."""
     if rec.kind == KIND_SAMPLE:
-        ts, quality, values = rec.sample()
+        ts, quality, values = rec.sample(True)
         qids = rec.cfg.qids
         index = rec.cfg.index
         q = cjson.quote(quality)
@@ -129,7 +149,7 @@ def _element(out, rec):
             out.put(qids[index[dp_id]])
             out.put(b',"value":')
             if t == _T_STRING or t == _T_BIG_STRING:
-                out.put(cjson.quote(v))
+                out.put_quoted(v)
             else:
                 out.put(b'"')
                 if t == _T_DOUBLE:

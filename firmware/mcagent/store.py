@@ -192,8 +192,11 @@ class Record:
         self.buf = bytearray(256)
         self.n = 0
 
-    def sample(self):
-        """(ts_ms, quality str, [(data point id, type code, value), ...]); value typed as recorded."""
+    def sample(self, raw_strings=False):
+        """(ts_ms, quality str, [(data point id, type code, value), ...]); value typed as recorded.
+
+        raw_strings: STRING/BIG_STRING values as memoryviews of the UTF-8 bytes in this record's buffer
+        (valid until the next record is read), so the composer can stream them without copies."""
         b = self.buf
         ql = b[8]
         p = 10 + ql
@@ -211,7 +214,7 @@ class Record:
                 p += 1
             elif t == _T_STRING or t == _T_BIG_STRING:
                 k = b[p] | (b[p + 1] << 8)
-                v = _text(b, p + 2, k)
+                v = memoryview(b)[p + 2 : p + 2 + k] if raw_strings else _text(b, p + 2, k)
                 p += 2 + k
             else:  # INT, LONG, TIMESTAMP
                 v = struct.unpack_from("<q", b, p)[0]
@@ -284,7 +287,10 @@ class Reader:
         self._f = None
         self._seq = start[0] - 1  # last segment opened
         self._off = 0
-        self.rec = Record()
+        # Borrow the store's spare Record: its buffer has grown to the largest record read so far, and a
+        # fragmented heap may not offer that block again (a 4 KB record needs 4 KB in one piece).
+        self.rec = store._spare_rec or Record()
+        store._spare_rec = None
         self._hb = bytearray(4)
         self.pos = start
 
@@ -292,6 +298,8 @@ class Reader:
         if self._f is not None:
             self._f.close()
             self._f = None
+        if self._store._spare_rec is None:
+            self._store._spare_rec = self.rec
 
     def _open_next(self):
         store = self._store
@@ -422,6 +430,7 @@ class Store:
         self._dirty = False  # counters changed since the state file was written
         self._pending = None  # [readings, events, files] pending, or None = unknown (count lazily)
         self._wbuf = bytearray(128)
+        self._spare_rec = None  # a Record lent to one Reader at a time (see Reader)
         self._uncommitted = 0
         self.appended = 0  # appends accepted since start (RAM only; tests use these)
         self.committed = 0  # of which committed

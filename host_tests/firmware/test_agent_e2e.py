@@ -23,9 +23,6 @@ from mcagent import Agent, clock, exchange, http, identity, store, uploader  # n
 
 UPY_HEAPSIZE = "384k"  # ~80 KB of .mpy bytecode, the 64 KB run-time budget, room for the read-back
 UPY_MPY = True
-UPY_SKIP = {
-    "test_a_string_as_big_as_a_record_allows": "known issue (see the test): MemoryError in 64 KB",
-}
 UPY_TIMEOUT = 120
 
 RUNTIME_HEAP_KB = 64
@@ -172,10 +169,9 @@ def test_readings_arrive_exactly(data_sg):
               "DP-String": ESCAPES, "DP-Big": BIG}, timestamp_ms=T0 + 878)
     # A partial sample (only some points), a DOUBLE given as an int, the extremes of INT.
     a.record({"DP-Double": 7, "DP-Int": 2147483647, "DP-String": ""}, timestamp_ms=T0 + 1876)
-    # Quality: the store takes it per sample (Agent.record has no quality argument): MCL's "good", then 1.
-    st = a.store
-    assert st.append_sample(T0 + 2877, {"DP-Double": 0.30000000000000004, "DP-Long": 0}, quality="00000000")
-    assert st.append_sample(T0 + 4444, {"DP-Double": -1e-07, "DP-Bool": True, "DP-Int": -1}, quality=1)
+    # Quality per sample: MCL's "good", then 1.
+    assert a.record({"DP-Double": 0.30000000000000004, "DP-Long": 0}, T0 + 2877, quality="00000000")
+    assert a.record({"DP-Double": -1e-07, "DP-Bool": True, "DP-Int": -1}, T0 + 4444, quality=1)
     a.record({"DP-Double": 1e300, "DP-Long": 1790000000123}, timestamp_ms=T0 + 86400000 * 400 + 1)
     s = a.flush()
     assert s["error"] is None and s["readings_sent"] == 6 and s["pending"] == 0, s
@@ -232,11 +228,9 @@ def test_readings_arrive_exactly(data_sg):
 def test_a_string_as_big_as_a_record_allows(data_sg):
     """A BIG_STRING of 4050 bytes (a sample record must fit one 4 KiB segment) arrives intact.
 
-    Known issue, hence skipped on MicroPython: under the 64 KB budget of board_heap() composing it raises
-    MemoryError from Agent.flush (exchange._element -> cjson.quote: the value is copied whole several times
-    on the way out: bytes slice, str, quote's slice and join, encode; the free heap's largest block is a few
-    KB). The record stays first in the queue, so every later flush fails the same way: nothing behind it
-    is ever sent. Streaming the escaped UTF-8 straight from the record buffer would need no copy.
+    Under the 64 KB budget of board_heap() this needs the composer to stream the escaped UTF-8 straight from
+    the record buffer: copying the value whole (slice, str, quote, encode) raised MemoryError once, and the
+    record then blocked every later flush.
     """
     ballast = board_heap()
     a = make(data_sg, dsc=DSC)
