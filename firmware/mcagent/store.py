@@ -439,6 +439,13 @@ class Store:
         try:
             self.config = boot.check_args(self, datapoints, configuration_id, capacity_bytes)
             self._configs = {self.config.hash: self.config}
+            if _T_BIG_STRING in self.config.types:
+                # Records may fill a segment: take the read buffer for that now, while the heap is young
+                # (later a fragmented heap may not have the block in one piece).
+                # One block serves both ways: an append builds and writes its record within the call, and
+                # no Reader is open then (the uploader appends its events between batches).
+                self._spare_rec = Record()
+                self._spare_rec.buf = self._wbuf = bytearray(segment_bytes - HDR)
             self.recovered = boot.recover(self)
             self.max_segments = boot.clamp(self, capacity_bytes // segment_bytes)
         finally:

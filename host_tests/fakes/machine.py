@@ -35,26 +35,9 @@ class WatchdogReset(BaseException):
     """The watchdog was not fed within its timeout: a board would reset here."""
 
 
-def _civil_from_days(z):
-    z += 719468
-    era = (z if z >= 0 else z - 146096) // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    y = yoe + era * 400
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    m = mp + (3 if mp < 10 else -9)
-    return (y + (m <= 2), m, d)
-
-
-def _days_from_civil(y, m, d):
-    y -= m <= 2
-    era = (y if y >= 0 else y - 399) // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
+# Calendar arithmetic: the firmware's own (a fake board keeps the same calendar as the agent).
+from mcagent.clock import civil_from_days as _civil_from_days  # noqa: E402
+from mcagent.clock import days_from_civil as _days_from_civil  # noqa: E402
 
 
 class SimTime:

@@ -18,3 +18,23 @@ def is_micropython():
     import sys
 
     return sys.implementation.name == "micropython"
+
+
+RUNTIME_HEAP_KB = 64
+
+
+def board_heap(kb=RUNTIME_HEAP_KB):
+    """Leave kb of free heap, as on a board whose firmware is frozen (MicroPython only; None on CPython).
+
+    On the Unix port .mpy bytecode lives in the heap; a board with frozen firmware has it in flash. So a
+    test starts with a bigger -X heapsize and holds the surplus in this ballast once the modules are
+    loaded. Keep the returned ballast referenced while the agent works."""
+    import sys
+
+    if sys.implementation.name != "micropython":
+        return None
+    import gc
+
+    gc.collect()
+    spare = gc.mem_free() - kb * 1024
+    return bytearray(spare) if spare > 0 else None

@@ -8,7 +8,7 @@ re-flush sends nothing, a 5xx or a dropped connection keeps the data, and an out
 port closed, the node rebooting meanwhile) loses nothing.
 
 Heap: each [upy] test runs with 64 KB of free heap for everything the agent does at run time
-(board_heap(), as in test_identity_e2e.py): the .mpy bytecode of the resident modules is loaded first (on
+(board_heap(HEAP_KB), as in test_identity_e2e.py): the .mpy bytecode of the resident modules is loaded first (on
 a board it would be frozen in flash), the surplus is held in a ballast. The read-back of what southgate
 stored is test scaffolding, not the agent's: it runs after the ballast is released.
 
@@ -19,13 +19,17 @@ import json
 import sys
 import time
 
+from checks import RUNTIME_HEAP_KB, board_heap
+
 from mcagent import Agent, clock, exchange, http, identity, store, uploader  # noqa: F401 - resident modules
 
+# The tests read southgate's admin API on the agent's connection while the ballast is held (responses of a
+# few KB, parsed to dicts): that scaffolding gets its own room on top of the agent's 64 KB budget.
+HEAP_KB = RUNTIME_HEAP_KB + 12
 UPY_HEAPSIZE = "384k"  # ~80 KB of .mpy bytecode, the 64 KB run-time budget, room for the read-back
 UPY_MPY = True
 UPY_TIMEOUT = 120
 
-RUNTIME_HEAP_KB = 64
 EXCHANGE = "/api/mindconnect/v3/exchange"
 
 DSC = {
@@ -52,18 +56,6 @@ ESCAPES = 'quote " backslash \\ newline \n tab \t bell \x07 end'
 BIG = "ü温🌡" * 100  # 300 characters, 900 bytes of UTF-8 (a STRING stops at 255 characters)
 HUGE = "ü温🌡" * 450  # 4050 bytes of UTF-8: about the largest value a 4 KiB segment record takes
 
-
-def board_heap():
-    """Leave RUNTIME_HEAP_KB of free heap, as on a board whose firmware is frozen (MicroPython only).
-
-    Returns the ballast: keep it referenced while the agent works."""
-    if sys.implementation.name != "micropython":
-        return None
-    import gc
-
-    gc.collect()
-    spare = gc.mem_free() - RUNTIME_HEAP_KB * 1024
-    return bytearray(spare) if spare > 0 else None
 
 
 def collect():
@@ -160,7 +152,7 @@ def check_double(row, want):
 
 def test_readings_arrive_exactly(data_sg):
     """Every type, chosen millisecond timestamps, edge values, non-ASCII text, quality codes."""
-    ballast = board_heap()
+    ballast = board_heap(HEAP_KB)
     a = make(data_sg, dsc=DSC)
     assert a.configure(DSC)["dsc"] == "put"
     assert a.record({"DP-Double": 21.5, "DP-Int": 0, "DP-Long": 9223372036854775807, "DP-Bool": True,
@@ -228,11 +220,11 @@ def test_readings_arrive_exactly(data_sg):
 def test_a_string_as_big_as_a_record_allows(data_sg):
     """A BIG_STRING of 4050 bytes (a sample record must fit one 4 KiB segment) arrives intact.
 
-    Under the 64 KB budget of board_heap() this needs the composer to stream the escaped UTF-8 straight from
+    Under the 64 KB budget of board_heap(HEAP_KB) this needs the composer to stream the escaped UTF-8 straight from
     the record buffer: copying the value whole (slice, str, quote, encode) raised MemoryError once, and the
     record then blocked every later flush.
     """
-    ballast = board_heap()
+    ballast = board_heap(HEAP_KB)
     a = make(data_sg, dsc=DSC)
     a.configure(DSC)
     e = None
@@ -257,7 +249,7 @@ def test_a_string_as_big_as_a_record_allows(data_sg):
 
 
 def test_events_and_files_arrive(data_sg):
-    ballast = board_heap()
+    ballast = board_heap(HEAP_KB)
     # Binary, CRLF and a delimiter look-alike: the multipart framing must not care.
     blob = bytes(range(256)) * 6 + b"\r\n--mcagent\r\n\r\n" + "Grüße".encode() + b"\r\n"
     write(data_sg["dir"] + "/capture.bin", blob)
@@ -319,7 +311,7 @@ def test_events_and_files_arrive(data_sg):
 
 def test_records_leave_the_store_only_after_200(data_sg):
     """A 503, then 500s within one flush, then a connection dropped mid-body: data kept, sent once."""
-    ballast = board_heap()
+    ballast = board_heap(HEAP_KB)
     sleeps = []
     opts = {"sleep": sleeps.append, "max_tries": 0, "budget": 4096}  # give up at the first failure
     a = make(data_sg, dsc=DSC, upload_options=opts)
@@ -384,7 +376,7 @@ def test_outage_readings_recorded_meanwhile_all_arrive(data_outage_sg):
     """southgate stopped (port closed) while the node keeps recording, flushing and even reboots; once it
     is back (same port, same data), everything arrives, once."""
     sg = data_outage_sg
-    ballast = board_heap()
+    ballast = board_heap(HEAP_KB)
     sleeps = []
     opts = {"sleep": sleeps.append, "max_tries": 2}
     a = make(sg, dsc=DSC, upload_options=opts)

@@ -14,7 +14,7 @@ import json
 import sys
 import time
 
-from checks import raises
+from checks import board_heap, raises
 
 from mcagent import Agent, clock, http, identity, state
 
@@ -22,21 +22,8 @@ UPY_HEAPSIZE = "192k"  # code (~68 KB as .mpy in RAM) + the 64 KB run-time budge
 UPY_MPY = True
 UPY_TIMEOUT = 120
 
-RUNTIME_HEAP_KB = 64
 YEARS_10 = 10 * 365 * 86400
 
-
-def board_heap():
-    """Leave RUNTIME_HEAP_KB of free heap, as on a board whose firmware is frozen (MicroPython only).
-
-    Returns the ballast: keep it referenced until the test ends."""
-    if sys.implementation.name != "micropython":
-        return None
-    import gc
-
-    gc.collect()
-    spare = gc.mem_free() - RUNTIME_HEAP_KB * 1024
-    return bytearray(spare) if spare > 0 else None
 
 
 class OffsetTime:
