@@ -142,13 +142,16 @@ def run_demo(run_s: float, speed: float, secret_lifetime_s: int, keep: Path | No
     for dp, (ts, value) in sorted(last.items()):
         print(f"  {dp:<22} {value:>10}  at {ts}")
     print(f"stored == simulated {'yes' if not mismatches else f'NO ({len(mismatches)} differ)'}")
-    print("query them yourself:")
-    print(f"  .venv/bin/southgate timeseries --data {work / 'southgate'} --agent {agent_id} --format table")
-    print(f"wall time           {time.monotonic() - started:.1f} s")
     ok = summary["sent"] > 0 and not mismatches and summary["dropped"] == 0
     if keep is None and ok:
-        shutil.rmtree(work, ignore_errors=True)
-        print("  (the demo data dir is removed; `make demo DEMO_ARGS=--keep DIR` keeps it)")
+        shutil.rmtree(work, ignore_errors=True)  # a throw-away run leaves nothing behind
+        print("query them yourself: run `make demo DEMO_ARGS='--keep demo-data'` (keeps the data), then")
+        print("  .venv/bin/southgate timeseries --data demo-data/southgate --agent <id> --format table")
+    else:
+        print("query them yourself:")
+        data = work / "southgate"
+        print(f"  .venv/bin/southgate timeseries --data {data} --agent {agent_id} --format table")
+    print(f"wall time           {time.monotonic() - started:.1f} s")
     return 0 if ok else 1
 
 
