@@ -650,7 +650,13 @@ class Store:
     def _drop_oldest(self):
         """Delete the oldest segment, counting exactly the unacknowledged records it held."""
         seq = self._lo
-        counts = self._count(Reader(self, max(self.cursor, (seq, 0)), (seq + 1, 0)))
+        # This runs inside an append whose record waits in _wbuf, which may be the spare Record's buffer:
+        # the counting Reader must not borrow it (it would read over the record being appended).
+        spare, self._spare_rec = self._spare_rec, None
+        try:
+            counts = self._count(Reader(self, max(self.cursor, (seq, 0)), (seq + 1, 0)))
+        finally:
+            self._spare_rec = spare
         for i in range(3):
             self.counters[_DROP[i]] += counts[i]
             if self._pending is not None:

@@ -419,3 +419,27 @@ def test_damaged_or_missing_older_segments_are_skipped(workdir):
         pass
     st.ack(r.pos, None)
     assert st.pending_count() == 0 and len(_segfiles(d)) == 1
+
+
+def test_wrapping_store_with_big_string_points_counts_every_reading(workdir):
+    """Regression: with a BIG_STRING point the write buffer is shared with the readers' record buffer;
+    dropping the oldest segment inside an append must not read over the record being appended."""
+    for big in (False, True):
+        root = workdir + ("/big" if big else "/small")
+        points = [("t", "DOUBLE"), ("s", "BIG_STRING" if big else "STRING")]
+        st = S.Store(root, points, "cfg1", capacity_bytes=3 * 4096, commit_every=1)
+        n = 1200
+        for i in range(n):
+            st.append_sample(1700000000000 + i, {"t": float(i)})
+        st.commit()
+        r = st.reader()
+        got = []
+        while True:
+            rec = r.next()
+            if rec is None:
+                break
+            got.append(rec.sample()[2][0][2])
+        r.close()
+        dropped = st.stats()["dropped_readings"]
+        assert len(got) + dropped == n, (big, len(got), dropped)
+        assert got == [float(i) for i in range(dropped, n)], big
