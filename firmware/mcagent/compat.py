@@ -73,7 +73,10 @@ def sync():
 
 
 def make_private(path):
-    """Restrict a file holding secrets to its owner (host filesystems; boards have no permissions)."""
+    """Restrict a file holding secrets to its owner (host filesystems; boards have no permissions).
+
+    MicroPython's Unix port has neither chmod nor umask: whoever starts it sets `umask 077` (mcagent vboard
+    and make demo do), so the files it creates are owner-only from the start."""
     chmod = getattr(os, "chmod", None)
     if chmod is not None:
         chmod(path, 0o600)

@@ -102,7 +102,8 @@ def run_demo(run_s: float, speed: float, secret_lifetime_s: int, keep: Path | No
             str(run_s),
         ]
         env = {"MICROPYPATH": f"{mpy}:.frozen", "PATH": "/usr/bin:/bin"}
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=run_s + 60)
+        # umask: the Unix port has no chmod, so the agent's secret files are made owner-only this way.
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=run_s + 60, umask=0o077)
         (work / "node.log").write_text(proc.stdout + proc.stderr)
         summary = None
         for line in proc.stdout.splitlines():

@@ -183,6 +183,7 @@ class VirtualBoard:
             env=env,
             close_fds=True,
             preexec_fn=_set_ctty,  # the relay is single-threaded; the child needs the pty as its ctty
+            umask=0o077,  # the Unix port has no chmod: this keeps the agent's secret files owner-only
         )
         os.close(slave)
         _nonblock(master)
