@@ -299,3 +299,10 @@ def makedirs(path, private=False):
     except OSError:
         if not exists(path):
             raise
+
+
+def enospc():
+    """errno of "no space left on device": some ports' errno module lacks the name (28 everywhere here)."""
+    import errno
+
+    return getattr(errno, "ENOSPC", 28)

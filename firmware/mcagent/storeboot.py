@@ -251,7 +251,8 @@ def quarantine(st, body, end, counts):
     The file holds the exact multipart body that was rejected; its name comes from the batch start, so a
     retry after a power cut rewrites the same file. Oldest quarantine files are evicted (and counted)
     beyond quarantine_bytes. Counters and the acknowledgement are committed in one state write.
-    Returns the file's path.
+    Returns the file's path, or None when the filesystem had no room for it (the records are then counted
+    as dropped: a rejected batch that cannot be kept must not block the queue).
     """
     start = st.cursor
     path = "%s/q%08x-%08x.mp" % (st.root, start[0], start[1])
@@ -267,10 +268,21 @@ def quarantine(st, body, end, counts):
         total -= sizes[i]
         st.counters["quarantine_evicted"] += 1
         i += 1
-    S.write_atomic(path, producer=body.write_to)
+    kept = ("quarantined_readings", "quarantined_events", "quarantined_files")
+    try:
+        S.write_atomic(path, producer=body.write_to)
+        st.counters["quarantined_batches"] += 1
+    except OSError as e:
+        if e.errno != compat.enospc():
+            raise
+        # No room for the copy: the service rejected these records and they cannot be kept. Count them
+        # as dropped and acknowledge anyway; a batch that never fits must not block everything behind it.
+        S.remove(path + ".tmp")
+        st.counters["quarantine_evicted"] += 1
+        kept = S._DROP
+        path = None
     for i in range(3):
-        st.counters[("quarantined_readings", "quarantined_events", "quarantined_files")[i]] += counts[i]
-    st.counters["quarantined_batches"] += 1
+        st.counters[kept[i]] += counts[i]
     st._dirty = True
     st.ack(end, counts)
     if st._dirty:

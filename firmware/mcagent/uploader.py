@@ -217,8 +217,10 @@ class Uploader:
                     msg = repr(resp.body[:120])
                 self._report(
                     1,
-                    "mcagent: exchange batch rejected (HTTP %d), kept in quarantine" % status,
-                    {"file": path.rsplit("/", 1)[-1], "records": body.records, "status": status, "message": msg},
+                    "mcagent: exchange batch rejected (HTTP %d), %s"
+                    % (status, "kept in quarantine" if path else "dropped: no room on flash to keep it"),
+                    {"file": path.rsplit("/", 1)[-1] if path else None, "records": body.records, "status": status,
+                     "message": msg},
                 )
             elif status == 429:
                 failures += 1

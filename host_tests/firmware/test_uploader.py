@@ -330,3 +330,34 @@ def test_vanished_file_is_counted_once_even_when_its_batch_is_retried(workdir):
     s = _uploader(st, conn)[0].flush()
     assert s["readings_sent"] == 1 and st.stats()["files_missing"] == 1
     assert len(conn.events()) == 1
+
+
+def test_400_with_no_room_to_quarantine_drops_counts_and_carries_on(workdir):
+    """A rejected batch that cannot be copied (flash full) is counted as dropped, not retried forever."""
+    from mcagent import compat
+
+    st = _store(workdir, 60, pad=30)
+    conn = FakeConn([(400, {}, b'{"id":"x","message":"bad envelope"}')])
+    up, _ = _uploader(st, conn, budget=2500)
+    real = S.write_atomic
+
+    def full(path, data=None, producer=None):
+        if path.endswith(".mp"):
+            with open(path + ".tmp", "wb") as f:
+                f.write(b"partial")
+            raise OSError(compat.enospc(), "no space")
+        return real(path, data, producer)
+
+    S.write_atomic = full
+    try:
+        s = up.flush()
+    finally:
+        S.write_atomic = real
+    q = s["quarantined"]
+    assert q > 0 and s["readings_sent"] == 60 - q and s["error"] is None, s
+    assert st.quarantined_files() == [] and not [n for n in os.listdir(st.root) if n.endswith(".tmp")]
+    stats = st.stats()
+    assert stats["dropped_readings"] == q and stats["quarantine_evicted"] == 1, stats
+    events = conn.events()
+    assert len(events) == 1 and "no room" in events[0]["description"], events
+    assert st.pending_count() == 0
