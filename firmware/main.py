@@ -696,6 +696,10 @@ class Node:
             if exp_ms > now:
                 # Hard cap: whatever else says, wake while at least half the time to expiry remains.
                 limit = min(limit, max(1000, (exp_ms - now) // 2 if rot <= now else rot - now))
+            if not self.clock.is_sane() and self.st["life_s"]:
+                # The clock is not to be trusted (RTC reset, no NTP yet): "time to expiry" means nothing,
+                # so wake at least four times per secret lifetime.
+                limit = min(limit, max(1000, self.st["life_s"] * 250))
         return max(0, min(wake - now, limit))
 
     def sleep(self, ms):
