@@ -520,3 +520,26 @@ def test_unix_board_runs_with_simulated_deep_sleep(workdir):
                 want = sim.value_at(p, ts, s["seed"])
                 assert values[p["id"]] == (int(want) if p.get("type") == "INT" else want)
     assert os.getcwd() != "/flash"
+
+
+def test_untrusted_clock_still_wakes_within_a_quarter_of_the_secret_life(workdir):
+    # A 20-minute secret, learnt while the clock was right; then a power cut resets the RTC to 2000 and
+    # neither NTP nor the server can tell the time: "time to expiry" means nothing, the cap must hold.
+    fresh()
+    svc = Service(secret_life_s=1200)
+    doc = board_doc(sleep="awake", sample_s=3600, upload_samples=1, upload_s=86400)
+    node = boot(workdir, svc, doc, cycles=3)
+    life_s = node.st["life_s"]
+    assert life_s > 0, node.st
+    machine.sim.time.set_device_unix_ms((Y2K + 5) * 1000)
+    ntptime.reset_sim(failures=-1)
+    svc.learn_time = False
+    node = boot(workdir, svc, doc, cycles=1, cause=machine.PWRON_RESET)
+    assert not node.clock.is_sane()
+    # Nothing else due for hours (no held samples, no retry, next sample far): only the cap bounds the wait.
+    now = node.clock.now_ms()
+    node.pending = []
+    node.st["retry_at_ms"] = 0
+    node.st["samples"] = 0
+    node.st["next_sample_ms"] = node.st["last_upload_ms"] = now + 12 * 3600000
+    assert 0 < node.wait_ms() <= life_s * 250, (node.wait_ms(), life_s)
