@@ -221,13 +221,7 @@ class HTTPTestServer:
 
     def reset(self) -> None:
         """Hang up on every open connection (left over from an earlier test), then zero the counters."""
-        with self._lock:
-            socks = list(self._socks)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self._hang_up(close=False)
         # A handler still sleeping in /slow or /sink finds its socket dead and counts nothing more.
         deadline = time.monotonic() + 0.05
         while self._active and time.monotonic() < deadline:
@@ -271,6 +265,10 @@ class HTTPTestServer:
             self._listener.close()
         except OSError:
             pass
+        self._hang_up(close=True)
+
+    def _hang_up(self, close: bool) -> None:
+        """Shut down (and optionally close) every open connection."""
         with self._lock:
             socks = list(self._socks)
         for s in socks:
@@ -278,7 +276,8 @@ class HTTPTestServer:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            s.close()
+            if close:
+                s.close()
 
     def __enter__(self) -> HTTPTestServer:
         return self
