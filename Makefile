@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.deps-$(DEPS_HASH)
 PYTEST_ARGS ?=
 JOBS ?= auto
 
-.PHONY: venv test lint compile bench demo clean help
+.PHONY: fit venv test lint compile bench demo clean help upy32
 
 help:
 	@echo "make demo    - southgate + the real firmware on the MicroPython Unix port, with a report"
@@ -18,6 +18,8 @@ help:
 	@echo "make venv    - only create/refresh .venv (console scripts land in .venv/bin/)"
 	@echo "make lint    - ruff over host tools and tests"
 	@echo "make compile - mpy-cross every firmware file (build/mpy/)"
+	@echo "make upy32   - 32-bit MicroPython Unix port from source, plain + firmware frozen (build/upy32/)"
+	@echo "make fit     - smallest 32-bit heap for a first and a later wake, import cost per module"
 	@echo "make bench   - run benchmarks, write docs/benchmarks.md"
 	@echo "make clean   - remove .venv and build outputs"
 
@@ -37,8 +39,17 @@ compile: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m mcagent_tools.demo $(DEMO_ARGS)
 
+# The 32-bit port is built before pytest (its workers would otherwise wait on one another for it);
+# --optional: a machine without its source or a 32-bit gcc skips those tests (CI=true fails instead).
 test: $(STAMP)
+	$(BIN)/python -m mcagent_tools.upy32 --frozen --optional
 	$(BIN)/python -m pytest -n $(JOBS) $(PYTEST_ARGS)
+
+upy32: $(STAMP)
+	$(BIN)/python -m mcagent_tools.upy32 --frozen
+
+fit: $(STAMP)
+	$(BIN)/python -m mcagent_tools.fit $(FIT_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check tools host_tests

@@ -9,4 +9,5 @@
 include("$(PORT_DIR)/boards/manifest.py")  # the port's own frozen modules (_boot, ntptime, ...)
 package("mcagent", base_path="../../firmware")
 package("sensors", base_path="../../firmware")
+package("runtime", base_path="../../firmware")
 module("main.py", base_path="../../firmware")

@@ -6,4 +6,5 @@
 include("$(PORT_DIR)/variants/manifest.py")
 package("mcagent", base_path="../../firmware")
 package("sensors", base_path="../../firmware")
+package("runtime", base_path="../../firmware")
 module("main.py", base_path="../../firmware")

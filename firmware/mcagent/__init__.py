@@ -16,8 +16,6 @@ heap, and ~14 KB back matters on a 64 KB board. Their exception classes live her
 matching after a module was unloaded and loaded again.
 """
 
-import sys
-
 VERSION = "0.1.0"
 
 
@@ -32,6 +30,10 @@ class ConfigError(ValueError):
         else:
             text = "%s has %d problems:\n  - %s" % (source, len(problems), "\n  - ".join(problems))
         super().__init__(text)
+
+
+class BoardError(ConfigError):
+    """board.json or settings.json is wrong; `.problems` lists one sentence per wrong field."""
 
 
 class NeedsOnboarding(Exception):
@@ -65,10 +67,9 @@ class AgentConfig:
 
 def _unload(name):
     """Forget a one-shot submodule so its bytecode can be collected (it is imported again if needed)."""
-    sys.modules.pop("mcagent." + name, None)
-    mod = sys.modules.get("mcagent")
-    if mod is not None and name in mod.__dict__:
-        delattr(mod, name)
+    from mcagent import compat
+
+    compat.unload("mcagent." + name)
 
 
 def _read_ca(item):

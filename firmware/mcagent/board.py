@@ -5,16 +5,16 @@ wrong field (`sensors[1].points[0].type: ...`) instead of a crash in the field. 
 configuration (protocol doc §E) is generated from board.json, so the data points the node records and the
 ones Insights Hub expects cannot drift apart.
 
-Also here: `Hardware`, the thin layer over the port's board modules (machine, network, ntptime, esp32)
-that main.py uses, with harmless stand-ins where a port lacks one (the unix board); and the unix board's
-flash, a littlefs image file on a file-backed block device.
+This validator is host-side code first: `mcagent deploy` runs it and installs the result, `node.json`
+(see `compile`), so a board never loads these 500 lines of checks (their bytecode would cost ~20 KB of a
+64 KB heap). The node runtime falls back to it once when node.json is missing or older than the two files.
 """
 
 import json
 
 from micropython import const
 
-from mcagent import ConfigError, compat
+from mcagent import BoardError
 
 TYPES = ("INT", "LONG", "DOUBLE", "BOOLEAN", "STRING", "BIG_STRING", "TIMESTAMP")
 SLEEP_MODES = ("awake", "deep")
@@ -23,10 +23,6 @@ WHEN_FULL = ("drop_oldest", "stop")
 CHIPS = {"esp32": 39, "esp32s2": 46, "esp32s3": 48, "esp32c3": 21, "unix": 1023}
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
 _MAX_ID = const(64)
-
-
-class BoardError(ConfigError):
-    """board.json or settings.json is wrong; `.problems` lists one sentence per wrong field."""
 
 
 # ---- small checkers: each returns the value (or a default) and appends a sentence on a problem --------
@@ -200,15 +196,6 @@ class Board:
     def store_options(self):
         """Keyword arguments for the agent's flash store (mcagent.store.Store)."""
         return dict(self.store)
-
-    def scaled(self, speed):
-        """The schedule compressed by speed (the unix board's fast-forward); timestamps stay real."""
-        if speed and speed != 1:
-            for name in ("sample_ms", "upload_ms", "health_ms", "ntp_resync_ms", "retry_cap_ms", "wifi_backoff_ms",
-                         "min_deep_ms"):
-                setattr(self, name, max(1, int(getattr(self, name) / speed)))
-            self.speed = speed
-        return self
 
     def __repr__(self):
         return "<Board %s (%s) %d sensors>" % (self.name, self.chip, len(self.sensors))
@@ -508,263 +495,22 @@ def load_settings(path="settings.json"):
     return parse_settings(doc, path)
 
 
-_PARSER = ("parse", "_sensors", "_points", "_i2c", "_num", "_text", "_ident", "_obj", "_show", "_pin", "_unknown",
-           "_read_json", "load", "parse_settings", "load_settings", "_TOP", "_SCHEDULE", "_POINT")
+def compile(board, settings, sources=None):
+    """node.json: what the node runtime reads at each boot instead of board.json and settings.json - the
+    checked values as plain JSON (times in ms, the DSC generated, points as [id, channel, type]).
 
-
-def release_parser():
-    """Drop the boot-only parsing code from this module once the files are read. On a board running .mpy
-    files (not frozen) that gives its bytecode back (measured: 4.5 KB on the 64-bit Unix port); afterwards
-    parse()/load() are gone for this process, so only main() calls this."""
-    g = globals()
-    for name in _PARSER:
-        g.pop(name, None)
-
-
-# ---- the port's board modules -------------------------------------------------------------------------
-
-RESET_NAMES = ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET", "BROWNOUT_RESET")
-_rtc_memory = b""  # the unix board's RTC memory: survives a simulated deep sleep, not a new process
-
-
-class DeepSleep(BaseException):
-    """Raised instead of sleeping where the port cannot deep-sleep (the unix board): main() catches it,
-    waits, and boots the node again as a deep-sleep wake. BaseException, so no `except Exception` eats it."""
-
-    def __init__(self, ms):
-        super().__init__(ms)
-        self.ms = ms
-
-
-def _try_import(name):
-    try:
-        return __import__(name)
-    except ImportError:
-        return None
-
-
-class Hardware:
-    """What main.py needs from the board, over the port's modules; tests hand in fakes.
-
-    Absent facilities (the Unix port has no WDT, RTC, deepsleep, network or ntptime) become no-ops, so the
-    same runtime runs on the unix board: no watchdog, the host's clock, simulated deep sleep.
-    """
-
-    def __init__(self, machine=None, network=None, ntptime=None, esp32=None, time_module=None, reset_cause=None):
-        if time_module is None:
-            import time as time_module
-        self.machine = machine
-        self.network = network
-        self.ntptime = ntptime
-        self.esp32 = esp32
-        self.time = time_module
-        self._reset_cause = reset_cause
-        self._wdt = None
-        self._buses = {}
-        self.feeds = 0
-
-    @classmethod
-    def detect(cls, reset_cause=None):
-        """The running port's own modules (whatever of them exist)."""
-        return cls(_try_import("machine"), _try_import("network"), _try_import("ntptime"), _try_import("esp32"),
-                   None, reset_cause)
-
-    # time
-    def ticks_ms(self):
-        return compat.ticks_ms(self.time)
-
-    def ticks_diff(self, a, b):
-        return compat.ticks_diff(a, b, self.time)
-
-    def sleep_ms(self, ms):
-        compat.sleep_ms(ms, self.time)
-
-    # reset cause, watchdog, sleep
-    def reset_cause(self):
-        """The name of why this boot happened, e.g. "DEEPSLEEP_RESET" ("PWRON_RESET" where unknown)."""
-        if self._reset_cause is not None:
-            return self._reset_cause
-        m = self.machine
-        fn = getattr(m, "reset_cause", None)
-        if fn is None:
-            return "PWRON_RESET"
-        code = fn()
-        for name in RESET_NAMES:
-            if getattr(m, name, None) == code:
-                return name
-        return "RESET_%s" % code
-
-    def start_watchdog(self, timeout_ms):
-        """Start the hardware watchdog (it cannot be stopped again); False where the port has none."""
-        wdt = getattr(self.machine, "WDT", None)
-        if wdt is None or not timeout_ms:
-            return False
-        self._wdt = wdt(timeout=timeout_ms)
-        return True
-
-    def feed(self):
-        if self._wdt is not None:
-            self._wdt.feed()
-            self.feeds += 1
-
-    def timer(self, period_ms, callback):
-        """A periodic timer calling callback(t), or None where the port has none."""
-        timer = getattr(self.machine, "Timer", None)
-        if timer is None:
-            return None
-        try:
-            t = timer(0)
-            t.init(period=period_ms, mode=timer.PERIODIC, callback=callback)
-            return t
-        except (OSError, ValueError, TypeError):
-            return None
-
-    def deepsleep(self, ms):
-        fn = getattr(self.machine, "deepsleep", None)
-        if fn is None:
-            raise DeepSleep(ms)
-        fn(ms)
-        raise DeepSleep(ms)  # not reached on a board: waking is a reboot
-
-    def rtc_memory(self):
-        global _rtc_memory
-        rtc = getattr(self.machine, "RTC", None)
-        if rtc is None:
-            return _rtc_memory
-        try:
-            return bytes(rtc().memory())
-        except (OSError, AttributeError):
-            return b""
-
-    def set_rtc_memory(self, data):
-        global _rtc_memory
-        rtc = getattr(self.machine, "RTC", None)
-        if rtc is None:
-            _rtc_memory = bytes(data)
-            return
-        try:
-            rtc().memory(data)
-        except (OSError, AttributeError):
-            pass
-
-    def set_time(self, unix_s):
-        """Set the RTC to a Unix time (so the device clock survives deep sleep); False where impossible."""
-        rtc = getattr(self.machine, "RTC", None)
-        if rtc is None:
-            return False
-        from mcagent.clock import civil_from_days
-
-        days, s = divmod(int(unix_s), 86400)
-        y, mo, d = civil_from_days(days)
-        try:
-            rtc().datetime((y, mo, d, (days + 3) % 7, s // 3600, s // 60 % 60, s % 60, 0))
-        except (OSError, AttributeError, ValueError):
-            return False
-        return True
-
-    def pin_low(self, pin):
-        """True if the GPIO reads low with its pull-up on (a held button); False where unreadable."""
-        m = self.machine
-        if m is None or not hasattr(m, "Pin"):
-            return False
-        try:
-            return m.Pin(pin, m.Pin.IN, m.Pin.PULL_UP).value() == 0
-        except (OSError, ValueError, AttributeError, TypeError):
-            return False
-
-    def free_heap(self):
-        return compat.heap_free()
-
-    def i2c(self, spec):
-        """One shared bus object per (id, scl, sda, freq): several sensors on a bus share it."""
-        if not isinstance(spec, dict):
-            raise ValueError("no I2C bus configured")
-        bus_id = spec.get("id", 0)
-        key = (bus_id, spec["scl"], spec["sda"], spec.get("freq", 100000))
-        bus = self._buses.get(key)
-        if bus is None:
-            m = self.machine
-            pin = m.Pin
-            if bus_id == -1:
-                bus = m.SoftI2C(scl=pin(key[1]), sda=pin(key[2]), freq=key[3])
-            else:
-                bus = m.I2C(bus_id, scl=pin(key[1]), sda=pin(key[2]), freq=key[3])
-            self._buses[key] = bus
-        return bus
-
-
-# ---- the unix board's flash: littlefs in an image file -----------------------------------------------
-
-BLOCK_SIZE = const(4096)
-_ERASED = b"\xff" * 256
-
-
-class FileBlockDevice:
-    """A block device over an image file (4 KiB blocks), for os.VfsLfs2 on the Unix port.
-
-    Erased flash reads 0xFF, like the ESP32's; littlefs programs only erased space, so writing bytes
-    through is the same as NOR's AND here.
-    """
-
-    def __init__(self, path, blocks, block_size=BLOCK_SIZE):
-        self.block_size = block_size
-        self.blocks = blocks
-        self.created = False
-        try:
-            self.f = open(path, "r+b")
-        except OSError:
-            f = open(path, "wb")
-            for _ in range(blocks * block_size // len(_ERASED)):
-                f.write(_ERASED)
-            f.close()
-            self.f = open(path, "r+b")
-            self.created = True
-
-    def readblocks(self, block, buf, offset=0):
-        self.f.seek(block * self.block_size + offset)
-        self.f.readinto(buf)
-
-    def writeblocks(self, block, buf, offset=None):
-        if offset is None:  # a whole-block write: erase first (littlefs v2 always passes an offset)
-            offset = 0
-        self.f.seek(block * self.block_size + offset)
-        self.f.write(buf)
-        self.f.flush()
-
-    def ioctl(self, op, arg):
-        if op == 4:  # block count
-            return self.blocks
-        if op == 5:  # block size
-            return self.block_size
-        if op == 6:  # erase: write 0xFF through one small buffer (no 4 KiB allocation per erase)
-            self.f.seek(arg * self.block_size)
-            for _ in range(self.block_size // len(_ERASED)):
-                self.f.write(_ERASED)
-            return 0
-        return 0
-
-    def close(self):
-        self.f.close()
-
-
-def mount_image(path, mountpoint="/flash", blocks=512):
-    """Mount (formatting a new image first) a littlefs image file; returns the block device.
-
-    An existing image that does not mount is refused, like a board that prints "filesystem appears to be
-    corrupted", instead of being formatted over: the readings on it may still be recoverable.
-    """
-    import os
-
-    vfs_type = getattr(os, "VfsLfs2", None)
-    if vfs_type is None:
-        raise OSError("this interpreter has no os.VfsLfs2 (run the unix board under micropython)")
-    dev = FileBlockDevice(path, blocks)
-    if dev.created:
-        vfs_type.mkfs(dev)
-    try:
-        vfs = vfs_type(dev)
-    except OSError as e:
-        dev.close()
-        raise OSError("flash image %s does not mount as littlefs (%r): remove it to start afresh" % (path, e))
-    os.mount(vfs, mountpoint)
-    return dev
+    sources: [[size, mtime] of board.json, of settings.json], so the board notices a file changed since."""
+    doc = {"node": 1}
+    for k in ("name", "chip", "sample_ms", "upload_samples", "upload_ms", "sleep", "health_ms", "watchdog_ms",
+              "upload_budget_ms", "wifi_timeout_ms", "wifi_attempts", "wifi_backoff_ms", "ntp_attempts",
+              "ntp_resync_ms", "retry_cap_ms", "min_deep_ms", "safe_pin", "speed", "flash_blocks", "heap_kb"):
+        doc[k] = getattr(board, k)
+    doc["sensors"] = [{"kind": s.kind, "name": s.name, "spec": s.spec,
+                       "points": [[p.id, p.channel, p.type] for p in s.points]} for s in board.sensors]
+    doc["dsc"] = board.dsc()
+    doc["store"] = board.store_options()
+    doc["settings"] = {"ssid": settings.ssid, "password": settings.password, "hostname": settings.hostname,
+                       "agentconfig": settings.agentconfig, "ca": settings.ca, "proxy": settings.proxy,
+                       "ntp_host": settings.ntp_host, "state_dir": settings.state_dir, "runlog": settings.runlog}
+    doc["sources"] = sources
+    return doc

@@ -91,6 +91,25 @@ def print_exception(exc, file=sys.stderr):
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=file)
 
 
+def unload(name):
+    """Forget a module (full dotted name) so the GC can reclaim its bytecode; a later import loads it again.
+
+    Code deployed as .mpy lives in the heap on a board: modules a phase of a wake needs once (parsing,
+    onboarding, Wi-Fi) are released with this when the phase is over. Its exception classes must live in
+    a module that stays, so `except` clauses keep matching after a reload. A no-op on CPython, where heap
+    is no concern and callers may hold the module (host tests, tools)."""
+    if not MICROPYTHON:
+        return
+    sys.modules.pop(name, None)
+    parent, _, child = name.rpartition(".")
+    mod = sys.modules.get(parent) if parent else None
+    if mod is not None:
+        try:
+            delattr(mod, child)
+        except (AttributeError, KeyError, TypeError):  # MicroPython raises KeyError for a missing one
+            pass
+
+
 def collect():
     """Run the garbage collector and return free heap bytes (None where unknown, e.g. CPython)."""
     try:

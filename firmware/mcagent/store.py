@@ -118,16 +118,10 @@ def cold(name):
 
 
 def unload(name):
-    """Forget a cold-path module so that the GC can reclaim its code."""
-    import sys
+    """Forget a cold-path module of this package so that the GC can reclaim its code."""
+    from mcagent import compat
 
-    import mcagent
-
-    sys.modules.pop("mcagent." + name, None)
-    try:
-        delattr(mcagent, name)
-    except (AttributeError, TypeError):
-        pass
+    compat.unload("mcagent." + name)
 
 
 def names(root):

@@ -6,7 +6,9 @@ import os
 
 import machine
 from checks import Skip, is_micropython, raises
-from mcagent import board
+from mcagent import board, compat
+from runtime import flashimage, nodecfg
+from runtime import hw as rhw
 
 ROOT = __file__.rsplit("/", 3)[0]  # host_tests/firmware/test_board.py -> repository root
 BOARDS = ("esp32_generic", "esp32s3", "esp32c3", "unix")
@@ -225,9 +227,9 @@ def test_settings(workdir):
 
 
 def test_scaled_schedule():
-    b = board.load(ROOT + "/boards/unix/board.json")
+    b, _ = nodecfg.from_docs(board.load(ROOT + "/boards/unix/board.json"), None)
     assert b.speed == 60
-    b.scaled(60)
+    nodecfg.scaled(b, 60)
     assert b.sample_ms == 1000 and b.upload_ms == 10000 and b.min_deep_ms == 33
     assert b.watchdog_ms == 60000  # the watchdog is real time
 
@@ -238,9 +240,9 @@ def test_hardware_over_fake_modules():
     import ntptime
 
     machine.reset_sim(reset_cause=machine.WDT_RESET)
-    hw = board.Hardware(machine, network, ntptime, esp32, machine.sim.time)
+    hw = rhw.Hardware(machine, network, ntptime, esp32, machine.sim.time)
     assert hw.reset_cause() == "WDT_RESET"
-    assert board.Hardware(machine, reset_cause="DEEPSLEEP_RESET").reset_cause() == "DEEPSLEEP_RESET"
+    assert rhw.Hardware(machine, reset_cause="DEEPSLEEP_RESET").reset_cause() == "DEEPSLEEP_RESET"
     assert hw.start_watchdog(30000) and machine.sim.wdt.timeout == 30000
     hw.feed()
     assert machine.sim.wdt_feeds == 1 and hw.feeds == 1
@@ -262,12 +264,12 @@ def test_hardware_over_fake_modules():
 
 
 def test_hardware_without_board_modules():
-    hw = board.Hardware()  # like the Unix port: no WDT, RTC, deepsleep, Timer
+    hw = rhw.Hardware()  # like the Unix port: no WDT, RTC, deepsleep, Timer
     assert hw.reset_cause() == "PWRON_RESET"
     assert not hw.start_watchdog(60000)
     hw.feed()
     assert hw.timer(1000, print) is None and not hw.set_time(1790000000)
-    e = raises(board.DeepSleep, hw.deepsleep, 1234)
+    e = raises(rhw.DeepSleep, hw.deepsleep, 1234)
     assert e.ms == 1234
     hw.set_rtc_memory(b"abc")
     assert hw.rtc_memory() == b"abc"  # kept in the process, as RTC memory is across deep sleep
@@ -320,7 +322,7 @@ def test_unix_flash_image(workdir):
     if not hasattr(os, "VfsLfs2"):
         raise Skip("littlefs images need the MicroPython Unix port")
     img = workdir + "/flash.img"
-    dev = board.mount_image(img, "/flash", 64)
+    dev = flashimage.mount_image(img, "/flash", 64)
     assert dev.created
     try:
         with open("/flash/board.json", "w") as f:
@@ -332,7 +334,7 @@ def test_unix_flash_image(workdir):
         os.umount("/flash")
         dev.close()
     assert os.stat(img)[6] == 64 * 4096
-    dev = board.mount_image(img, "/flash", 64)  # remounts the same bytes
+    dev = flashimage.mount_image(img, "/flash", 64)  # remounts the same bytes
     try:
         assert not dev.created
         assert sorted(os.listdir("/flash")) == ["board.json", "node"]
@@ -341,20 +343,39 @@ def test_unix_flash_image(workdir):
         dev.close()
     with open(workdir + "/junk.img", "wb") as f:
         f.write(b"\x00" * 4096 * 16)
-    e = raises(OSError, board.mount_image, workdir + "/junk.img", "/flash", 16)
+    e = raises(OSError, flashimage.mount_image, workdir + "/junk.img", "/flash", 16)
     assert "does not mount as littlefs" in str(e)
 
 
-def test_release_parser_frees_boot_code():
-    if not is_micropython():
-        raise Skip("in-process CPython tests still need the parser")
-    import gc
+def test_node_json_boots_without_the_validator(workdir):
+    """What deploy installs (node.json compiled on the host from the same bytes) is read as it is: the
+    validator's bytecode never loads on the board. Edit board.json afterwards and node.json is remade."""
+    import sys
 
-    b = board.load(ROOT + "/boards/unix/board.json")
-    gc.collect()
-    before = gc.mem_free()
-    board.release_parser()
-    gc.collect()
-    assert not hasattr(board, "parse") and not hasattr(board, "load")
-    assert gc.mem_free() > before  # the parsing functions were the only references to their code
-    assert b.dsc()["configurationId"] == "CF-unix" and list(b.points())[0].convert(1) == 1.0
+    with open(ROOT + "/boards/unix/board.json", "rb") as f:
+        text = f.read()
+    with open(workdir + "/board.json", "wb") as f:
+        f.write(text)
+    doc = board.compile(board.parse(json.loads(text)), board.parse_settings({}), nodecfg.digest(text, None))
+    with open(workdir + "/node.json", "w") as f:
+        f.write(json.dumps(doc))
+    compat.unload("mcagent.board")
+    sys.modules.pop("mcagent.board", None)
+    b, s = nodecfg.load(workdir + "/board.json", workdir + "/settings.json", workdir + "/node.json")
+    assert "mcagent.board" not in sys.modules
+    assert b.dsc["configurationId"] == "CF-unix" and b.sensors[0]["points"][0] == ["DP-AirTemperature",
+                                                                                   "temperature", "DOUBLE"]
+    assert b.sample_ms == 60000 and b.sleep == "deep" and s.state_dir == "agent-state"
+    with open(workdir + "/board.json", "wb") as f:  # edited on the board: compiled again, once
+        f.write(text.replace(b'"sample_s": 60', b'"sample_s": 30'))
+    b, s = nodecfg.load(workdir + "/board.json", workdir + "/settings.json", workdir + "/node.json")
+    assert b.sample_ms == 30000
+    with open(workdir + "/node.json") as f:
+        assert json.loads(f.read())["sample_ms"] == 30000
+    with open(workdir + "/board.json", "wb") as f:
+        f.write(b'{"board": "x"}')
+    e = raises(board.BoardError, nodecfg.load, workdir + "/board.json", workdir + "/settings.json",
+               workdir + "/node.json")
+    assert "sensors" in str(e)
+
+

@@ -16,7 +16,7 @@ import time
 
 from checks import board_heap, raises
 
-from mcagent import Agent, clock, http, identity, state
+from mcagent import Agent, NeedsOnboarding, clock, http, identity, state
 
 UPY_HEAPSIZE = "192k"  # code (~68 KB as .mpy in RAM) + the 64 KB run-time budget of board_heap()
 UPY_MPY = True
@@ -289,7 +289,7 @@ def test_locked_out_then_reonboarded_with_a_new_config(sg):
     a.token()
     note(sg, a)
     adm.travel(t, 7300)  # slept through the secret's expiry
-    e = raises(identity.NeedsOnboarding, a.token)
+    e = raises(NeedsOnboarding, a.token)
     assert "agentconfig.json" in str(e) and "locked out" in str(e)
     show(str(e), a.status())
     cfg = adm("GET", "/admin/agents/%s/config" % sg["agent_id"])  # a new IAT for the same agent

@@ -16,6 +16,7 @@ import network
 import ntptime
 from checks import raises
 from mcagent import board, compat
+from runtime import hw as rhw
 from mcagent.clock import SANE_AFTER_S
 from mcagent.runlog import RunLog
 
@@ -164,7 +165,7 @@ def fresh(time=None, wifi=None, ntp_failures=0):
 def boot(workdir, svc, doc, cycles=None, logs=None, cause=None):
     if cause is not None:
         machine.reboot(cause)
-    hw = board.Hardware(machine, network, ntptime, esp32, machine.sim.time)
+    hw = rhw.Hardware(machine, network, ntptime, esp32, machine.sim.time)
     log = logs.append if logs is not None else (lambda m: None)
     return main.run(doc, SETTINGS, hw, lambda node: FakeAgent(node, svc), max_cycles=cycles, log=log,
                     root=workdir)
@@ -444,13 +445,13 @@ def test_crash_loop_is_spaced_out(workdir):
     doc = board_doc(sleep="deep")
     for _ in range(2):  # two watchdog resets: the node starts work at once
         machine.reboot(machine.WDT_RESET)
-        node = main.Node(board.parse(doc), board.parse_settings(SETTINGS),
-                         board.Hardware(machine, network, ntptime, esp32, machine.sim.time),
+        node = main.Node(*main.configure(doc, SETTINGS),
+                         rhw.Hardware(machine, network, ntptime, esp32, machine.sim.time),
                          lambda n: FakeAgent(n, svc), lambda m: None, None, workdir)
         node.boot()
     machine.reboot(machine.WDT_RESET)
-    node = main.Node(board.parse(doc), board.parse_settings(SETTINGS),
-                     board.Hardware(machine, network, ntptime, esp32, machine.sim.time),
+    node = main.Node(*main.configure(doc, SETTINGS),
+                     rhw.Hardware(machine, network, ntptime, esp32, machine.sim.time),
                      lambda n: FakeAgent(n, svc), lambda m: None, None, workdir)
     e = raises(machine.DeepSleep, node.boot)  # the third in a row: sleep a minute before trying again
     assert e.ms == 60000 and _state(workdir)["crash"] == 3
@@ -471,7 +472,7 @@ def test_config_errors_stop_before_the_watchdog(workdir):
     def no_config(node):
         raise ValueError("agentconfig.json: cannot be read")
 
-    hw = board.Hardware(machine, network, ntptime, esp32, machine.sim.time)
+    hw = rhw.Hardware(machine, network, ntptime, esp32, machine.sim.time)
     raises(ValueError, main.run, board_doc(), SETTINGS, hw, no_config, 1, None, None, workdir)
     assert machine.sim.wdt is None  # nothing will reset the board: it waits at the REPL for a fix
 

@@ -8,6 +8,7 @@ import machine
 import sensors
 from checks import raises
 from mcagent import board
+from runtime import hw as rhw
 from sensors import SensorError, adc, bme280, mcu_temp, sim
 
 ROOT = __file__.rsplit("/", 3)[0]
@@ -17,7 +18,7 @@ CAL = machine.BME280Model.DEFAULT_CAL
 def _hw():
     machine.reset_sim()
     esp32.reset_sim()
-    return board.Hardware(machine, None, None, esp32, machine.sim.time)
+    return rhw.Hardware(machine, None, None, esp32, machine.sim.time)
 
 
 def _float_reference(adc_t, adc_p, adc_h, c):

@@ -57,7 +57,8 @@ def boards_dir(tmp_path: Path) -> Path:
         (dest / "unix").mkdir(parents=True)
         (dest / "unix" / "board.json").write_text(json.dumps({"board": "unix", "chip": "unix"}))
     (dest / "esp32_test").mkdir()
-    (dest / "esp32_test" / "board.json").write_text(json.dumps({"board": "esp32_test", "chip": "esp32"}))
+    esp32 = json.loads((ROOT / "boards" / "esp32_generic" / "board.json").read_text())
+    (dest / "esp32_test" / "board.json").write_text(json.dumps({**esp32, "board": "esp32_test"}))
     return dest
 
 

@@ -30,6 +30,7 @@ def _expected_device_files(firmware: Path) -> set[str]:
         "agentconfig.json",
         "board.json",
         "settings.json",
+        "node.json",
         "certs/digicert-global-root-g2.der",
         "certs/ca.der",
     }
@@ -85,7 +86,8 @@ def test_deploy_installs_the_layout_then_copies_nothing_unchanged(
     assert second.returncode == 0, second.stdout + second.stderr
     assert _counts(second.stdout) == (total, 0, total, 0)
 
-    # A changed settings file is copied alone; a stale module (which would shadow the .mpy) is removed.
+    # A changed settings file is copied with the node.json compiled from it (nothing else); a stale module
+    # (which would shadow the .mpy) is removed.
     settings = json.loads(agent_files["settings"].read_text())
     settings["ntp_host"] = "pool.ntp.org"
     agent_files["settings"].write_text(json.dumps(settings))
@@ -98,7 +100,7 @@ def test_deploy_installs_the_layout_then_copies_nothing_unchanged(
     assert third.returncode == 0, third.stdout + third.stderr
     assert "note: /STOP is on the board" in third.stdout
     assert "WARNING: the directory /mcagent on the board shadows the package /lib/mcagent" in third.stdout
-    assert _counts(third.stdout) == (total, 1, total - 1, 2)
+    assert _counts(third.stdout) == (total, 2, total - 2, 2)
     assert not (vboard.dir / "lib" / "mcagent" / "old_module.py").exists()
     assert not (vboard.dir / "lib" / "mcagent" / "__init__.py").exists()
     assert json.loads((vboard.dir / "settings.json").read_text())["ntp_host"] == "pool.ntp.org"
@@ -145,6 +147,7 @@ def test_dry_run_prints_exactly_the_commands_deploy_runs(
         ["fs", "cp", board, ":/board.json"],
         ["fs", "cp", config, ":/agentconfig.json"],
         ["fs", "cp", settings, ":/settings.json"],
+        ["fs", "cp", str(build_dir.resolve() / "node.json"), ":/node.json"],
         ["fs", "cp", "-r", str(build_dir.resolve() / "certs"), ":"],
         ["exec", cleanup_code(sorted((d, tuple(sorted(n))) for d, n in owned.items()))],
         ["fs", "sha256sum", *[":/" + d for d in device]],

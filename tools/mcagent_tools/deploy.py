@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from . import firmware as host_firmware
 from . import layout
 from .build import FIRMWARE, ROOT, compile_file, firmware_sources, mpy_cross_path
 from .certs import CertError, DerCert, der_certs, write_der_dir
@@ -131,6 +132,7 @@ class Bundle:
     certs: list[DerCert]
     board: Path
     settings: Path | None
+    node_json: Path  # board.json + settings.json checked and compiled here: the board reads this
     flags: tuple[str, ...] = ()
     lib_files: list[tuple[Path, str]] = field(default_factory=list)  # (local .mpy, device path)
 
@@ -139,6 +141,7 @@ class Bundle:
         files.append((self.board, layout.BOARD_JSON))
         if self.settings is not None:
             files.append((self.settings, layout.SETTINGS))
+        files.append((self.node_json, layout.NODE_JSON))
         files += [(self.certs_dir / c.name, layout.cert_device_path(c.name)) for c in self.certs]
         return files
 
@@ -239,6 +242,10 @@ def build_bundle(
     flags: tuple[str, ...] = (),
 ) -> Bundle:
     settings_doc = read_json_object(settings, "settings") if settings is not None else None
+    try:  # the firmware's own checks, here rather than at boot on the board
+        compiled_node = host_firmware.node_json(board, settings)
+    except ValueError as e:
+        raise DeployError(str(e)) from None
     try:
         certs = der_certs(ca_files, insights_hub=insights_hub_ca)
     except CertError as e:
@@ -265,7 +272,10 @@ def build_bundle(
         print(f"mcagent deploy: warning: {warning}", file=sys.stderr)
     certs_dir = build_dir / layout.CERTS_DIR.lstrip("/")
     write_der_dir(certs, certs_dir)
-    return Bundle(build_dir, lib_dir, scripts, certs_dir, certs, board, settings, flags, lib_files)
+    node_json = build_dir / "node.json"
+    node_json.write_text(json.dumps(compiled_node))
+    node_json.chmod(0o600)  # it carries the Wi-Fi key from settings.json
+    return Bundle(build_dir, lib_dir, scripts, certs_dir, certs, board, settings, node_json, flags, lib_files)
 
 
 # plan ---------------------------------------------------------------------------------------------------
@@ -327,6 +337,7 @@ def plan(bundle: Bundle, node: Node, cross: tuple[int, int], reset: bool = True)
     install += ["+", "fs", "cp", str(node.config.resolve()), ":" + layout.AGENTCONFIG]
     if bundle.settings is not None:
         install += ["+", "fs", "cp", str(bundle.settings.resolve()), ":" + layout.SETTINGS]
+    install += ["+", "fs", "cp", str(bundle.node_json.resolve()), ":" + layout.NODE_JSON]
     install += ["+", "fs", "cp", "-r", str(bundle.certs_dir), ":"]
     install += ["+", "exec", cleanup_code(bundle.owned_dirs())]
     files = bundle.shared_files() + [(node.config.resolve(), layout.AGENTCONFIG)]

@@ -22,6 +22,9 @@ MAIN_STUB = f"import {RUNTIME_MODULE}\n{RUNTIME_MODULE}.main()\n"
 BOOT = "/boot.py"
 #: The board description (pins, sensors, ...) from boards/<name>/board.json.
 BOARD_JSON = "/board.json"
+#: board.json + settings.json as deploy checked and compiled them (firmware/runtime/nodecfg.py): what the
+#: board reads at each boot, so the validator never loads there. Holds the Wi-Fi key: owner-only.
+NODE_JSON = "/node.json"
 #: The agent's boarding configuration from Insights Hub (holds the onboarding key: a secret).
 AGENTCONFIG = "/agentconfig.json"
 #: Local settings: Wi-Fi network and key (a secret), intervals.

@@ -1,0 +1,207 @@
+"""Enrolment: onboarding, secret rotation and recovery, fetching an access token (protocol §A-§C).
+
+The rules are in mcagent.identity's docstring. This is the code a wake needs only when its cached token is
+near expiry or the secret is due: Identity imports it for those calls and releases it after (with the
+client-assertion signing it pulls in: jwt, hmac256, b64), so an ordinary later wake does not hold it.
+"""
+
+from micropython import const
+
+from mcagent import NeedsOnboarding, cjson, jwt
+from mcagent.clock import iso_ms
+from mcagent.http import HttpError, TransportError
+from mcagent.identity import (
+    REGISTER_PATH,
+    ROTATION_RETRY_S,
+    TOKEN_MARGIN_S,
+    TOKEN_PATH,
+    ProtocolError,
+    http_error,
+)
+
+_KEEP_PREVIOUS = const(2)  # earlier registration answers kept for recovery
+_FORM = "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion="
+
+
+def _json(resp):
+    try:
+        doc = resp.json()
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise ProtocolError("HTTP %d answer is not a JSON object" % resp.status)
+    return doc
+
+
+def onboard(ident):
+    """Onboard with the IAT unless already done with it. Returns True when a registration was made."""
+    reg = ident.registration()
+    if reg is not None and not ident.new_key(reg):
+        return False
+    try:
+        register(ident)
+    except NeedsOnboarding:
+        if reg is None:
+            raise
+        # A new key that does not work, beside a registration that may: keep going, don't retry it.
+        reg["bad_key"] = ident.config.key_id
+        ident.save_registration(reg)
+        return False
+    return True
+
+
+def register(ident):
+    cfg = ident.config
+    resp = ident.call("POST", REGISTER_PATH,
+                      {"Authorization": "Bearer " + cfg.iat, "Content-Type": "application/json"}, b"{}")
+    if resp.status in (400, 401, 403, 409):
+        exp = cfg.expiration_ms
+        raise NeedsOnboarding(
+            "the onboarding key in %s was refused (HTTP %d): used, expired or revoked%s. Download a new "
+            "agentconfig.json for agent %s and install it; buffered data is kept."
+            % (cfg.source, resp.status, " (expiry %s)" % iso_ms(exp) if exp else "", cfg.client_id))
+    if resp.status != 201:
+        raise http_error(resp, "onboarding")
+    ident.invalidate_token()
+    return ident.save_registration(from_answer(ident, _json(resp), None))
+
+
+def from_answer(ident, doc, old):
+    """A registration record from an onboarding (201) or rotation (200) answer."""
+    for name in ("client_secret", "registration_access_token", "registration_client_uri"):
+        if not isinstance(doc.get(name), str) or not doc[name]:
+            raise ProtocolError("registration answer lacks %s" % name)
+    if doc.get("client_id", ident.config.client_id) != ident.config.client_id:
+        raise ProtocolError("registration answer is for another agent")
+    try:
+        expires = int(doc.get("client_secret_expires_at") or 0)
+    except (TypeError, ValueError):
+        raise ProtocolError("client_secret_expires_at is not a number")
+    uri = doc["registration_client_uri"]
+    if "://" in uri:  # absolute URL; the connection is already bound to the gateway
+        rest = uri.split("://", 1)[1]
+        uri = rest[rest.find("/"):] if "/" in rest else "/"
+    reg = {"client_id": ident.config.client_id, "secret": doc["client_secret"], "expires_at": expires,
+           "issued_at": ident.clock.now_s(), "rat": doc["registration_access_token"], "uri": uri,
+           "key_id": ident.config.key_id, "used": False, "prev": []}
+    if old is not None:
+        reg["key_id"] = old.get("key_id")
+        prev = [{"rat": old["rat"], "uri": old["uri"], "expires_at": old.get("expires_at", 0)}]
+        for p in old.get("prev", ()):
+            if len(prev) < _KEEP_PREVIOUS and p["rat"] != old["rat"]:
+                prev.append(p)
+        reg["prev"] = prev
+        if old.get("bad_key"):
+            reg["bad_key"] = old["bad_key"]
+    return reg
+
+
+def rotate_with(ident, reg, cand):
+    """PUT the rotation with cand's registration token; the new registration (saved) or the Response."""
+    resp = ident.call("PUT", cand["uri"], {"Authorization": "Bearer " + cand["rat"],
+                                           "Content-Type": "application/json"},
+                      ('{"client_id":%s}' % cjson.quote(ident.config.client_id)).encode())
+    if resp.status != 200:
+        return resp
+    return ident.save_registration(from_answer(ident, _json(resp), reg))
+
+
+def rotate(ident):
+    """Rotate the secret now; returns the new registration. HttpError when the service refuses."""
+    reg = ident.registration()
+    if reg is None:
+        raise NeedsOnboarding("agent %s is not onboarded" % ident.config.client_id)
+    new = rotate_with(ident, reg, reg)
+    if not isinstance(new, dict):
+        raise http_error(new, "secret rotation")
+    return new
+
+
+def rotate_if_due(ident, reg):
+    """Rotate when due. A refusal or a network failure is remembered (and retried after a while), not
+    raised: the caller has a valid token, the secret works until it expires, and if the service did
+    rotate before the answer was lost, the next token request recovers (§B)."""
+    due = ident.rotation_due_at(reg)
+    now = ident.clock.now_s()
+    if due is None or now < due or now < ident.retry_rotation_at:
+        return reg
+    try:
+        reg = rotate(ident)
+        ident.last_rotation_error = None
+    except (HttpError, ProtocolError, TransportError) as e:
+        ident.last_rotation_error = "%s: %s" % (type(e).__name__, e)
+        ident.retry_rotation_at = now + ROTATION_RETRY_S
+    return reg
+
+
+def recover(ident):
+    """Get a working secret when the current one is refused: rotate with the current registration
+    token, then with older ones, then onboard with a new key from agentconfig.json if there is one.
+    Raises NeedsOnboarding when nothing works."""
+    reg = ident.registration()
+    if reg is None:
+        return register(ident)
+    for cand in [reg] + reg.get("prev", []):
+        new = rotate_with(ident, reg, cand)
+        if isinstance(new, dict):
+            return new
+        if new.status not in (400, 401, 403, 404):
+            raise http_error(new, "secret rotation")
+    if ident.new_key(reg):
+        try:
+            return register(ident)
+        except NeedsOnboarding:
+            pass
+    exp = reg.get("expires_at")
+    raise NeedsOnboarding(
+        "agent %s is locked out: its client secret (expiry %s) and registration token are refused and "
+        "the onboarding key in %s is used. Offboard the agent, download a new agentconfig.json and "
+        "install it there; buffered data is kept and uploads after onboarding."
+        % (ident.config.client_id, iso_ms(exp * 1000) if exp else "none", ident.config.source))
+
+
+def fetch_token(ident):
+    reg = ident.registration()
+    if reg is None or ident.new_key(reg):
+        onboard(ident)
+        reg = ident.registration()
+    ident.ensure_sane_clock()
+    relearned = recovered = False
+    while True:
+        sent_ms = ident.clock.now_ms()
+        body = (_FORM + jwt.client_assertion(reg["client_id"], ident.config.tenant, reg["secret"],
+                                             sent_ms // 1000)).encode()
+        resp = ident.call("POST", TOKEN_PATH, {"Content-Type": "application/x-www-form-urlencoded"}, body,
+                          4096)
+        if resp.status == 200:
+            return accept(ident, resp, reg, sent_ms)
+        if resp.status == 401 and not relearned:
+            relearned = True
+            if ident.observe(resp):
+                continue  # our clock was wrong: sign again with the right time
+        if resp.status in (400, 401) and not recovered:
+            recovered = True
+            reg = recover(ident)
+            continue
+        raise http_error(resp, "access token")
+
+
+def accept(ident, resp, reg, sent_ms):
+    doc = _json(resp)
+    token = doc.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise ProtocolError("token answer lacks access_token")
+    try:
+        life = int(doc.get("expires_in", 1800))
+    except (TypeError, ValueError):
+        life = 1800
+    ident.keep_token(token, sent_ms + (life - min(TOKEN_MARGIN_S, life // 4)) * 1000)
+    if not reg.get("used") or reg.get("prev"):
+        # The service has now seen the new secret: older registration tokens are dead (§B).
+        reg["used"] = True
+        reg["prev"] = []
+        ident.save_registration(reg)
+    # Decided after a token answer: the clock was just checked against the service's, so a wrong
+    # device clock cannot trigger a needless rotation.
+    rotate_if_due(ident, reg)
+    return token

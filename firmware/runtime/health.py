@@ -1,0 +1,34 @@
+"""The health event: once per cold boot and daily, what a person looking after the node wants to know.
+
+Released after use (runtime.node._phase).
+"""
+
+from runtime.node import PERIOD_KEYS
+
+
+def queue_health(node, now):
+    """The health event (local: it leaves with the next upload)."""
+    from mcagent import VERSION
+
+    st = node.st
+    node.note_heap()
+    details = {
+        "reset_cause": node.cause,
+        "boots": st["boots"],
+        "wakes": st["wakes"],
+        "min_free_heap": st["min_heap"],
+        "dropped_readings": st["dropped"] + st["store_dropped"],
+        "retries": st["retries"],
+        "errors": st["errors"],
+        "sensor_errors": st["sensor_errors"],
+        "readings_sent": st["sent"],
+        "firmware": VERSION,
+        "board": node.board.name,
+    }
+    node.agent.event(3, "health: %s, firmware %s on %s" % (node.cause, VERSION, node.board.name), details)
+    st["last_health_ms"] = now
+    node.health_boot = False
+    for k in PERIOD_KEYS:
+        st[k] = 0
+    st["min_heap"] = -1
+    node.log("health event queued")

@@ -1,0 +1,115 @@
+"""node.json: the board's checked configuration, as the runtime reads it at every boot.
+
+`mcagent deploy` checks board.json and settings.json on the host (mcagent.board) and installs the result
+as node.json, so the board never loads the validator. node.json records a digest of the two files it was
+made from: when they changed on the board since (edited over mpremote, an older deploy), or when node.json
+is missing, the runtime checks and compiles them once here and writes node.json for the next boots.
+"""
+
+import hashlib
+import json
+
+from mcagent import compat
+
+NODE_JSON = "node.json"
+_SCALED = ("sample_ms", "upload_ms", "health_ms", "ntp_resync_ms", "retry_cap_ms", "wifi_backoff_ms", "min_deep_ms")
+
+
+class Cfg:
+    """Attribute access over a decoded JSON object: board values (`cfg.sample_ms`), settings (`s.ssid`)."""
+
+    def __init__(self, doc):
+        for k in doc:
+            setattr(self, k, doc[k])
+
+
+def digest(board_text, settings_text):
+    """What node.json was compiled from: sha256 of both files' bytes (b"" for a missing file), 16 hex."""
+    h = hashlib.sha256(board_text or b"")
+    h.update(b"\0")
+    h.update(settings_text or b"")
+    return "".join("%02x" % b for b in h.digest()[:8])
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def load(board_path="board.json", settings_path="settings.json", node_path=NODE_JSON):
+    """(board, settings) as Cfg objects from node.json; compiled from the two files when stale or missing.
+
+    Raises mcagent.board.BoardError (a ConfigError) naming every wrong field."""
+    board_text = _read(board_path)
+    settings_text = _read(settings_path)
+    doc = None
+    text = _read(node_path)
+    if text is not None:
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = None
+    text = None
+    want = digest(board_text, settings_text) if board_text is not None else None
+    if not isinstance(doc, dict) or doc.get("node") != 1 or (want is not None and doc.get("sources") != want):
+        if board_text is None:
+            from mcagent.board import BoardError
+
+            raise BoardError(board_path, ["cannot be read: put the board definition there (mcagent deploy)"])
+        doc = compile_files(board_path, settings_path, want)
+        try:
+            _write(node_path, doc)
+        except OSError:  # a full flash: run from the compiled copy in RAM, try again next boot
+            pass
+    return split(doc)
+
+
+def compile_files(board_path, settings_path, sources):
+    """Check and compile board.json and settings.json with mcagent.board, then release the validator."""
+    from mcagent import board
+
+    try:
+        return board.compile(board.load(board_path), board.load_settings(settings_path), sources)
+    finally:
+        board = None
+        compat.unload("mcagent.board")
+
+
+def from_docs(board_doc, settings_doc):
+    """(board, settings) from decoded documents: board.json/settings.json content (checked here) or a
+    compiled node.json; tests and tools pass these."""
+    if isinstance(board_doc, dict) and board_doc.get("node") == 1:
+        return split(board_doc)
+    from mcagent import board
+
+    b = board_doc if hasattr(board_doc, "sensors") else board.parse(board_doc)
+    s = settings_doc
+    if s is None or isinstance(s, dict):
+        s = board.parse_settings(s or {})
+    return split(board.compile(b, s))
+
+
+def split(doc):
+    settings = Cfg(doc.get("settings") or {})
+    return Cfg(doc), settings
+
+
+def scaled(cfg, speed):
+    """The schedule compressed by speed (the unix board's fast-forward); timestamps stay real."""
+    if speed and speed != 1:
+        for name in _SCALED:
+            setattr(cfg, name, max(1, int(getattr(cfg, name) / speed)))
+        cfg.speed = speed
+    return cfg
+
+
+def _write(path, doc):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(doc))
+    import os
+
+    os.rename(tmp, path)

@@ -1,0 +1,94 @@
+"""Boot phase of a wake: state from flash (or RTC memory), the crash streak, the agent, watchdog, sensors.
+
+Runs once per wake and is released after it (runtime.node._phase).
+"""
+
+from micropython import const
+
+from runtime.node import ERR_CAP_MS, HINT_MAGIC, NODE_DIR, PERIOD_KEYS, STAT_KEYS
+
+_CRASH_STREAK = const(3)  # watchdog/brownout resets in a row before boots are spaced out
+_CRASHY = ("WDT_RESET", "BROWNOUT_RESET")
+
+
+def fresh_state(now):
+    st = {"v": 1, "seq": 0, "boots": 0, "wakes": 0, "saved_ms": now, "next_sample_ms": now,
+          "last_upload_ms": now, "retry_at_ms": 0, "fails": 0, "samples": 0, "last_health_ms": 0,
+          "ntp_ms": 0, "rot_check_ms": 0, "secret_exp": 0, "life_s": 0, "crash": 0, "min_heap": -1}
+    for k in STAT_KEYS + PERIOD_KEYS:
+        st[k] = 0
+    return st
+
+
+def boot(node):
+    """Load state, make the agent, start the watchdog, set up sensors. Config errors raise before the
+    watchdog starts, so a node with a wrong file waits at the REPL instead of resetting forever."""
+    from mcagent.state import State
+
+    node.state = State(node.path(NODE_DIR))
+    node.st = load_state(node)
+    st = node.st
+    st["boots"] += 1
+    if not node.cold:
+        st["wakes"] += 1
+    if node.cause in _CRASHY:
+        st["crash"] += 1
+        node.save_state()  # count it even if this boot dies again before its first save
+    elif node.cold:
+        st["crash"] = 0
+    node.agent = node.agent_factory(node)
+    shared = getattr(node.agent, "clock", None)
+    if shared is not None:
+        node.clock = shared
+    b = node.board
+    if node.hw.start_watchdog(b.watchdog_ms):
+        node.timer = node.hw.timer(max(1000, b.watchdog_ms // 4), node.tick)
+    node.ref = (node.hw.ticks_ms(), node.clock.now_ms())
+    for s in b.sensors:
+        entry = [s, None, False]
+        node.sensors.append(entry)
+        node.init_sensor(entry)
+    node.log("boot %d (%s) board %s, %d sensors, sleep %s" % (st["boots"], node.cause, b.name,
+                                                             len(b.sensors), b.sleep))
+    if st["crash"] >= _CRASH_STREAK and node.cold:
+        wait = min(ERR_CAP_MS, 60000 << min(st["crash"] - _CRASH_STREAK, 6))
+        node.log("%d resets in a row: waiting %d s before working" % (st["crash"], wait // 1000))
+        node.save_state()
+        node.sleep(wait)
+
+
+def load_state(node):
+    """The schedule and counters saved by the last wake (flash, or RTC memory when it is newer)."""
+    now = node.clock.now_ms()
+    st = node.state.load("state")
+    hint = read_hint(node)
+    if hint is not None and (st is None or hint.get("seq", 0) > st.get("seq", 0)):
+        st = hint  # flash missed the last save (full, or cut): the RTC copy is newer
+    fresh = fresh_state(now)
+    if not isinstance(st, dict) or st.get("v") != 1:
+        return fresh
+    for k in fresh:
+        if k not in st:
+            st[k] = fresh[k]
+    if st["saved_ms"] > now + 300000:
+        # The clock went backwards (power loss reset the RTC): the saved times belong to another
+        # timeline. Start the schedule afresh; counters stay.
+        for k in ("next_sample_ms", "last_upload_ms", "retry_at_ms", "last_health_ms", "ntp_ms", "rot_check_ms"):
+            st[k] = fresh[k]
+    if node.cold:
+        st["retry_at_ms"] = 0
+    return st
+
+
+def read_hint(node):
+    """The copy of the state in RTC memory (survives deep sleep, not a power cut), or None."""
+    try:
+        data = node.hw.rtc_memory()
+        if not data.startswith(HINT_MAGIC):
+            return None
+        from mcagent.state import decode
+
+        value = decode(bytes(data[len(HINT_MAGIC):]))
+        return value if isinstance(value, dict) else None
+    except Exception:  # a hint is only a hint
+        return None
