@@ -113,15 +113,10 @@ class Point:
         self.extra = extra  # mapping fields handed to the DSC as they are (property, mappings, ...)
 
     def convert(self, value):
-        """A driver's value as the DSC type wants it (ValueError/TypeError if it cannot be)."""
-        t = self.type
-        if t == "DOUBLE":
-            return float(value)
-        if t == "INT" or t == "LONG":
-            return int(round(value)) if isinstance(value, float) else int(value)
-        if t == "BOOLEAN":
-            return bool(value)
-        return str(value)
+        """A driver's value as the DSC type wants it (sensors.convert, which the runtime uses)."""
+        from sensors import convert
+
+        return convert(self.type, value)
 
     def __repr__(self):
         return "<Point %s %s %s>" % (self.id, self.type, self.unit)

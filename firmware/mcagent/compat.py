@@ -110,6 +110,14 @@ def unload(name):
             pass
 
 
+def call_cold(module, fn, *args):
+    """Import module (full dotted name), return its fn(*args), then unload it: code a phase needs once."""
+    try:
+        return getattr(__import__(module, None, None, (module.rpartition(".")[2],)), fn)(*args)
+    finally:
+        unload(module)
+
+
 def collect():
     """Run the garbage collector and return free heap bytes (None where unknown, e.g. CPython)."""
     try:

@@ -190,13 +190,12 @@ class Identity:
 
     def _enroll(self, name, *args):
         """Run one step of mcagent.enroll, then release it and the signing code it loaded."""
-        from mcagent import compat, enroll
+        from mcagent import compat
 
         try:
-            return getattr(enroll, name)(self, *args)
+            return compat.call_cold("mcagent.enroll", name, self, *args)
         finally:
-            enroll = None
-            for m in ("enroll", "jwt", "hmac256", "b64"):
+            for m in ("jwt", "hmac256", "b64"):
                 compat.unload("mcagent." + m)
 
     def keep_token(self, token, expires_ms):

@@ -682,10 +682,9 @@ class Store:
     def config_for(self, h):
         cfg = self._configs.get(h)
         if cfg is None:
-            try:
-                cfg = cold("storeboot").load_config(self, h)
-            finally:
-                unload("storeboot")
+            from mcagent import compat
+
+            cfg = compat.call_cold("mcagent.storeboot", "load_config", self, h)
             if cfg is not None:
                 self._configs[h] = cfg
         return cfg
@@ -720,10 +719,9 @@ class Store:
 
     def quarantine(self, body, end, counts):
         """Keep a batch the service rejected in a file, then acknowledge it (see storeboot.quarantine)."""
-        try:
-            return cold("storeboot").quarantine(self, body, end, counts)
-        finally:
-            unload("storeboot")
+        from mcagent import compat
+
+        return compat.call_cold("mcagent.storeboot", "quarantine", self, body, end, counts)
 
     def quarantined_files(self):
         return sorted([n for n in names(self.root) if n[0] == "q" and n.endswith(".mp")])

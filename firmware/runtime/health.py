@@ -1,6 +1,6 @@
 """The health event: once per cold boot and daily, what a person looking after the node wants to know.
 
-Released after use (runtime.node._phase).
+Released after use (mcagent.compat.call_cold).
 """
 
 from runtime.node import PERIOD_KEYS

@@ -11,7 +11,7 @@ retries and firmware version. An unexpected exception goes to a small ring log o
 off and carries on - it never crash-loops.
 
 Heap: what a phase needs once (boot, Wi-Fi, NTP, the health event, the sensor drivers on a node that deep
-sleeps) is imported for the phase and released after it (`_phase`), so the upload - the wake's peak - holds
+sleeps) is imported for the phase and released after it (`compat.call_cold`), so the upload - the wake's peak - holds
 little more than the agent's data path.
 """
 
@@ -32,22 +32,6 @@ _SAVE_EVERY = const(10)  # awake mode: save the schedule every this many cycles 
 HINT_MAGIC = b"MCN1"
 STAT_KEYS = ("taken", "recorded", "sent", "uploads", "rotations", "dropped", "store_dropped")
 PERIOD_KEYS = ("retries", "errors", "sensor_errors")
-
-
-def _phase(name):
-    """Import a runtime module for one phase; release it with compat.unload("runtime." + name)."""
-    return __import__("runtime." + name, None, None, (name,))
-
-
-def convert(typ, value):
-    """A driver's value as the DSC type wants it (ValueError/TypeError if it cannot be)."""
-    if typ == "DOUBLE":
-        return float(value)
-    if typ == "INT" or typ == "LONG":
-        return int(round(value)) if isinstance(value, float) else int(value)
-    if typ == "BOOLEAN":
-        return bool(value)
-    return str(value)
 
 
 def default_agent(node):
@@ -141,10 +125,7 @@ class Node:
     def boot(self):
         """Load state, make the agent, start the watchdog, set up sensors (runtime.wake). Config errors raise
         before the watchdog starts, so a node with a wrong file waits at the REPL instead of resetting."""
-        try:
-            _phase("wake").boot(self)
-        finally:
-            compat.unload("runtime.wake")
+        compat.call_cold("runtime.wake", "boot", self)
 
     def save_state(self):
         """Schedule and counters to flash (atomic), with a copy in RTC memory. Never raises."""
@@ -252,19 +233,13 @@ class Node:
     def sync_clock(self):
         """NTP when the device clock is unset or due for a resync; True if the device clock is good
         (runtime.timesync)."""
-        try:
-            return _phase("timesync").sync_clock(self)
-        finally:
-            compat.unload("runtime.timesync")
+        return compat.call_cold("runtime.timesync", "sync_clock", self)
 
     def adopt_learned_time(self):
         """The agent learned the time from the server while the device clock is unset: set the RTC."""
         if self.device_sane() or not self.clock.is_sane():
             return
-        try:
-            _phase("timesync").adopt_learned_time(self)
-        finally:
-            compat.unload("runtime.timesync")
+        compat.call_cold("runtime.timesync", "adopt_learned_time", self)
 
     def _read_secret(self):
         """(expires_at, rotation_due_at) in Unix seconds from the agent, (None, None) if unknown."""
@@ -362,6 +337,8 @@ class Node:
         return self.wait_ms()
 
     def sample(self, now):
+        from sensors import convert
+
         values = {}
         st = self.st
         for entry in self.sensors:
@@ -406,10 +383,7 @@ class Node:
 
     def queue_health(self, now):
         """The health event (local: it leaves with the next upload; runtime.health)."""
-        try:
-            _phase("health").queue_health(self, now)
-        finally:
-            compat.unload("runtime.health")
+        compat.call_cold("runtime.health", "queue_health", self, now)
 
     def note_heap(self):
         free = self.hw.free_heap()
@@ -529,10 +503,7 @@ class Node:
             return True
         if self.wlan is not None and self.wlan.isconnected():
             return True
-        try:
-            return _phase("wifi").up(self)
-        finally:
-            compat.unload("runtime.wifi")
+        return compat.call_cold("runtime.wifi", "up", self)
 
     def wifi_off(self):
         if self.wlan is not None:

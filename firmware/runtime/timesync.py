@@ -1,6 +1,6 @@
 """Time phase of an upload: NTP when due, and the server's time written to the RTC when NTP failed.
 
-Released after use (runtime.node._phase).
+Released after use (mcagent.compat.call_cold).
 """
 
 from mcagent.clock import iso_ms

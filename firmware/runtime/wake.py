@@ -1,6 +1,6 @@
 """Boot phase of a wake: state from flash (or RTC memory), the crash streak, the agent, watchdog, sensors.
 
-Runs once per wake and is released after it (runtime.node._phase).
+Runs once per wake and is released after it (mcagent.compat.call_cold).
 """
 
 from micropython import const

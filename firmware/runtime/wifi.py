@@ -1,6 +1,6 @@
 """Wi-Fi for an upload: station mode, bounded tries with backoff, the radio off after a failure.
 
-Released after use (runtime.node._phase); the WLAN object stays with the node (node.wlan).
+Released after use (mcagent.compat.call_cold); the WLAN object stays with the node (node.wlan).
 """
 
 

@@ -30,6 +30,17 @@ def module(kind):
     return m
 
 
+def convert(typ, value):
+    """A driver's value as the DSC type wants it (ValueError/TypeError if it cannot be)."""
+    if typ == "DOUBLE":
+        return float(value)
+    if typ == "INT" or typ == "LONG":
+        return int(round(value)) if isinstance(value, float) else int(value)
+    if typ == "BOOLEAN":
+        return bool(value)
+    return str(value)
+
+
 def number(spec, key, where, problems, default, lo=None, hi=None):
     """spec[key] as a number within [lo, hi], or default when absent; a problem sentence otherwise."""
     value = spec.get(key, default)

@@ -20,11 +20,11 @@ import json
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mcagent_tools.bench import smallest
 from mcagent_tools.build import FIRMWARE, ROOT, compile_tree
 from mcagent_tools.firmware import node_json
 
@@ -32,6 +32,7 @@ BOARDS = ROOT / "boards"
 UPY = Path(__file__).parent / "upy"
 LAUNCHER = "import main\nmain.main()\n"
 T0_MS = 1790000000000  # backlog readings: T0_MS + i s
+STEP_KB = 4  # binary search resolution
 WAKE_MODULES = [
     "mcagent",
     "mcagent.compat",
@@ -72,6 +73,8 @@ class Workbench:
     mpy: Path = field(init=False)
     launcher: Path = field(init=False)
     node: Path = field(init=False)
+    blocks: int = field(init=False)
+    agents: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.mpy = self.work / "mpy"
@@ -81,18 +84,16 @@ class Workbench:
         self.launcher = self.work / "launch.py"
         self.launcher.write_text(LAUNCHER)
         self.node = self.work / "node.json"
-        self.node.write_text(json.dumps(node_json(self.board_json)))
+        doc = node_json(self.board_json)
+        self.node.write_text(json.dumps(doc))
+        self.blocks = int(doc["flash_blocks"])
 
     def micropython(self, heap_kb: int, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(self.upy), "-X", f"heapsize={heap_kb}k", *args],
             capture_output=True,
             text=True,
-            env={
-                "MICROPYPATH": ".frozen"
-                if self.frozen and args[0] == str(self.launcher)
-                else f"{self.mpy}:.frozen"
-            },
+            env={"MICROPYPATH": ".frozen" if self.frozen else f"{self.mpy}:.frozen"},
             timeout=timeout,
             umask=0o077,
             check=False,
@@ -126,7 +127,8 @@ class Workbench:
 
     def first_wake(self, heap_kb: int, keep: Path | None = None) -> Wake:
         """A new agent, a blank flash: onboard, DSC, mappings, token, upload."""
-        config = self.sg.create_agent(f"fit-{heap_kb}-{len(list(self.work.iterdir()))}")
+        self.agents += 1
+        config = self.sg.create_agent(f"fit-{heap_kb}-{self.agents}")
         agentconfig = self.work / "agentconfig.json"
         agentconfig.write_text(json.dumps(config))
         image = keep or self.work / "first.img"
@@ -139,52 +141,28 @@ class Workbench:
 
     def fill(self, image: Path, n: int) -> None:
         """n readings into the store on the image, and the cached token dropped (earlier wakes, offline)."""
-        args_file = self.work / "fill.json"
-        blocks = json.loads(self.node.read_text())["flash_blocks"]
-        args_file.write_text(
-            json.dumps({"image": str(image), "blocks": blocks, "n": n, "t0_ms": T0_MS, "drop_token": True})
-        )
-        proc = self.micropython(4096, str(UPY / "wake_fill.py"), str(args_file))
-        if proc.returncode != 0:
-            raise RuntimeError(f"could not fill the backlog:\n{proc.stdout}{proc.stderr}")
+        self.flash_store(image, {"mode": "fill", "n": n, "t0_ms": T0_MS, "drop_token": True})
 
     def later_wake(self, base: Path, heap_kb: int) -> Wake:
         """From a copy of base (a flash after its first wake, with a backlog): token, upload of it all."""
         image = self.work / "later.img"
         shutil.copy(base, image)
-        before = self.stored_sent(base)
         w = self.wake(image, heap_kb, [])
-        w.ok = w.ok and w.sent - before >= 1 and self.pending(image) == 0
+        w.ok = w.ok and self.pending(image) == 0
         return w
 
-    def stored_sent(self, image: Path) -> int:
-        return int(self.status(image).get("sent", 0))
-
     def pending(self, image: Path) -> int:
-        return int(self.status(image).get("pending", -1))
+        """Records still in the agent's store on the image."""
+        return int(self.flash_store(image, {"mode": "status"})["pending"])
 
-    def status(self, image: Path) -> dict[str, Any]:
-        args_file = self.work / "status.json"
-        blocks = json.loads(self.node.read_text())["flash_blocks"]
-        args_file.write_text(json.dumps({"image": str(image), "blocks": blocks}))
-        proc = self.micropython(4096, str(UPY / "wake_status.py"), str(args_file))
+    def flash_store(self, image: Path, args: dict[str, Any]) -> dict[str, Any]:
+        args_file = self.work / "flash-store.json"
+        args_file.write_text(json.dumps({"image": str(image), "blocks": self.blocks, **args}))
+        proc = self.micropython(4096, str(UPY / "flash_store.py"), str(args_file))
         try:
             return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
         except (ValueError, IndexError):
-            return {}
-
-
-def smallest(works: Callable[[int], bool], lo: int, hi: int, step: int = 4) -> int | None:
-    """Smallest multiple of step in (lo, hi] for which works() holds (heap need is monotonic)."""
-    if not works(hi):
-        return None
-    while hi - lo > step:
-        mid = (lo + hi) // 2 // step * step
-        if works(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+            raise RuntimeError(f"flash_store.py {args['mode']} failed:\n{proc.stdout}{proc.stderr}") from None
 
 
 def import_costs(upy: Path, mpy: Path, modules: list[str]) -> list[tuple[str, int]]:
@@ -227,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     with RunningSouthgate(work / "southgate") as sg:
         bench = Workbench(upy, work, sg)
-        first = smallest(lambda kb: bench.first_wake(kb).ok, 32, 256)
+        first = smallest(lambda kb: bench.first_wake(kb).ok, 32, 256, STEP_KB)
         base = work / "base.img"
         if not bench.first_wake(256, base).ok:
             raise SystemExit("a first wake fails even in 256 KB")
@@ -236,10 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             image = work / f"backlog-{n}.img"
             shutil.copy(base, image)
             bench.fill(image, n)
-            need = smallest(lambda kb, i=image: bench.later_wake(i, kb).ok, 32, 256)
+            need = smallest(lambda kb, i=image: bench.later_wake(i, kb).ok, 32, 256, STEP_KB)
             rows.append((f"later wake, {n:,} readings", need))
         costs = import_costs(upy, bench.mpy, WAKE_MODULES)
-    print("32-bit MicroPython, firmware as .mpy, smallest -X heapsize (4 KB steps):")
+    print(f"32-bit MicroPython, firmware as .mpy, smallest -X heapsize ({STEP_KB} KB steps):")
     for what, kb in rows:
         print(f"  {what:<32} {kb if kb else '> 256'} KB")
     print("import cost of the modules a later wake loads (in this order):")
