@@ -19,15 +19,14 @@ import json
 import sys
 import time
 
-from checks import RUNTIME_HEAP_KB, board_heap
+from checks import ON_DEMAND_CODE_KB, RUNTIME_HEAP_KB, board_heap
 
 from mcagent import Agent, clock, exchange, http, identity, store, uploader  # noqa: F401 - resident modules
 
 # The tests read southgate's admin API on the agent's connection while the ballast is held (responses of a
-# few KB, parsed to dicts): that scaffolding gets its own room on top of the agent's 64 KB budget, and so
-# does mcagent.enroll (onboarding and token code, ~8 KB), which the agent loads on demand and releases
-# after each use, so it cannot be made resident before the ballast is taken.
-HEAP_KB = RUNTIME_HEAP_KB + 20
+# few KB, parsed to dicts): that scaffolding gets its own room on top of the agent's 64 KB budget (and the
+# code the agent loads on demand, see checks.ON_DEMAND_CODE_KB).
+HEAP_KB = RUNTIME_HEAP_KB + ON_DEMAND_CODE_KB + 8
 UPY_HEAPSIZE = "384k"  # ~80 KB of .mpy bytecode, the 64 KB run-time budget, room for the read-back
 UPY_MPY = True
 UPY_TIMEOUT = 120
