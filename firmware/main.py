@@ -11,7 +11,7 @@ for tests and tools (every board facility comes in through `hw`, the agent throu
 import sys
 
 from mcagent import ConfigError, compat
-from runtime.node import NODE_DIR, Node, default_agent  # noqa: F401 (the runtime's public names)
+from runtime.node import NODE_DIR, Node  # noqa: F401 (the runtime's public names)
 
 
 def configure(board, settings):
@@ -39,7 +39,8 @@ def run(board=None, settings=None, hw=None, agent_factory=None, max_cycles=None,
     limit), or forever. Returns the Node; a deep sleep does not return (on fakes it raises).
 
     board/settings: loaded (runtime.nodecfg), dicts (board.json/settings.json content, checked here, or a
-    compiled node.json) or paths; agent_factory(node) -> the agent (default: mcagent.Agent from settings);
+    compiled node.json) or paths; agent_factory(node) -> the agent (default: runtime.wake.default_agent,
+    mcagent.Agent from settings);
     root: directory of the node's files (default: cwd)."""
     board, settings = configure(board, settings)
     if hw is None:

@@ -235,10 +235,15 @@ class Agent:
         dict of mcagent.uploader ("readings_sent", "events_sent", "files_sent", "batches", "retries", ...).
         Records leave flash only after the service answered 200."""
         store = self.store
-        store.commit()
+        store.release_writer()  # commits; the upload only reads the log
         from mcagent.uploader import Uploader
 
-        return Uploader(store, self.conn, self.identity, clock=self.clock, **self._upload_options).flush()
+        try:
+            return Uploader(store, self.conn, self.identity, clock=self.clock, **self._upload_options).flush()
+        finally:
+            Uploader = None
+            _unload("uploader")  # and the composer: a board flushes once per wake, then sleeps
+            _unload("exchange")
 
     def close(self):
         if not isinstance(self._store, str):

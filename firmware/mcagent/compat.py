@@ -110,10 +110,16 @@ def unload(name):
             pass
 
 
+def load(module):
+    """Import a module by its full dotted name and return it (the submodule, not the package): with unload,
+    how code that only one phase of a wake needs comes and goes."""
+    return __import__(module, None, None, (module.rpartition(".")[2],))
+
+
 def call_cold(module, fn, *args):
     """Import module (full dotted name), return its fn(*args), then unload it: code a phase needs once."""
     try:
-        return getattr(__import__(module, None, None, (module.rpartition(".")[2],)), fn)(*args)
+        return getattr(load(module), fn)(*args)
     finally:
         unload(module)
 

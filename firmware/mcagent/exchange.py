@@ -20,7 +20,7 @@ The body object follows the streaming body contract of http.py: `.length`, `.con
 
 from micropython import const
 
-from mcagent import clock, cjson, compat
+from mcagent import cjson, clock, compat
 from mcagent.store import KIND_FILE, KIND_SAMPLE, Reader
 
 # Default batch budget: see docs/store-format.md ("Batch budget") for the measurement behind it.
@@ -46,7 +46,10 @@ class BodyError(OSError):
 
 
 class _Out:
-    """Counts bytes (write=None) or copies them through one buffer into write(chunk)."""
+    """Counts bytes (write=None), copies them through one buffer into write(chunk), or (buf=None) hands
+    each piece to write as it is, in slices of at most MAX_BUF: the HTTP connection's own buffer
+    coalesces them, so an upload needs no buffer of its own (one block less to find in a fragmented heap).
+    """
 
     def __init__(self, buf=None, write=None):
         self.buf = buf
@@ -61,6 +64,14 @@ class _Out:
         n = len(data)
         self.total += n
         if self.write is None:
+            return
+        if self.buf is None:
+            if n <= MAX_BUF:
+                self.write(data)
+            else:
+                mv = memoryview(data)
+                for i in range(0, n, MAX_BUF):
+                    self.write(mv[i : i + MAX_BUF])
             return
         pos = self.pos
         size = len(self.buf)
@@ -96,7 +107,7 @@ class _Out:
         self.put(b'"')
 
     def flush(self):
-        if self.pos:
+        if self.pos and self.buf is not None:
             self.write(self.mv[: self.pos])
             self.pos = 0
 
@@ -107,6 +118,8 @@ class _Out:
             return
         self.flush()
         mv = self.mv
+        if mv is None:  # direct mode: a buffer for this file only (files are rare, and need one)
+            mv = memoryview(bytearray(min(size, MAX_BUF) or 1))
         try:
             f = open(path, "rb")
         except OSError:
@@ -309,7 +322,7 @@ class Body:
         """Write the body: exactly self.length bytes, in chunks of at most the buffer size."""
         if not self.groups:
             return
-        if self._buf is None:
+        if self._buf is None and self._buf_size:
             self._buf = bytearray(self._buf_size)  # kept for a retry: one buffer per body
         out = _Out(self._buf, write)
         for gi in range(len(self.groups)):
@@ -345,7 +358,8 @@ def compose(store, budget=DEFAULT_BUDGET, buf_size=DEFAULT_BUF):
     """The next batch of pending records as a Body, or None when nothing is pending.
 
     budget: upper bound of the body length in bytes (capped at 10 MiB); one record larger than the budget
-    still goes out alone. buf_size: the write buffer (capped at 2 KiB), allocated once per body.
+    still goes out alone. buf_size: the write buffer (capped at 2 KiB), allocated once per body; 0: none,
+    pieces go to write() as they are (for a writer that buffers, like http.Connection).
     """
     store.commit()
     body = Body(store, store.cursor, min(buf_size, MAX_BUF))

@@ -36,11 +36,9 @@ KIND_FILE = const(3)
 # Data point types as stored (code = index + 1).
 TYPES = ("DOUBLE", "INT", "LONG", "BOOLEAN", "STRING", "BIG_STRING", "TIMESTAMP")
 _T_DOUBLE = const(1)
-_T_INT = const(2)
 _T_BOOL = const(4)
 _T_STRING = const(5)
 _T_BIG_STRING = const(6)
-_T_TIMESTAMP = const(7)
 
 SEGMENT_BYTES = const(4096)  # one littlefs erase block on ESP32
 DEFAULT_CAPACITY = const(262144)
@@ -50,7 +48,6 @@ MAX_FILE_BYTES = const(10420224)  # 10 MiB minus 64 KiB for the multipart framin
 
 SEG_MAGIC = b"MCS1"
 HDR = const(16)  # segment header: magic, seq, config hash, CRC
-_REC_OVERHEAD = const(8)  # record header (kind, 0, length u16) + CRC32
 STATE_FMT = "<4sII12I"  # magic, cursor seq, cursor offset, counters; then CRC32
 STATE_LEN = const(64)
 
@@ -66,7 +63,7 @@ COUNTERS = (
     "corrupt_segments",
     "files_missing",
 )
-_DROP = ("dropped_readings", "dropped_events", "dropped_files")
+DROPPED = ("dropped_readings", "dropped_events", "dropped_files")  # counters by record kind
 
 
 def crc32(data, crc=0):
@@ -110,6 +107,13 @@ def write_atomic(path, data=None, producer=None):
             producer(f.write)
         f.flush()
     os.rename(tmp, path)
+
+
+def _writer():
+    """The append side of the store (mcagent.storewrite), imported on first use."""
+    from mcagent import storewrite
+
+    return storewrite
 
 
 def cold(name):
@@ -341,45 +345,6 @@ class Reader:
             return rec
 
 
-def _utf8(text, what, limit):
-    if not isinstance(text, str):
-        raise StoreError("%s must be a string" % what)
-    b = text.encode()
-    if len(b) > limit:
-        raise StoreError("%s is longer than %d bytes" % (what, limit))
-    return b
-
-
-_SEVERITY = {"error": 1, "warning": 2, "info": 3}
-_INF = float("inf")
-
-
-def _check_value(dp_id, t, v):
-    """The value converted for storage (bytes for text), or StoreError naming the data point."""
-    ok = False
-    if t == _T_BIG_STRING or (t == _T_STRING and isinstance(v, str) and len(v) <= 255):
-        return _utf8(v, dp_id, 65535)  # STRING is at most 255 characters in Insights Hub (longer: BIG_STRING)
-    if t == _T_TIMESTAMP and isinstance(v, str):
-        from mcagent import clock
-
-        try:
-            return clock.parse_iso(v)
-        except ValueError:
-            pass
-    elif t == _T_BOOL:
-        ok = isinstance(v, bool)
-    elif not isinstance(v, bool):
-        if t == _T_DOUBLE:
-            ok = isinstance(v, (int, float)) and v == v and v not in (_INF, -_INF)
-            v = float(v) if ok else v
-        elif isinstance(v, int):
-            lim = 2147483648 if t == _T_INT else 9223372036854775808
-            ok = -lim <= v < lim
-    if not ok:
-        raise StoreError("%s (%s): bad value %r" % (dp_id, TYPES[t - 1], v))
-    return v
-
-
 class Store:
     """The flash log. Single-threaded: call it from one task (the agent's loop).
 
@@ -408,7 +373,7 @@ class Store:
         self.commit_every = max(1, int(commit_every))
         self.segment_bytes = segment_bytes
         self.quarantine_bytes = quarantine_bytes
-        self.quality = self._quality("0" if quality is None else quality)
+        self.quality = _writer().quality_code(self, "0" if quality is None else quality)
         # Segment files are numbered _lo.._hi (empty when _lo > _hi); a gap (a damaged file moved aside)
         # is skipped by readers. Two ints, not a list: RAM must not grow with the backlog.
         self._lo = 1
@@ -459,206 +424,34 @@ class Store:
         write_atomic(self.root + "/state.bin", b)
         self._dirty = False
 
-    # ---- appending ---------------------------------------------------------------------------------------
-
-    def _quality(self, quality):
-        if quality is None:
-            return self.quality
-        if isinstance(quality, int) and not isinstance(quality, bool):
-            quality = str(quality)
-        return _utf8(quality, "quality code", 32)
-
-    def _buf(self, n):
-        if len(self._wbuf) < n:
-            self._wbuf = bytearray(n + 32)
-        return self._wbuf
+    # ---- appending (mcagent.storewrite: loaded on the first append, released by release_writer) -----------
 
     def append_sample(self, ts_ms, values, quality=None):
         """Queue one sample: {data point id: value}. True if stored, False if refused (policy "stop", full).
 
         Values are checked against the configured types (StoreError, nothing written, on a mismatch).
         """
-        cfg = self.config
-        if not isinstance(values, dict):
-            raise StoreError("a sample is a dict of data point values")
-        ts = self._ts(ts_ms)
-        q = self._quality(quality)
-        items = []
-        size = 10 + len(q)
-        for dp_id in values:
-            v = values[dp_id]
-            if v is None:
-                continue
-            i = cfg.index.get(dp_id)
-            if i is None:
-                raise StoreError("unknown data point %r" % (dp_id,))
-            t = cfg.types[i]
-            v = _check_value(dp_id, t, v)
-            items.append((i, t, v))
-            size += 1 + (len(v) + 2 if t == _T_STRING or t == _T_BIG_STRING else 1 if t == _T_BOOL else 8)
-        if not items:
-            raise StoreError("a sample needs at least one value")
-        items.sort()  # configuration order: the same bytes whatever the dict order of this port
-        b = self._buf(self._fits(size))
-        struct.pack_into("<qB", b, 4, ts, len(q))
-        p = 13 + len(q)
-        b[13:p] = q
-        b[p] = len(items)
-        p += 1
-        for i, t, v in items:
-            b[p] = i
-            p += 1
-            if t == _T_DOUBLE:
-                struct.pack_into("<d", b, p, v)
-                p += 8
-            elif t == _T_BOOL:
-                b[p] = 1 if v else 0
-                p += 1
-            elif t == _T_STRING or t == _T_BIG_STRING:
-                struct.pack_into("<H", b, p, len(v))
-                b[p + 2 : p + 2 + len(v)] = v
-                p += 2 + len(v)
-            else:
-                struct.pack_into("<q", b, p, v)
-                p += 8
-        return self._put(KIND_SAMPLE, size, 0)
+        return _writer().append_sample(self, ts_ms, values, quality)
 
     def append_event(self, ts_ms, severity, description, details=None, correlation_id=None):
         """Queue a businessEvent. severity 1/2/3 (error/warning/info, v1.0) or 20/30/40 (v2.0), or a name.
 
         The event id (UUID v4) is drawn now, so a re-sent batch carries the same id.
         """
-        from mcagent import cjson, compat
-
-        ts = self._ts(ts_ms)
-        sev = _SEVERITY.get(severity) if isinstance(severity, str) else severity
-        if isinstance(sev, bool) or sev not in (1, 2, 3, 20, 30, 40):
-            raise StoreError("event severity must be 1/2/3, 20/30/40 or error/warning/info")
-        desc = _utf8(description or "", "event description", 1020)
-        if len(description or "") > 255 or not isinstance(details or {}, dict):
-            raise StoreError("event description must be < 256 characters, details a dict")
-        try:
-            dj = cjson.dumps(details or {}).encode()
-        except (TypeError, ValueError) as e:
-            raise StoreError("event details: %s" % e)
-        corr = _utf8(correlation_id or "", "correlation id", 255)
-        size = 30 + len(desc) + len(dj) + len(corr)
-        b = self._buf(self._fits(size))
-        uid = bytearray(compat.urandom(16))
-        uid[6] = (uid[6] & 0x0F) | 0x40
-        uid[8] = (uid[8] & 0x3F) | 0x80
-        struct.pack_into("<q16sBH", b, 4, ts, uid, sev, len(desc))
-        p = 31 + len(desc)
-        b[31:p] = desc
-        struct.pack_into("<H", b, p, len(dj))
-        b[p + 2 : p + 2 + len(dj)] = dj
-        p += 2 + len(dj)
-        b[p] = len(corr)
-        b[p + 1 : p + 1 + len(corr)] = corr
-        return self._put(KIND_EVENT, size, 1)
+        return _writer().append_event(self, ts_ms, severity, description, details, correlation_id)
 
     def append_file_ref(self, ts_ms, path, name=None, mime=None):
         """Queue a file on flash for upload as a `file` item (its bytes are read at upload time, not copied).
 
         The file must stay in place, unchanged, until it has been sent (the summary counts files_sent).
         """
-        ts = self._ts(ts_ms)
-        size = size_of(path)
-        if size < 0 or size > MAX_FILE_BYTES:
-            raise StoreError("file %s: missing or larger than %d bytes" % (path, MAX_FILE_BYTES))
-        pb = _utf8(path, "file path", 1024)
-        nb = _utf8(path.rsplit("/", 1)[-1] if name is None else name, "file name", 255)
-        mb = _utf8(mime or "application/octet-stream", "mime type", 255)
-        if not nb:
-            raise StoreError("file name must not be empty")
-        n = 16 + len(pb) + len(nb) + len(mb)
-        b = self._buf(self._fits(n))
-        struct.pack_into("<qIH", b, 4, ts, size, len(pb))
-        p = 18 + len(pb)
-        b[18:p] = pb
-        for t in (nb, mb):
-            b[p] = len(t)
-            b[p + 1 : p + 1 + len(t)] = t
-            p += 1 + len(t)
-        return self._put(KIND_FILE, n, 2)
+        return _writer().append_file_ref(self, ts_ms, path, name, mime)
 
-    def _fits(self, n):
-        if n + _REC_OVERHEAD > self.segment_bytes - HDR:
-            raise StoreError("record of %d bytes does not fit a segment" % n)
-        return n + _REC_OVERHEAD
-
-    def _ts(self, ts_ms):
-        if isinstance(ts_ms, bool) or not isinstance(ts_ms, (int, float)) or not 0 <= ts_ms < 253402300800000:
-            raise StoreError("timestamp must be Unix milliseconds, not %r" % (ts_ms,))
-        return int(ts_ms)
-
-    def _put(self, kind, n, slot):
-        """Frame the payload already in _wbuf[4:4+n] and append it. False if refused by the stop policy."""
-        b = self._wbuf
-        total = n + _REC_OVERHEAD
-        struct.pack_into("<BBH", b, 0, kind, 0, n)
-        mv = memoryview(b)
-        struct.pack_into("<I", b, 4 + n, crc32(mv[: 4 + n]))
-        if not self._room(total):
-            self.counters[_DROP[slot]] += 1
-            self._dirty = True
-            ok = False
-        else:
-            if self._f is None:
-                self._f = open(self.seg_path(self._hi), "ab")
-            self._f.write(mv[:total])
-            self._tail_off += total
-            if self._pending is not None:
-                self._pending[slot] += 1
-            self.appended += 1
-            ok = True
-        self._uncommitted += 1  # refused appends count too: their drop counters get committed
-        if self._uncommitted >= self.commit_every:
-            self.commit()
-        return ok
-
-    def _room(self, total):
-        """Make the tail segment able to take total bytes: roll over, apply the capacity policy."""
-        if self._hi >= self._lo and self._tail_hash == self.config.hash:
-            if self._tail_off + total <= self.segment_bytes:
-                return True
-        self._close_tail()  # commits whatever the old tail holds
-        while self._hi - self._lo + 1 >= self.max_segments:
-            if self.policy != "drop_oldest":
-                return False
-            self._drop_oldest()
-        seq = self._next_seq
-        self._next_seq += 1
-        head = bytearray(HDR)
-        struct.pack_into("<4sII", head, 0, SEG_MAGIC, seq, self.config.hash)
-        struct.pack_into("<I", head, 12, crc32(memoryview(head)[:12]))
-        self._f = open(self.seg_path(seq), "wb")
-        self._f.write(head)
-        if self._hi < self._lo:
-            self._lo = seq
-        self._hi = seq
-        self._tail_off = HDR
-        self._tail_hash = self.config.hash
-        return True
-
-    def _drop_oldest(self):
-        """Delete the oldest segment, counting exactly the unacknowledged records it held."""
-        seq = self._lo
-        # This runs inside an append whose record waits in _wbuf, which may be the spare Record's buffer:
-        # the counting Reader must not borrow it (it would read over the record being appended).
-        spare, self._spare_rec = self._spare_rec, None
-        try:
-            counts = self._count(Reader(self, max(self.cursor, (seq, 0)), (seq + 1, 0)))
-        finally:
-            self._spare_rec = spare
-        for i in range(3):
-            self.counters[_DROP[i]] += counts[i]
-            if self._pending is not None:
-                self._pending[i] -= counts[i]
-        self.cursor = (seq + 1, 0)
-        self.save_state()  # commit point: the drop and its count happen together, or not at all
-        self._lo = seq + 1
-        remove(self.seg_path(seq))
+    def release_writer(self):
+        """Commit, and let the GC have the append code until the next append (before an upload: the heap
+        peak of a wake, which only reads the log)."""
+        self.commit()
+        unload("storewrite")
 
     def _close_tail(self):
         f = self._f

@@ -279,7 +279,7 @@ def quarantine(st, body, end, counts):
         # as dropped and acknowledge anyway; a batch that never fits must not block everything behind it.
         S.remove(path + ".tmp")
         st.counters["quarantine_evicted"] += 1
-        kept = S._DROP
+        kept = S.DROPPED
         path = None
     for i in range(3):
         st.counters[kept[i]] += counts[i]

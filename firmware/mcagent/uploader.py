@@ -21,8 +21,7 @@ the board runtime can feed its watchdog while waiting, and tests can run without
 """
 
 from mcagent import clock as _clock
-from mcagent import compat
-from mcagent import exchange
+from mcagent import compat, exchange
 
 EXCHANGE_PATH = "/api/mindconnect/v3/exchange"
 _MAX_QUARANTINES = 3  # per flush: a service that rejects everything must not make us loop
@@ -43,7 +42,7 @@ class Uploader:
         identity,
         clock=None,
         budget=exchange.DEFAULT_BUDGET,
-        buf_size=exchange.DEFAULT_BUF,
+        buf_size=0,
         backoff_base_s=2,
         backoff_cap_s=300,
         max_tries=5,

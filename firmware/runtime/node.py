@@ -10,47 +10,30 @@ Once per cold boot and daily a health event reports reset cause, lowest free hea
 retries and firmware version. An unexpected exception goes to a small ring log on flash; the node backs
 off and carries on - it never crash-loops.
 
-Heap: what a phase needs once (boot, Wi-Fi, NTP, the health event, the sensor drivers on a node that deep
-sleeps) is imported for the phase and released after it (`compat.call_cold`), so the upload - the wake's peak - holds
-little more than the agent's data path.
+Heap: this module keeps the node's state and the order of a cycle; the code of each phase lives in its own
+module: runtime.wake (boot), runtime.sampling, runtime.schedule (what is due, how long to sleep),
+runtime.health, runtime.upload, runtime.wifi, runtime.timesync. A phase module is imported when its phase
+starts; sampling and schedule are released before an upload and the upload's module after it, so the
+upload - the wake's heap peak - holds little more than the agent's data path.
 """
-
-from micropython import const
 
 from mcagent import compat
 from mcagent.clock import SANE_AFTER_S, Clock, iso_ms
+from micropython import const
 
 NODE_DIR = "node"  # the runtime's own state (schedule, counters), apart from the agent's
-_MAX_WAIT_MS = const(43200000)  # 12 h: wake at least this often (clock check, rotation window, ticks wrap)
-_PENDING_MAX = const(24)  # samples held in RAM while the clock is unknown
-_ROTATE_WINDOW_MAX_S = const(3600)  # wake at the latest this long before the secret expires
 ERR_CAP_MS = const(3600000)
 _ERR_BASE_MS = const(5000)
-_RETRY_BASE_MS = const(30000)
-_JUMP_MS = const(1500)  # a clock change larger than this moves the schedule with it
 _SAVE_EVERY = const(10)  # awake mode: save the schedule every this many cycles (flash wear)
 HINT_MAGIC = b"MCN1"
 STAT_KEYS = ("taken", "recorded", "sent", "uploads", "rotations", "dropped", "store_dropped")
 PERIOD_KEYS = ("retries", "errors", "sensor_errors")
+_PHASES = ("runtime.schedule", "runtime.sampling")  # released before an upload
 
 
-def default_agent(node):
-    """The real agent, sharing the node's clock (so both see the time the server taught)."""
-    from mcagent import Agent
-
-    s = node.settings
-    ca = s.ca
-    if ca is None:  # every certificate deploy installed
-        import os
-
-        try:
-            ca = ["certs/" + n for n in sorted(os.listdir(node.path("certs"))) if n.endswith(".der")]
-        except OSError:
-            ca = []
-    b = node.board
-    return Agent(config=node.path(s.agentconfig), state=node.path(s.state_dir), ca=[node.path(c) for c in ca],
-                 proxy=s.proxy, clock=node.clock, store=node.path("store"), dsc=b.dsc,
-                 store_options=dict(b.store))
+def _part(name):
+    """A phase module of the runtime (runtime.<name>), imported on first use and kept until released."""
+    return compat.load("runtime." + name)
 
 
 class Node:
@@ -61,7 +44,7 @@ class Node:
         self.board = board
         self.settings = settings
         self.hw = hw
-        self.agent_factory = agent_factory or default_agent
+        self.agent_factory = agent_factory  # None: runtime.wake.default_agent
         self.printer = log
         self.stop = stop
         self.clock = Clock(hw.time)
@@ -146,33 +129,16 @@ class Node:
             pass
 
     def init_sensor(self, entry):
-        from sensors import module
-
-        s = entry[0]
-        try:
-            entry[1] = module(s["kind"]).Driver(s["spec"], self.hw)
-        except Exception as e:
-            self.st["sensor_errors"] += 1
-            self._sensor_failed(entry, e)
-        return entry[1]
+        return _part("sampling").init_sensor(self, entry)
 
     def release_sensors(self):
-        """Drop the drivers and their modules: a node that deep-sleeps samples once per wake, and the upload
-        after the sample is the wake's heap peak (next cycle, init_sensor makes them again)."""
-        for entry in self.sensors:
-            if entry[1] is not None:
-                entry[1] = None
-                compat.unload("sensors." + entry[0]["kind"])
+        _part("sampling").release_sensors(self)
 
-    def _sensor_failed(self, entry, exc):
-        """Console once per boot; run log only after a cold boot (a dead sensor on a node that wakes every
-        minute must not write the flash every minute). The health event carries the count."""
-        if entry[2]:
-            return
-        entry[2] = True
-        if self.cold:
-            self.note("sensor " + entry[0]["name"], exc)
-        self.log("sensor %s failed: %s" % (entry[0]["name"], exc))
+    def release_phases(self):
+        """Let the GC have the code of sampling and scheduling until they are needed again: done before an
+        upload, the heap peak of a wake (a node that deep-sleeps dropped its sensor drivers after sampling)."""
+        for name in _PHASES:
+            compat.unload(name)
 
     # ---- the watchdog -------------------------------------------------------------------------------------
 
@@ -182,50 +148,25 @@ class Node:
         if d is not None and self.hw.ticks_diff(d, self.hw.ticks_ms()) > 0:
             self.hw.feed()
 
-    def _guard(self, budget_ms):
+    def guard(self, budget_ms):
         """From now on, for budget_ms, the timer keeps the watchdog fed through blocking calls (a stalled
         upload); past the budget it stops, and the watchdog resets a hung board."""
         self.hw.feed()
         self.deadline = self.hw.ticks_ms() + budget_ms
 
-    def _unguard(self):
+    def unguard(self):
         self.deadline = None
         self.hw.feed()
 
     # ---- time ---------------------------------------------------------------------------------------------
 
     def settle(self):
-        """Notice clock changes (NTP, a learned Date): move the schedule and held samples with them, and
-        record held samples once the time is known."""
-        t = self.hw.ticks_ms()
-        c = self.clock.now_ms()
-        if self.ref is not None:
-            jump = (c - self.ref[1]) - self.hw.ticks_diff(t, self.ref[0])
-            if jump > _JUMP_MS or jump < -_JUMP_MS:
-                self._shift(jump)
-        self.ref = (t, c)
-        if self.pending and self.clock.is_sane():
-            self._record_pending()
+        """Notice clock changes: move the schedule with them, record held samples once the time is known
+        (runtime.schedule)."""
+        _part("schedule").settle(self)
 
-    def _shift(self, jump):
-        st = self.st
-        for k in ("next_sample_ms", "last_upload_ms", "retry_at_ms", "last_health_ms", "rot_check_ms", "ntp_ms"):
-            if st[k]:
-                st[k] += jump
-        for p in self.pending:
-            p[0] += jump
-        self.log("clock moved by %d s" % (jump // 1000))
-
-    def _record_pending(self):
-        pending = self.pending
-        self.pending = []
-        for ts, values in pending:
-            self.agent.record(values, timestamp_ms=ts)
-            self.st["recorded"] += 1
-        self.log("recorded %d samples taken before the clock was known" % len(pending))
-
-    def device_sane(self):
-        return self.clock.device_ms() // 1000 >= SANE_AFTER_S
+    def record_pending(self):
+        _part("sampling").record_pending(self)
 
     def device_sane(self):
         return self.clock.device_ms() // 1000 >= SANE_AFTER_S
@@ -240,54 +181,6 @@ class Node:
         if self.device_sane() or not self.clock.is_sane():
             return
         compat.call_cold("runtime.timesync", "adopt_learned_time", self)
-
-    def _read_secret(self):
-        """(expires_at, rotation_due_at) in Unix seconds from the agent, (None, None) if unknown."""
-        a = self.agent
-        try:
-            fn = getattr(a, "secret_expires_at", None)
-            if fn is not None:
-                exp = fn() if callable(fn) else fn
-                due = getattr(a, "rotation_due_at", None)
-                due = due() if callable(due) else due
-            else:
-                status = getattr(a, "status", None)
-                if status is None:
-                    return None, None
-                s = status()
-                exp = s.get("secret_expires_at")
-                due = s.get("rotation_due_at")
-        except Exception as e:  # status must never stop the node; without it the sleep cap is generic
-            self.log("secret expiry unknown: %r" % (e,))
-            return None, None
-        if not exp:
-            return None, None
-        st = self.st
-        now_s = self.clock.now_s()
-        if st["secret_exp"] and exp != st["secret_exp"]:
-            st["rotations"] += 1
-            self.log("secret rotated; it now expires %s" % iso_ms(exp * 1000))
-        if exp != st["secret_exp"]:
-            st["secret_exp"] = exp
-            st["life_s"] = max(0, exp - now_s)
-        return exp, due
-
-    def _rotate_at_ms(self):
-        """When the node must be awake to let the agent rotate the secret, or None."""
-        exp, due = self.secret
-        if not exp:
-            return None
-        window = min(_ROTATE_WINDOW_MAX_S, max(1, self.st["life_s"] // 4))
-        at = exp - window
-        if due and due < at:
-            at = due
-        at *= 1000
-        st = self.st
-        if st["rot_check_ms"]:
-            # The agent was asked since the due time and did not rotate: ask again, ever more often.
-            gap = max(60000, (exp * 1000 - st["rot_check_ms"]) // 4)
-            at = max(at, st["rot_check_ms"] + gap)
-        return at
 
     # ---- one cycle ----------------------------------------------------------------------------------------
 
@@ -312,8 +205,9 @@ class Node:
         b = self.board
         st = self.st
         hw.feed()
-        self.settle()
-        self.secret = self._read_secret()
+        sch = _part("schedule")
+        sch.settle(self)
+        self.secret = sch.read_secret(self)
         now = self.clock.now_ms()
         if now >= st["next_sample_ms"]:
             self.sample(now)
@@ -323,9 +217,10 @@ class Node:
             if nxt <= now:  # slots missed (a long upload, a clock jump): restart the grid from now
                 nxt = now + b.sample_ms
             st["next_sample_ms"] = nxt
-        if self._health_due(now):
+        if sch.health_due(self, now):
             self.queue_health(now)
-        why = self._upload_due(now)
+        why = sch.upload_due(self, now)
+        sch = None
         saved = False
         if why:
             self.upload(why)
@@ -337,49 +232,8 @@ class Node:
         return self.wait_ms()
 
     def sample(self, now):
-        from sensors import convert
-
-        values = {}
-        st = self.st
-        for entry in self.sensors:
-            s, driver = entry[0], entry[1]
-            if driver is None:
-                driver = self.init_sensor(entry)
-                if driver is None:
-                    continue
-            try:
-                got = driver.read(now)
-            except Exception as e:  # one broken sensor must not stop the others
-                st["sensor_errors"] += 1
-                self._sensor_failed(entry, e)
-                continue
-            for pid, channel, typ in s["points"]:
-                v = got.get(channel)
-                if v is None:
-                    continue
-                try:
-                    values[pid] = convert(typ, v)
-                except (TypeError, ValueError):
-                    st["sensor_errors"] += 1
-        if not values:
-            return
-        st["taken"] += 1
-        st["samples"] += 1
-        self.last_values = values
-        self.last_ts = now
-        if self.clock.is_sane():
-            self.agent.record(values, timestamp_ms=now)
-            st["recorded"] += 1
-        else:
-            self.pending.append([now, values])
-            if len(self.pending) > _PENDING_MAX:
-                self.pending.pop(0)
-                st["dropped"] += 1
-
-    def _health_due(self, now):
-        if not self.clock.is_sane():
-            return False
-        return self.health_boot or now - self.st["last_health_ms"] >= self.board.health_ms
+        """Read the sensors, record the values (runtime.sampling)."""
+        _part("sampling").sample(self, now)
 
     def queue_health(self, now):
         """The health event (local: it leaves with the next upload; runtime.health)."""
@@ -390,120 +244,19 @@ class Node:
         if free is not None and (self.st["min_heap"] < 0 or free < self.st["min_heap"]):
             self.st["min_heap"] = free
 
-    def _upload_due(self, now):
-        st = self.st
-        b = self.board
-        if self.boot_upload:
-            return "boot"
-        if now < st["retry_at_ms"]:
-            return None
-        if b.upload_samples and st["samples"] >= b.upload_samples:
-            return "samples"
-        if b.upload_ms and now - st["last_upload_ms"] >= b.upload_ms:
-            return "period"
-        if self.pending:
-            return "clock"
-        rot = self._rotate_at_ms()
-        if rot is not None and now >= rot:
-            return "secret"
-        return None
-
     # ---- upload -------------------------------------------------------------------------------------------
 
     def upload(self, why):
-        """Wi-Fi, clock, agent: onboard, configure, token (rotating the secret when due), flush."""
-        b = self.board
-        st = self.st
-        self.boot_upload = False
-        ok = False
-        err = None
-        self._guard(b.upload_budget_ms + b.wifi_attempts * (b.wifi_timeout_ms + b.wifi_backoff_ms) + 60000)
+        """Wi-Fi, clock, agent: onboard, configure, token (rotating the secret when due), flush
+        (runtime.upload); then the schedule after it (done, or a retry with backoff). True if done."""
+        self.release_phases()
         try:
-            if not self.wifi_up():
-                err = "no Wi-Fi"
-            else:
-                self.sync_clock()
-                agent = self.agent
-                agent.onboard()
-                self.hw.feed()
-                self.adopt_learned_time()
-                if not self.configured:
-                    agent.configure(b.dsc)
-                    self.configured = True
-                    self.hw.feed()
-                agent.token()
-                self.hw.feed()
-                self.adopt_learned_time()
-                self.settle()
-                summary = agent.flush()
-                ok, err = self._account(summary)
-        except OSError as e:  # network weather: transport errors, timeouts, DNS
-            err = repr(e)
-            if type(e).__name__ == "TlsVerifyError":  # not weather: a wrong CA or host; worth the run log
-                self.unexpected(e, "upload")
-        except Exception as e:
-            self.unexpected(e, "upload")
-            err = type(e).__name__
+            ok, err = _part("upload").upload(self, why)
         finally:
-            self._unguard()
-        self.settle()
-        now = self.clock.now_ms()
-        self.secret = self._read_secret()
-        if ok and self.pending:  # uploaded, yet still no time for the held samples: try again later
-            ok = False
-            err = "the time is still unknown (no NTP, no Date from the server)"
-        if ok:
-            st["last_upload_ms"] = now
-            st["samples"] = 0
-            st["fails"] = 0
-            st["retry_at_ms"] = 0
-            st["uploads"] += 1
-            st["rot_check_ms"] = 0
-            rot = self._rotate_at_ms()
-            if rot is not None and now >= rot:  # asked while due, and the agent did not rotate: ask later
-                st["rot_check_ms"] = now
-            self.log("upload (%s) done" % why)
-        else:
-            st["fails"] += 1
-            st["retries"] += 1
-            wait = self._backoff_ms(st["fails"])
-            exp = self.secret[0]
-            if exp:  # tries get denser as the secret's expiry nears, never past it
-                left = exp * 1000 - now
-                if left > 0:
-                    wait = min(wait, max(5000, left // 2))
-            st["retry_at_ms"] = now + wait
-            self.log("upload (%s) failed: %s; next try in %d s" % (why, err, wait // 1000))
+            compat.unload("runtime.upload")
+        ok = _part("schedule").after_upload(self, ok, err, why)
         self.save_state()
         return ok
-
-    def _backoff_ms(self, fails):
-        """Exponential with jitter (50-100 %): nodes that lost the same access point do not return in step."""
-        cap = self.board.retry_cap_ms
-        wait = min(cap, _RETRY_BASE_MS << min(fails - 1, 16))
-        r = compat.urandom(2)
-        return wait // 2 + (wait // 2) * ((r[0] << 8) | r[1]) // 65535
-
-    def _account(self, summary):
-        st = self.st
-        if not isinstance(summary, dict):
-            return True, None
-        st["sent"] += summary.get("readings_sent", 0) or 0
-        st["retries"] += summary.get("retries", 0) or 0
-        dropped = summary.get("dropped")
-        if isinstance(dropped, int):
-            st["store_dropped"] = dropped
-        err = summary.get("error")
-        return err is None, err
-
-    def wifi_up(self):
-        """Connect with bounded tries and backoff; True when up (or when the port needs no Wi-Fi)."""
-        net = self.hw.network
-        if net is None or not self.settings.ssid:
-            return True
-        if self.wlan is not None and self.wlan.isconnected():
-            return True
-        return compat.call_cold("runtime.wifi", "up", self)
 
     def wifi_off(self):
         if self.wlan is not None:
@@ -513,28 +266,8 @@ class Node:
                 pass
 
     def wait_ms(self):
-        """ms until the next thing is due: a sample, an upload (or its retry), the secret's rotation."""
-        st = self.st
-        b = self.board
-        now = self.clock.now_ms()
-        wake = st["next_sample_ms"]
-        if b.upload_ms:
-            wake = min(wake, max(st["last_upload_ms"] + b.upload_ms, st["retry_at_ms"]))
-        if (b.upload_samples and st["samples"] >= b.upload_samples) or self.pending:
-            wake = min(wake, max(st["retry_at_ms"], now))
-        limit = _MAX_WAIT_MS
-        rot = self._rotate_at_ms()
-        if rot is not None:
-            wake = min(wake, max(rot, st["retry_at_ms"]))
-            exp_ms = self.secret[0] * 1000
-            if exp_ms > now:
-                # Hard cap: whatever else says, wake while at least half the time to expiry remains.
-                limit = min(limit, max(1000, (exp_ms - now) // 2 if rot <= now else rot - now))
-            if not self.clock.is_sane() and self.st["life_s"]:
-                # The clock is not to be trusted (RTC reset, no NTP yet): "time to expiry" means nothing,
-                # so wake at least four times per secret lifetime.
-                limit = min(limit, max(1000, self.st["life_s"] * 250))
-        return max(0, min(wake - now, limit))
+        """ms until the next thing is due (runtime.schedule)."""
+        return _part("schedule").wait_ms(self)
 
     def sleep(self, ms):
         if ms <= 0:

@@ -6,7 +6,6 @@ imports it.
 
 from mcagent import compat
 
-
 _USAGE = """usage: micropython firmware/main.py [options]   (the unix board: the node on this computer)
   --flash IMAGE        littlefs image file used as the board's flash (created on first use)
   --root DIR           use a host directory as the flash instead (default: the current directory, as on
@@ -64,16 +63,14 @@ def _copy(src, dst):
         f.write(data)
 
 
-def main(argv, agent_factory=None, run=None):
-    """The unix board: flash = a littlefs image (or a directory), simulated sensors and deep sleep.
-
-    It has no board modules (no WDT, RTC, Wi-Fi, NTP): the host's clock and network serve as they are.
-    """
+def setup(argv):
+    """Parse the command line, mount the flash, install files, load node.json: a runtime.power.Session,
+    or None when a STOP file keeps the node off. Runs once; this module is released before the node runs."""
     import json
     import os
 
     from runtime import nodecfg
-    from runtime.hw import DeepSleep, Hardware
+    from runtime.power import Session
 
     opts = _parse_args(argv)
     dev = None
@@ -99,46 +96,36 @@ def main(argv, agent_factory=None, run=None):
         if ":" in item:
             src, name = item.rsplit(":", 1)
         _copy(src, root + "/" + name)
-    here = os.getcwd()
+    session = Session(os.getcwd(), dev)
     os.chdir(root)
     try:
         if compat.exists("STOP"):  # as on a board: the node stays off while this file exists
             print("mcagent: STOP file: staying at the REPL")
+            session.end()
             return None
         b, settings = nodecfg.load()
         nodecfg.scaled(b, opts["speed"] or b.speed)
+    except BaseException:
+        session.end()
+        raise
+    finally:
         nodecfg = None
         compat.unload("runtime.nodecfg")
-        log = (lambda m: None) if opts["quiet"] else None
-        import time
+    session.board = b
+    session.settings = settings
+    session.quiet = opts["quiet"]
+    session.limit_ms = int(opts["run_s"] * 1000) if opts["run_s"] else None
+    session.max_cycles = opts["cycles"]
+    return session
 
-        start = compat.ticks_ms(time)
-        limit_ms = int(opts["run_s"] * 1000) if opts["run_s"] else None
-        cycles = [0]
 
-        def stop(node):
-            cycles[0] += 1
-            if opts["cycles"] and cycles[0] >= opts["cycles"]:
-                return True
-            return limit_ms is not None and compat.ticks_diff(compat.ticks_ms(time), start, time) >= limit_ms
+def main(argv, agent_factory=None, run=None):
+    """The unix board: flash = a littlefs image (or a directory), simulated sensors and deep sleep.
 
-        cause = None
-        while True:
-            hw = Hardware(reset_cause=cause or "PWRON_RESET")
-            try:
-                node = run(b, settings, hw, agent_factory, stop=stop, log=log)
-                break
-            except DeepSleep as d:
-                ms = d.ms
-                if limit_ms is not None:  # do not oversleep the end of the run
-                    ms = max(0, min(ms, limit_ms - compat.ticks_diff(compat.ticks_ms(time), start, time)))
-                compat.sleep_ms(ms, time)
-                cause = "DEEPSLEEP_RESET"
-                compat.collect()
-        print("mcagent-summary " + json.dumps(node.summary()))
-        return node
-    finally:
-        os.chdir(here)
-        if dev is not None:
-            os.umount("/flash")
-            dev.close()
+    It has no board modules (no WDT, RTC, Wi-Fi, NTP): the host's clock and network serve as they are.
+    Setup (this module) is released before the node runs, as a board never holds it.
+    """
+    session = compat.call_cold("runtime.unix", "setup", argv)
+    if session is None:
+        return None
+    return session.run(run, agent_factory)

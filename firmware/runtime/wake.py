@@ -20,6 +20,25 @@ def fresh_state(now):
     return st
 
 
+def default_agent(node):
+    """The real agent, sharing the node's clock (so both see the time the server taught)."""
+    from mcagent import Agent
+
+    s = node.settings
+    ca = s.ca
+    if ca is None:  # every certificate deploy installed
+        import os
+
+        try:
+            ca = ["certs/" + n for n in sorted(os.listdir(node.path("certs"))) if n.endswith(".der")]
+        except OSError:
+            ca = []
+    b = node.board
+    return Agent(config=node.path(s.agentconfig), state=node.path(s.state_dir), ca=[node.path(c) for c in ca],
+                 proxy=s.proxy, clock=node.clock, store=node.path("store"), dsc=b.dsc,
+                 store_options=dict(b.store))
+
+
 def boot(node):
     """Load state, make the agent, start the watchdog, set up sensors. Config errors raise before the
     watchdog starts, so a node with a wrong file waits at the REPL instead of resetting forever."""
@@ -36,7 +55,7 @@ def boot(node):
         node.save_state()  # count it even if this boot dies again before its first save
     elif node.cold:
         st["crash"] = 0
-    node.agent = node.agent_factory(node)
+    node.agent = (node.agent_factory or default_agent)(node)
     shared = getattr(node.agent, "clock", None)
     if shared is not None:
         node.clock = shared
@@ -47,7 +66,8 @@ def boot(node):
     for s in b.sensors:
         entry = [s, None, False]
         node.sensors.append(entry)
-        node.init_sensor(entry)
+        if b.sleep != "deep":  # a deep-sleeping node makes its drivers when it samples, and drops them after
+            node.init_sensor(entry)
     node.log("boot %d (%s) board %s, %d sensors, sleep %s" % (st["boots"], node.cause, b.name,
                                                              len(b.sensors), b.sleep))
     if st["crash"] >= _CRASH_STREAK and node.cold:

@@ -1,0 +1,65 @@
+"""The unix board's power cycles: boot the node, and when it deep-sleeps (runtime.hw.DeepSleep), wait and boot
+it again as a deep-sleep wake, until the run's cycle or time limit. Small, as it stays loaded for the run;
+the command line (runtime.unix) is released before it starts.
+"""
+
+import json
+import os
+import time
+
+from mcagent import compat
+
+
+class Session:
+    """One run of the unix board: the node's files mounted (dev: the flash image's block device, or None),
+    the node's configuration, the run's limits. end() unmounts and returns to the directory it started in."""
+
+    def __init__(self, here, dev):
+        self.here = here
+        self.dev = dev
+        self.board = self.settings = None
+        self.quiet = False
+        self.limit_ms = self.max_cycles = None
+        self.start = compat.ticks_ms(time)
+        self.cycles = 0
+
+    def elapsed_ms(self):
+        return compat.ticks_diff(compat.ticks_ms(time), self.start, time)
+
+    def stop(self, node):
+        """The node's stop() callback: True once the run's cycles or seconds are used up."""
+        self.cycles += 1
+        if self.max_cycles and self.cycles >= self.max_cycles:
+            return True
+        return self.limit_ms is not None and self.elapsed_ms() >= self.limit_ms
+
+    def run(self, run, agent_factory=None):
+        from runtime.hw import DeepSleep, Hardware
+
+        log = (lambda m: None) if self.quiet else None
+        cause = None
+        try:
+            while True:
+                hw = Hardware(reset_cause=cause or "PWRON_RESET")
+                try:
+                    node = run(self.board, self.settings, hw, agent_factory, stop=self.stop, log=log)
+                    break
+                except DeepSleep as d:
+                    ms = d.ms
+                    if self.limit_ms is not None:  # do not oversleep the end of the run
+                        ms = max(0, min(ms, self.limit_ms - self.elapsed_ms()))
+                    node = None
+                    compat.collect()
+                    compat.sleep_ms(ms, time)
+                    cause = "DEEPSLEEP_RESET"
+            print("mcagent-summary " + json.dumps(node.summary()))
+            return node
+        finally:
+            self.end()
+
+    def end(self):
+        os.chdir(self.here)
+        if self.dev is not None:
+            os.umount("/flash")
+            self.dev.close()
+            self.dev = None

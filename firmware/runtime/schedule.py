@@ -1,0 +1,180 @@
+"""When things are due: samples, uploads and their retries, the health event, the secret's rotation, and how
+long the node may sleep. Functions of the node's saved schedule (node.st), its board and clock.
+
+Loaded while a cycle decides and released before its upload (the heap peak of a wake): see runtime.node.
+"""
+
+from mcagent import compat
+from mcagent.clock import iso_ms
+from micropython import const
+
+_MAX_WAIT_MS = const(43200000)  # 12 h: wake at least this often (clock check, rotation window, ticks wrap)
+_ROTATE_WINDOW_MAX_S = const(3600)  # wake at the latest this long before the secret expires
+_RETRY_BASE_MS = const(30000)
+_JUMP_MS = const(1500)  # a clock change larger than this moves the schedule with it
+_MOVABLE = ("next_sample_ms", "last_upload_ms", "retry_at_ms", "last_health_ms", "rot_check_ms", "ntp_ms")
+
+
+def settle(node):
+    """Notice clock changes (NTP, a learned Date): move the schedule and held samples with them, and
+    record held samples once the time is known."""
+    hw = node.hw
+    t = hw.ticks_ms()
+    c = node.clock.now_ms()
+    if node.ref is not None:
+        jump = (c - node.ref[1]) - hw.ticks_diff(t, node.ref[0])
+        if jump > _JUMP_MS or jump < -_JUMP_MS:
+            st = node.st
+            for k in _MOVABLE:
+                if st[k]:
+                    st[k] += jump
+            for p in node.pending:
+                p[0] += jump
+            node.log("clock moved by %d s" % (jump // 1000))
+    node.ref = (t, c)
+    if node.pending and node.clock.is_sane():
+        node.record_pending()
+
+
+def read_secret(node):
+    """(expires_at, rotation_due_at) in Unix seconds from the agent, (None, None) if unknown."""
+    a = node.agent
+    try:
+        fn = getattr(a, "secret_expires_at", None)
+        if fn is not None:
+            exp = fn() if callable(fn) else fn
+            due = getattr(a, "rotation_due_at", None)
+            due = due() if callable(due) else due
+        else:
+            status = getattr(a, "status", None)
+            if status is None:
+                return None, None
+            s = status()
+            exp = s.get("secret_expires_at")
+            due = s.get("rotation_due_at")
+    except Exception as e:  # status must never stop the node; without it the sleep cap is generic
+        node.log("secret expiry unknown: %r" % (e,))
+        return None, None
+    if not exp:
+        return None, None
+    st = node.st
+    now_s = node.clock.now_s()
+    if st["secret_exp"] and exp != st["secret_exp"]:
+        st["rotations"] += 1
+        node.log("secret rotated; it now expires %s" % iso_ms(exp * 1000))
+    if exp != st["secret_exp"]:
+        st["secret_exp"] = exp
+        st["life_s"] = max(0, exp - now_s)
+    return exp, due
+
+
+def rotate_at_ms(node):
+    """When the node must be awake to let the agent rotate the secret, or None."""
+    exp, due = node.secret
+    if not exp:
+        return None
+    st = node.st
+    window = min(_ROTATE_WINDOW_MAX_S, max(1, st["life_s"] // 4))
+    at = exp - window
+    if due and due < at:
+        at = due
+    at *= 1000
+    if st["rot_check_ms"]:
+        # The agent was asked since the due time and did not rotate: ask again, ever more often.
+        gap = max(60000, (exp * 1000 - st["rot_check_ms"]) // 4)
+        at = max(at, st["rot_check_ms"] + gap)
+    return at
+
+
+def health_due(node, now):
+    if not node.clock.is_sane():
+        return False
+    return node.health_boot or now - node.st["last_health_ms"] >= node.board.health_ms
+
+
+def upload_due(node, now):
+    """Why an upload is due now ("boot", "samples", "period", "clock", "secret"), or None."""
+    st = node.st
+    b = node.board
+    if node.boot_upload:
+        return "boot"
+    if now < st["retry_at_ms"]:
+        return None
+    if b.upload_samples and st["samples"] >= b.upload_samples:
+        return "samples"
+    if b.upload_ms and now - st["last_upload_ms"] >= b.upload_ms:
+        return "period"
+    if node.pending:
+        return "clock"
+    rot = rotate_at_ms(node)
+    if rot is not None and now >= rot:
+        return "secret"
+    return None
+
+
+def backoff_ms(board, fails):
+    """Exponential with jitter (50-100 %): nodes that lost the same access point do not return in step."""
+    cap = board.retry_cap_ms
+    wait = min(cap, _RETRY_BASE_MS << min(fails - 1, 16))
+    r = compat.urandom(2)
+    return wait // 2 + (wait // 2) * ((r[0] << 8) | r[1]) // 65535
+
+
+def after_upload(node, ok, err, why):
+    """The schedule after an upload: done (next one by the board's rules) or failed (retry with backoff,
+    denser as the secret's expiry nears, never past it)."""
+    settle(node)
+    now = node.clock.now_ms()
+    node.secret = read_secret(node)
+    st = node.st
+    if ok and node.pending:  # uploaded, yet still no time for the held samples: try again later
+        ok = False
+        err = "the time is still unknown (no NTP, no Date from the server)"
+    if ok:
+        st["last_upload_ms"] = now
+        st["samples"] = 0
+        st["fails"] = 0
+        st["retry_at_ms"] = 0
+        st["uploads"] += 1
+        st["rot_check_ms"] = 0
+        rot = rotate_at_ms(node)
+        if rot is not None and now >= rot:  # asked while due, and the agent did not rotate: ask later
+            st["rot_check_ms"] = now
+        node.log("upload (%s) done" % why)
+    else:
+        st["fails"] += 1
+        st["retries"] += 1
+        wait = backoff_ms(node.board, st["fails"])
+        exp = node.secret[0]
+        if exp:
+            left = exp * 1000 - now
+            if left > 0:
+                wait = min(wait, max(5000, left // 2))
+        st["retry_at_ms"] = now + wait
+        node.log("upload (%s) failed: %s; next try in %d s" % (why, err, wait // 1000))
+    return ok
+
+
+def wait_ms(node):
+    """ms until the next thing is due: a sample, an upload (or its retry), the secret's rotation."""
+    st = node.st
+    b = node.board
+    now = node.clock.now_ms()
+    wake = st["next_sample_ms"]
+    if b.upload_ms:
+        wake = min(wake, max(st["last_upload_ms"] + b.upload_ms, st["retry_at_ms"]))
+    if (b.upload_samples and st["samples"] >= b.upload_samples) or node.pending:
+        wake = min(wake, max(st["retry_at_ms"], now))
+    limit = _MAX_WAIT_MS
+    rot = rotate_at_ms(node)
+    if rot is not None:
+        wake = min(wake, max(rot, st["retry_at_ms"]))
+        exp_ms = node.secret[0] * 1000
+        if exp_ms > now:
+            # Hard cap: whatever else says, wake while at least half the time to expiry remains.
+            limit = min(limit, max(1000, (exp_ms - now) // 2 if rot <= now else rot - now))
+        if not node.clock.is_sane() and st["life_s"]:
+            # The clock is not to be trusted (RTC reset, no NTP yet): "time to expiry" means nothing,
+            # so wake at least four times per secret lifetime.
+            limit = min(limit, max(1000, st["life_s"] * 250))
+    return max(0, min(wake - now, limit))

@@ -1,0 +1,68 @@
+"""The upload phase of a wake: Wi-Fi, clock, and the agent's onboard / configure / token / flush, under the
+watchdog's budget. Loaded for the upload and released after it; the schedule's code is released before it,
+so the wake's heap peak (the flush) holds little more than the agent's data path.
+"""
+
+from mcagent import compat
+
+
+def upload(node, why):
+    """Wi-Fi, clock, agent: onboard, configure, token (rotating the secret when due), flush. True if done."""
+    b = node.board
+    node.boot_upload = False
+    ok = False
+    err = None
+    node.guard(b.upload_budget_ms + b.wifi_attempts * (b.wifi_timeout_ms + b.wifi_backoff_ms) + 60000)
+    try:
+        if not wifi_up(node):
+            err = "no Wi-Fi"
+        else:
+            node.sync_clock()
+            agent = node.agent
+            agent.onboard()
+            node.hw.feed()
+            node.adopt_learned_time()
+            if not node.configured:
+                agent.configure(b.dsc)
+                node.configured = True
+                node.hw.feed()
+            agent.token()
+            node.hw.feed()
+            node.adopt_learned_time()
+            node.settle()  # the server taught the time: held samples get recorded and go with this flush
+            node.release_phases()
+            summary = agent.flush()
+            ok, err = account(node.st, summary)
+    except OSError as e:  # network weather: transport errors, timeouts, DNS
+        err = repr(e)
+        if type(e).__name__ == "TlsVerifyError":  # not weather: a wrong CA or host; worth the run log
+            node.unexpected(e, "upload")
+    except Exception as e:
+        node.unexpected(e, "upload")
+        err = type(e).__name__
+    finally:
+        node.unguard()
+    return ok, err
+
+
+def account(st, summary):
+    """The flush summary into the node's counters: (ok, error or None)."""
+    if not isinstance(summary, dict):
+        return True, None
+    st["sent"] += summary.get("readings_sent", 0) or 0
+    st["retries"] += summary.get("retries", 0) or 0
+    dropped = summary.get("dropped")
+    if isinstance(dropped, int):
+        st["store_dropped"] = dropped
+    err = summary.get("error")
+    return err is None, err
+
+
+def wifi_up(node):
+    """Connect with bounded tries and backoff; True when up (or when the port needs no Wi-Fi)."""
+    net = node.hw.network
+    if net is None or not node.settings.ssid:
+        return True
+    if node.wlan is not None and node.wlan.isconnected():
+        return True
+    return compat.call_cold("runtime.wifi", "up", node)
