@@ -245,6 +245,12 @@ class Agent:
             _unload("uploader")  # and the composer: a board flushes once per wake, then sleeps
             _unload("exchange")
 
+    def commit(self):
+        """Make everything recorded so far durable, and let the GC have the append code until the next
+        record() (a node calls this before it uploads: the heap peak of its wake)."""
+        if not isinstance(self._store, str):
+            self._store.release_writer()
+
     def close(self):
         if not isinstance(self._store, str):
             self._store.commit()

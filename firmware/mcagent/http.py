@@ -213,7 +213,9 @@ class Connection:
         ctype = None
         close = False
         for name, value in (headers.items() if hasattr(headers, "items") else headers) if headers else ():
-            name, value = str(name), str(value)
+            if not isinstance(value, str):
+                value = str(value)  # str(a str) copies it on MicroPython: a token is ~1 KB
+            name = str(name)
             _token(name)
             if "\r" in value or "\n" in value:
                 raise ValueError("CR/LF in a header value")

@@ -69,17 +69,18 @@ class Identity:
         self.last_rotation_error = None
         self.retry_rotation_at = 0
         self._reg = None
-        self._token = None
+        self._auth = None  # "Bearer <token>": the cached token kept once, as the header needs it (~1 KB)
         self._token_expires_ms = 0
-        self._auth = self._auth_for = None
         saved = state.load("clock")
         # A correction learned while the device clock was insane is void once someone (NTP) set the clock.
         if saved and (saved.get("device_sane") or clock.device_ms() // 1000 < SANE_AFTER_S):
             clock.correction_ms = saved.get("correction_ms", 0)
         tok = state.load("token")
         if tok and tok.get("client_id") == config.client_id:
-            self._token = tok.get("token")
-            self._token_expires_ms = tok.get("expires_ms", 0)
+            t = tok.get("token")
+            if isinstance(t, str):
+                self._auth = "Bearer " + t
+                self._token_expires_ms = tok.get("expires_ms", 0)
 
     def __repr__(self):
         return "<Identity %s onboarded=%s>" % (self.config.client_id, self.registration() is not None)
@@ -156,12 +157,19 @@ class Identity:
 
     def token(self, force=False):
         """A valid access token: the cached one, or a new one (onboarding and rotating first if due)."""
-        if not force and self._token is not None and self.clock.now_ms() < self._token_expires_ms:
+        return self.authorization(force)[7:]
+
+    def authorization(self, force=False):
+        """The Authorization header value ("Bearer <token>") for a valid token; the same string object
+        while the token lasts (a token is ~1 KB: a new copy per request is garbage that fragments a small
+        heap)."""
+        if not force and self._auth is not None and self.clock.now_ms() < self._token_expires_ms:
             reg = self.registration()
             if reg is not None and self.rotation_is_due(reg):
                 self._enroll("rotate_if_due", reg)
-            return self._token
-        return self.fetch_token()
+        else:
+            self.fetch_token()
+        return self._auth
 
     def rotation_is_due(self, reg):
         """Due by the expiry rule and not refused a moment ago (see ROTATION_RETRY_S)."""
@@ -200,25 +208,15 @@ class Identity:
 
     def keep_token(self, token, expires_ms):
         """Cache a new access token (in RAM and in state, for the next wake)."""
-        self._token = token
+        self._auth = None  # drop the old one before building the new one
+        self._auth = "Bearer " + token
         self._token_expires_ms = expires_ms
         self.state.save("token", {"client_id": self.config.client_id, "token": token, "expires_ms": expires_ms})
 
-    def authorization(self):
-        """The Authorization header value for the current token, built once per token (a token is ~1 KB:
-        a new copy per request is garbage that fragments a small heap)."""
-        token = self.token()
-        if self._auth is None or self._auth_for is not token:
-            self._auth = None  # drop the old copy before building the new one
-            self._auth = "Bearer " + token
-            self._auth_for = token
-        return self._auth
-
     def invalidate_token(self):
         """Forget the cached token (the service answered 401 to it)."""
-        self._auth = self._auth_for = None
-        if self._token is not None:
-            self._token = None
+        if self._auth is not None:
+            self._auth = None
             self._token_expires_ms = 0
             self.state.remove("token")
 
@@ -230,7 +228,7 @@ class Identity:
             "onboarded": reg is not None,
             "secret_expires_at": reg.get("expires_at") if reg else None,
             "rotation_due_at": self.rotation_due_at(reg),
-            "token_valid_until_ms": self._token_expires_ms if self._token else None,
+            "token_valid_until_ms": self._token_expires_ms if self._auth else None,
             "clock_correction_ms": self.clock.correction_ms,
             "last_rotation_error": self.last_rotation_error,
         }

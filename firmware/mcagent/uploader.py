@@ -15,8 +15,8 @@ What each answer means here, and why:
 - any other status: stop, keep the data, report it in the summary.
 
 Wiring (Agent.flush): `store.commit(); return Uploader(store, conn, identity, clock=clock).flush()`,
-with `conn` the shared keep-alive http.Connection and `identity` the token source (`token()`;
-`token(force=True)` or `invalidate_token()` + `token()` after a 401). The sleep function is injectable so
+with `conn` the shared keep-alive http.Connection and `identity` the token source (`authorization()` or
+`token()`; `invalidate_token()` or `token(force=True)` after a 401). The sleep function is injectable so
 the board runtime can feed its watchdog while waiting, and tests can run without waiting.
 """
 
@@ -73,15 +73,17 @@ class Uploader:
 
     # ---- helpers -----------------------------------------------------------------------------------------
 
-    def _token(self, force):
+    def _authorization(self, force):
+        """The Authorization header value; force: the last token was refused, get a new one. Built once
+        per token by the identity where it can (a token is ~1 KB: a copy per batch fragments a small heap)."""
         ident = self.identity
-        if not force:
-            return ident.token()
-        invalidate = getattr(ident, "invalidate_token", None)
-        if invalidate is not None:
+        if force:
+            invalidate = getattr(ident, "invalidate_token", None)
+            if invalidate is None:
+                return "Bearer " + ident.token(force=True)
             invalidate()
-            return ident.token()
-        return ident.token(force=True)
+        auth = getattr(ident, "authorization", None)
+        return auth() if auth is not None else "Bearer " + ident.token()
 
     def backoff_s(self, attempt):
         """Full jitter: uniform in [0, min(cap, base * 2**attempt))."""
@@ -155,7 +157,7 @@ class Uploader:
                 self._vanished(body)
                 continue
             try:
-                token = self._token(force_token)
+                auth = self._authorization(force_token)
             except Exception as e:
                 status = getattr(e, "status", None)  # an HttpError of the token endpoint
                 if isinstance(e, OSError) or status in (408, 429) or (status or 0) >= 500:  # weather
@@ -168,7 +170,7 @@ class Uploader:
                 break
             force_token = False
             try:
-                resp = self.conn.request("POST", self.path, headers={"Authorization": "Bearer " + token}, body=body)
+                resp = self.conn.request("POST", self.path, headers={"Authorization": auth}, body=body)
             except OSError as e:  # TransportError, Timeout, TLS, BodyError: data stays, back off
                 self._close_conn()
                 failures += 1
