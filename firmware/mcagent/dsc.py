@@ -265,7 +265,7 @@ def _message(resp):
             return str(doc.get("message") or doc.get("error_description") or doc)[:200]
     except ValueError:
         pass
-    return repr(resp.body[:200])
+    return repr(bytes(resp.body[:200]))
 
 
 def _current_etag(request, path, want, summary):

@@ -100,8 +100,9 @@ def split_url(url):
 
 
 class Response:
-    """One HTTP answer: .status (int), .reason, .headers (lower-case names -> str), .body (bytes, at most
-    max_body) and .truncated (True if the server sent more than max_body)."""
+    """One HTTP answer: .status (int), .reason, .headers (lower-case names -> str), .body (bytes-like, at most
+    max_body: a bytearray when the server gave the length) and .truncated (True if the server sent more than
+    max_body)."""
 
     def __init__(self, status, reason, headers, what):
         self.status = status
@@ -539,7 +540,10 @@ class Connection:
         self._store = bytearray(length if length < max_body else max_body) if mode == _LENGTH else bytearray()
         if not self._body(mode, length, max_body) or self._r0 != self._r1:
             keep = False  # not fully read, or bytes nobody asked for
-        resp.body = bytes(self._store) if self._stored else b""
+        st = self._store
+        # The preallocated buffer of a Content-Length body is the body (a token answer is ~1 KB: a bytes
+        # copy would need a second block that size at once); other bodies are copied to their size.
+        resp.body = (st if len(st) == self._stored else bytes(st)) if self._stored else b""
         self._store = None
         resp.truncated = self._cut or self._total > self._stored
         if not keep:

@@ -99,6 +99,20 @@ def smallest(works: Callable[[int], bool], lo: int, hi: int, step: int) -> int |
     return hi
 
 
+def smallest_steady(works: Callable[[int], bool], lo: int, hi: int, step: int, above: int = 6) -> int | None:
+    """Like smallest(), for a figure that is not quite monotonic (a fragmented heap: a wake can fail at one
+    size and pass a step below): the smallest value found for which the next `above` steps up all work."""
+    found = smallest(works, lo, hi, step)
+    if found is None:
+        return None
+    k = found + step
+    while k <= min(hi, found + above * step):
+        if not works(k):
+            found = k + step
+        k += step
+    return found if found <= hi else None
+
+
 def flat_ram(backlogs: list[int], step: int) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="mcagent-bench-") as tmp:
