@@ -19,7 +19,7 @@ help:
 	@echo "make lint    - ruff over host tools and tests"
 	@echo "make compile - mpy-cross every firmware file (build/mpy/)"
 	@echo "make upy32   - 32-bit MicroPython Unix port from source, plain + firmware frozen (build/upy32/)"
-	@echo "make fit     - smallest 32-bit heap for a first and a later wake, import cost per module"
+	@echo "make fit     - per board: smallest 32-bit heap for a first and a later wake vs its heap_kb (FIT_ARGS=--help)"
 	@echo "make bench   - run benchmarks, write docs/benchmarks.md"
 	@echo "make clean   - remove .venv and build outputs"
 

@@ -186,7 +186,27 @@ def fetch_token(ident):
         raise http_error(resp, "access token")
 
 
-def accept(ident, resp, reg, sent_ms):
+def _token_answer(resp):
+    """(Authorization value "Bearer <token>", expires_in) of a token answer.
+
+    The usual answer, {"access_token":"<JWT>",...,"expires_in":N,...} in a buffer of our own, is read in place:
+    "Bearer " is written over the 7 bytes before the token and the header value taken as one string, so the
+    ~1 KB token is not held as a parsed object, a str and a header value at once (this is the peak of a
+    wake that fetches a token). Anything else goes through the JSON parser."""
+    b = resp.body
+    i = b.find(b'"access_token":"') if isinstance(b, bytearray) and not resp.truncated else -1
+    if i >= 0:
+        i += 16
+        j = b.find(b'"', i)
+        k = b.find(b'"expires_in":')
+        if j > i and b.find(b"\\", i, j) < 0 and k >= 0:
+            e = k + 13
+            while e < len(b) and 48 <= b[e] <= 57:
+                e += 1
+            if k + 13 < e < len(b) and b[e] in b",} \r\n":
+                life = int(bytes(b[k + 13 : e]))
+                b[i - 7 : i] = b"Bearer "
+                return str(memoryview(b)[i - 7 : j], "utf-8"), life
     doc = _json(resp)
     token = doc.get("access_token")
     if not isinstance(token, str) or not token:
@@ -195,7 +215,14 @@ def accept(ident, resp, reg, sent_ms):
         life = int(doc.get("expires_in", 1800))
     except (TypeError, ValueError):
         life = 1800
-    ident.keep_token(token, sent_ms + (life - min(TOKEN_MARGIN_S, life // 4)) * 1000)
+    return "Bearer " + token, life
+
+
+def accept(ident, resp, reg, sent_ms):
+    auth, life = _token_answer(resp)
+    resp = None
+    ident.keep_token(auth, sent_ms + (life - min(TOKEN_MARGIN_S, life // 4)) * 1000)
+    auth = None
     if not reg.get("used") or reg.get("prev"):
         # The service has now seen the new secret: older registration tokens are dead (§B).
         reg["used"] = True
@@ -204,4 +231,3 @@ def accept(ident, resp, reg, sent_ms):
     # Decided after a token answer: the clock was just checked against the service's, so a wrong
     # device clock cannot trigger a needless rotation.
     rotate_if_due(ident, reg)
-    return token

@@ -168,7 +168,7 @@ class Identity:
             if reg is not None and self.rotation_is_due(reg):
                 self._enroll("rotate_if_due", reg)
         else:
-            self.fetch_token()
+            self._enroll("fetch_token")
         return self._auth
 
     def rotation_is_due(self, reg):
@@ -194,7 +194,8 @@ class Identity:
 
     def fetch_token(self):
         """A new access token from the service (onboarding first, recovering a refused secret)."""
-        return self._enroll("fetch_token")
+        self._enroll("fetch_token")
+        return self._auth[7:]
 
     def _enroll(self, name, *args):
         """Run one step of mcagent.enroll, then release it and the signing code it loaded."""
@@ -207,11 +208,15 @@ class Identity:
                 compat.unload("mcagent." + m)
 
     def keep_token(self, token, expires_ms):
-        """Cache a new access token (in RAM and in state, for the next wake)."""
+        """Cache a new access token (in RAM and in state, for the next wake). token: the token, or already
+        the Authorization value "Bearer <token>" (mcagent.enroll builds that straight from the answer)."""
         self._auth = None  # drop the old one before building the new one
-        self._auth = "Bearer " + token
+        self._auth = token if token.startswith("Bearer ") else "Bearer " + token
         self._token_expires_ms = expires_ms
-        self.state.save("token", {"client_id": self.config.client_id, "token": token, "expires_ms": expires_ms})
+        from mcagent import compat
+
+        self.state.save("token", {"client_id": self.config.client_id,
+                                  "token": memoryview(compat.utf8(self._auth))[7:], "expires_ms": expires_ms})
 
     def invalidate_token(self):
         """Forget the cached token (the service answered 401 to it)."""

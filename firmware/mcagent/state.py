@@ -61,6 +61,14 @@ def _emit(value, out):
         out('"')
         out(value)
         out('"')
+    elif isinstance(value, memoryview):  # UTF-8 text as a slice of a bigger string: written without a copy
+        for c in value:
+            if c == 34 or c == 92 or c < 32:
+                out(cjson.quote(bytes(value).decode()))
+                return
+        out('"')
+        out(value)
+        out('"')
     elif isinstance(value, (dict, cjson.Obj)):
         pairs = value.pairs if isinstance(value, cjson.Obj) else sorted(value.items())
         sep = "{"
@@ -138,7 +146,7 @@ class State:
         f = open(tmp, "wb")
 
         def out(text):
-            b = text.encode()
+            b = compat.utf8(text) if isinstance(text, str) else text
             h.update(b)
             f.write(b)
 

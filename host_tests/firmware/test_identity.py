@@ -679,3 +679,21 @@ def test_due_rotation_that_fails_does_not_cost_the_valid_token(workdir):
     advance(svc, t, identity.ROTATION_RETRY_S)
     agent.token()  # ... but after a while
     assert svc.count("PUT", identity.REGISTER_PATH) == 2 and agent.status()["last_rotation_error"] is None
+
+
+def test_token_answer_read_in_place_or_parsed():
+    """The usual token answer is read in place (the header value built in the answer's own buffer); any other
+    shape goes through the JSON parser; an answer without a token is a ProtocolError."""
+    from mcagent import enroll
+
+    body = bytearray(b'{"access_token":"eyJ0.eyJ1.sig_-","token_type":"Bearer","expires_in":1799,"jti":"x"}')
+    assert enroll._token_answer(Resp(200, body)) == ("Bearer eyJ0.eyJ1.sig_-", 1799)
+    spaced = bytearray(b'{"access_token": "abc", "expires_in": 60}')
+    assert enroll._token_answer(Resp(200, spaced)) == ("Bearer abc", 60)
+    escaped = bytearray(b'{"access_token":"a\\/b","expires_in":5}')
+    assert enroll._token_answer(Resp(200, escaped)) == ("Bearer a/b", 5)
+    as_bytes = b'{"expires_in":120,"access_token":"t.u.v"}'
+    assert enroll._token_answer(Resp(200, as_bytes)) == ("Bearer t.u.v", 120)
+    no_life = bytearray(b'{"access_token":"t"}')
+    assert enroll._token_answer(Resp(200, no_life)) == ("Bearer t", 1800)
+    raises(identity.ProtocolError, enroll._token_answer, Resp(200, bytearray(b'{"token":"t"}')))

@@ -121,6 +121,8 @@ def test_dry_run_prints_exactly_the_commands_deploy_runs(
     lines = dry.stdout.splitlines()
     assert len(lines) == 3, dry.stdout
     assert not any(vboard.dir.iterdir()), "a dry run must not touch the board"
+    # what it would copy and the board's heap budget, beside (not among) the commands
+    assert "bytes of .mpy bytecode" in dry.stderr and "384 KB of GC heap (heap_kb)" in dry.stderr, dry.stderr
 
     mp = tool_path("mpremote")
     port = vboard.port

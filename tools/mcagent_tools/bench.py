@@ -49,8 +49,11 @@ class Backlog:
         (work / "agentconfig.json").write_text(json.dumps(config))
         (work / "agentconfig.json").chmod(0o600)
         self.args: dict[str, Any] = {
-            "config": str(work / "agentconfig.json"), "ca": sg.ca_der, "n": n,
-            "state": str(work / "seed-state"), "store": str(work / "seed-store"),
+            "config": str(work / "agentconfig.json"),
+            "ca": sg.ca_der,
+            "n": n,
+            "state": str(work / "seed-state"),
+            "store": str(work / "seed-store"),
         }
         out = self.run("fill", "4m", {})
         if out is None or out.get("recorded") != n:
@@ -62,7 +65,10 @@ class Backlog:
         env = {"MICROPYPATH": f"{self.mpy}:.frozen"}
         proc = subprocess.run(
             [micropython(), "-X", f"heapsize={heap}", str(SCRIPT), str(args_file)],
-            capture_output=True, text=True, env=env, timeout=600,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
         )
         if proc.returncode != 0:
             if self.verbose:
@@ -136,11 +142,21 @@ def flat_ram(backlogs: list[int], step: int) -> list[dict[str, Any]]:
                 b = backlog
                 budget = smallest(lambda kb, b=b: b.upload(1024, kb) is not None, 8, 128, step)
                 plain = smallest(lambda kb, b=b: b.upload(kb, None) is not None, 64, 512, step)
-                rows.append({"readings": n, "budget_kb": budget, "heapsize_kb": plain,
-                             "batches": full["batches"],
-                             "fill_s": round(fill_s, 1), "upload_s": round(upload_s, 1)})
-                print(f"backlog {n:>7}: run-time budget {budget} KB, plain heapsize {plain} KB, "
-                      f"{full['batches']} batches, upload {upload_s:.1f} s", flush=True)
+                rows.append(
+                    {
+                        "readings": n,
+                        "budget_kb": budget,
+                        "heapsize_kb": plain,
+                        "batches": full["batches"],
+                        "fill_s": round(fill_s, 1),
+                        "upload_s": round(upload_s, 1),
+                    }
+                )
+                print(
+                    f"backlog {n:>7}: run-time budget {budget} KB, plain heapsize {plain} KB, "
+                    f"{full['batches']} batches, upload {upload_s:.1f} s",
+                    flush=True,
+                )
     return rows
 
 
@@ -164,12 +180,13 @@ def write_markdown(rows: list[dict[str, Any]], step: int) -> None:
         "|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['readings']:,} | {r['budget_kb']} KB | {r['heapsize_kb']} KB | {r['batches']} "
-                     f"| {r['upload_s']} s |")
+        lines.append(
+            f"| {r['readings']:,} | {r['budget_kb']} KB | {r['heapsize_kb']} KB | {r['batches']} "
+            f"| {r['upload_s']} s |"
+        )
     spread = {k: max(r[k] for r in rows) - min(r[k] for r in rows) for k in ("budget_kb", "heapsize_kb")}
-    verdict = (
-        "Neither figure grows with the backlog"
-        + (" (the spread is one search step)" if any(spread.values()) else "")
+    verdict = "Neither figure grows with the backlog" + (
+        " (the spread is one search step)" if any(spread.values()) else ""
     )
     lines += [
         "",

@@ -326,6 +326,23 @@ class Plan:
         return [self.probe, self.install] + ([self.reset] if self.reset else [])
 
 
+def footprint(bundle: Bundle) -> str:
+    """What a deploy copies, and the heap budget the board's definition declares (make fit checks it)."""
+    files = bundle.shared_files()
+    total = sum(local.stat().st_size for local, _ in files)
+    code = sum(local.stat().st_size for local, _ in bundle.lib_files)
+    try:
+        heap_kb = json.loads(bundle.board.read_text()).get("heap_kb")
+    except (OSError, ValueError):
+        heap_kb = None
+    budget = f"{heap_kb} KB of GC heap (heap_kb)" if heap_kb else "not declared (heap_kb)"
+    return (
+        f"copies {len(files)} files, {total:,} bytes, of which {code:,} bytes of .mpy bytecode (a board "
+        f"without frozen firmware holds what a wake imports in its heap); the board's budget: {budget}, "
+        f"`make fit` checks a first and a later wake against it"
+    )
+
+
 def plan(bundle: Bundle, node: Node, cross: tuple[int, int], reset: bool = True) -> Plan:
     mpremote = tool_path("mpremote")
     base = [mpremote, "connect", node.port, "resume"]
@@ -634,6 +651,7 @@ def run(args: argparse.Namespace) -> int:
 
     many = len(plans) > 1
     if args.dry_run:
+        print(f"mcagent deploy: {footprint(bundle)}", file=sys.stderr)
         for p in plans:
             if many:
                 print(f"# {p.node.port} <- agent {p.node.agent_id} ({p.node.config})")

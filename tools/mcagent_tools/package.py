@@ -20,6 +20,12 @@ from .build import FIRMWARE, ROOT, firmware_sources
 from .layout import SCRIPTS
 
 PACKAGE_JSON = ROOT / "package.json"
+# mip ignores keys it does not know; this one tells a reader of package.json which boards it suits.
+MIP_NOTE = (
+    "Installs the agent as .py source, compiled on the board at import: a wake then needs ~176 KB of GC "
+    "heap, so this suits boards with PSRAM only. On ESP32, ESP32-C3 and ESP32-S3 without PSRAM use "
+    "`mcagent deploy` (.mpy, see docs/deploy.md)."
+)
 
 
 def library_sources(firmware: Path = FIRMWARE) -> list[Path]:
@@ -40,7 +46,8 @@ def render(firmware: Path = FIRMWARE, root: Path = ROOT) -> str:
     return (
         '{\n  "urls": [\n    '
         + ",\n    ".join(urls)
-        + f'\n  ],\n  "deps": [],\n  "version": {json.dumps(firmware_version(firmware))}\n}}\n'
+        + f'\n  ],\n  "deps": [],\n  "version": {json.dumps(firmware_version(firmware))},\n'
+        + f'  "comment": {json.dumps(MIP_NOTE)}\n}}\n'
     )
 
 
