@@ -189,8 +189,8 @@ class Agent:
         summary = configure(self.request, self.state, self.config.client_id, dsc, force)
         _unload("dsc")
         self.configuration_id = summary["configurationId"]
-        if self._dsc is None and isinstance(dsc.get("dataSources"), list):
-            self._dsc = dsc  # the store learns the data points' types from the full (§E) form
+        if self._dsc is None:
+            self._dsc = dsc  # the store learns the data points' types from it (either form)
         return summary
 
     def status(self):

@@ -171,6 +171,18 @@ def build(desc):
     return dsc, mappings, types
 
 
+def datapoints(desc):
+    """(configurationId, [(id, type), ...]) of a description in any form `build` accepts, in the DSC's
+    order: the table the store records samples against (mcagent.storeboot asks for it)."""
+    dsc = build(desc)[0]
+    pairs = []
+    for source in dsc.pairs[1][1]:
+        for point in source.pairs[-1][1]:
+            p = dict(point.pairs)
+            pairs.append((p["id"], p["type"]))
+    return dsc.pairs[0][1], pairs
+
+
 def digest(text):
     """16 hex digits of SHA-256 of text (str or bytes): enough to notice a change."""
     if isinstance(text, str):

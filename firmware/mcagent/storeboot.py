@@ -27,11 +27,36 @@ from mcagent import compat
 from mcagent import store as S
 
 
+def _full_form(desc):
+    """True for the DSC's own shape: a list of data sources, each with a list of data point dicts."""
+    sources = desc.get("dataSources")
+    if not isinstance(sources, list):
+        return sources is None
+    for source in sources:
+        points = source.get("dataPoints") if isinstance(source, dict) else None
+        if not isinstance(points, list):
+            return False
+        for p in points:
+            if not isinstance(p, dict):
+                return False
+    return True
+
+
 def parse_datapoints(datapoints, configuration_id=None):
     """(configuration_id, [(id, type), ...]) from (id, type) pairs, {"id","type"} dicts or a DSC dict.
 
-    The DSC form is the JSON of protocol §E: {"configurationId", "dataSources": [{"dataPoints": [...]}]}.
+    The DSC form is the JSON of protocol §E: {"configurationId", "dataSources": [{"dataPoints": [...]}]},
+    or the compact description mcagent.dsc accepts (dataSources / dataPoints as dicts, type shortcuts).
     """
+    if isinstance(datapoints, dict) and not _full_form(datapoints):
+        # The compact description mcagent.dsc accepts (dicts, shortcuts): its own reader expands it.
+        from mcagent import DscError, compat
+
+        try:
+            cid, datapoints = compat.call_cold("mcagent.dsc", "datapoints", datapoints)
+        except DscError as e:
+            raise S.StoreError(str(e))
+        configuration_id = configuration_id or cid
     if isinstance(datapoints, dict):
         configuration_id = configuration_id or datapoints.get("configurationId") or datapoints.get("id")
         flat = []

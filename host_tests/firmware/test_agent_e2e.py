@@ -433,3 +433,29 @@ def test_outage_readings_recorded_meanwhile_all_arrive(data_outage_sg):
     statuses = adm.requests("POST", EXCHANGE)
     assert statuses and statuses == [200] * len(statuses), statuses
     c.close()
+
+
+COMPACT = {"configurationId": "CF-compact", "dataSources": {"DS-board": {"DP-Int": "INT", "DP-Double": ["DOUBLE", "C"]}}}
+
+
+def test_the_compact_dsc_form_records_and_uploads(data_sg):
+    """The compact description (mcagent.dsc: dicts and type shortcuts) works wherever the full one does:
+    given to Agent() for the store, and to configure()."""
+    ballast = board_heap(HEAP_KB)
+    a = make(data_sg, dsc=COMPACT)
+    assert a.configure(COMPACT)["configurationId"] == "CF-compact"
+    a.record({"DP-Double": 1.5, "DP-Int": 3}, timestamp_ms=T0)
+    s = a.flush()
+    assert s["error"] is None and s["readings_sent"] == 1 and s["pending"] == 0, s
+    a.close()
+    b = make(data_sg)  # no description at construction: configure() hands the compact one to the store
+    b.configure(COMPACT)
+    b.record({"DP-Int": 4}, timestamp_ms=T0 + 1)
+    assert b.flush()["readings_sent"] == 1
+    b.close()
+    del a, b, ballast
+    collect()
+    c = http.Connection(data_sg["base_url"], [read(data_sg["ca_der"])])
+    rows = Admin(data_sg, c).read("timeseries")
+    assert [(r["dataPointId"], r["value"]) for r in rows] == [("DP-Double", "1.5"), ("DP-Int", "3"), ("DP-Int", "4")]
+    c.close()

@@ -215,7 +215,7 @@ def test_bad_inputs_are_refused_with_the_file_named_and_no_secret(
     args[args.index(str(agent_files["config"]))] = str(broken)
     proc = run_cli_here(*args, "--dry-run")
     assert proc.returncode == 2
-    assert f"{broken}: content lacks clientId, tenant" in proc.stderr
+    assert f"{broken} has 2 problems" in proc.stderr and '"content.clientId" is missing' in proc.stderr
     assert_no_secrets(proc.stdout, proc.stderr)
 
     bad_settings = tmp_path / "settings.json"
@@ -244,3 +244,58 @@ def test_settings_that_name_other_ca_files_get_a_warning(
     proc = run_cli_here(*args, "--dry-run")
     assert proc.returncode == 0
     assert 'warning: settings.json "ca" names ca.der, which deploy does not install' in proc.stderr
+
+
+def test_dry_run_refuses_what_the_board_would_refuse_at_boot(
+    agent_files: dict[str, Path], boards_dir: Path, firmware_snapshot: Path, build_dir: Path, tmp_path: Path
+) -> None:
+    """The firmware's own checks run on the host: each bad file is refused with its field named."""
+    settings = tmp_path / "settings-unknown.json"
+    settings.write_text(json.dumps({"wifi": {"ssid": "x"}, "colour": "blue"}))
+    args = deploy_args(
+        "/dev/null", {**agent_files, "settings": settings}, boards_dir, firmware_snapshot, build_dir
+    )
+    proc = run_cli_here(*args, "--dry-run")
+    assert proc.returncode == 2 and "colour" in proc.stderr, proc.stderr
+
+    c3 = json.loads((layout_root() / "boards" / "esp32c3" / "board.json").read_text())
+    c3["sensors"] = [
+        {"kind": "adc", "name": "battery", "pin": 7, "points": [{"channel": "voltage", "id": "DP-V"}]}
+    ]
+    own = tmp_path / "elsewhere" / "my-c3.json"  # a user's own board, outside the clone
+    own.parent.mkdir()
+    own.write_text(json.dumps(c3))
+    args = deploy_args("/dev/null", agent_files, boards_dir, firmware_snapshot, build_dir)
+    args[args.index("unix")] = str(own)
+    proc = run_cli_here(*args, "--dry-run")
+    assert proc.returncode == 2 and "pin" in proc.stderr and "7" in proc.stderr, proc.stderr
+
+    rsa = json.loads(agent_files["config"].read_text())
+    rsa["content"]["clientCredentialProfile"] = ["RSA_3072"]
+    config = tmp_path / "rsa.json"
+    config.write_text(json.dumps(rsa))
+    args = deploy_args(
+        "/dev/null", {**agent_files, "config": config}, boards_dir, firmware_snapshot, build_dir
+    )
+    proc = run_cli_here(*args, "--dry-run")
+    assert proc.returncode == 2 and "SHARED_SECRET" in proc.stderr, proc.stderr
+    assert_no_secrets(proc.stdout, proc.stderr)
+
+
+def test_a_board_definition_outside_the_clone_deploys(
+    agent_files: dict[str, Path], boards_dir: Path, firmware_snapshot: Path, build_dir: Path, tmp_path: Path
+) -> None:
+    own = tmp_path / "mine" / "board.json"
+    own.parent.mkdir()
+    own.write_text((boards_dir / "unix" / "board.json").read_text())
+    args = deploy_args("/dev/null", agent_files, boards_dir, firmware_snapshot, build_dir)
+    args[args.index("unix")] = str(own.parent)  # a directory holding board.json works too
+    proc = run_cli_here(*args, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert str(own.resolve()) in proc.stdout
+
+
+def layout_root() -> Path:
+    from mcagent_tools.build import ROOT
+
+    return ROOT

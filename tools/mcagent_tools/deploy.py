@@ -70,11 +70,15 @@ def read_json_object(path: Path, what: str) -> dict[str, object]:
 
 
 def agent_id(config: Path) -> str:
-    """The agent id (content.clientId) of a boarding configuration, after a light check of its shape.
-
-    The firmware validates the whole file at start-up; here we only catch the wrong file early.
+    """The agent id (content.clientId) of a boarding configuration, checked here by the firmware's own
+    validator (mcagent.config): a file the board would refuse at boot is refused before anything is copied.
     """
     doc = read_json_object(config, "the agent's boarding configuration")
+    fw_config = host_firmware.module("mcagent.config")
+    try:
+        fw_config.parse(doc, str(config))
+    except ValueError as e:  # mcagent.ConfigError: one sentence per problem, never the key itself
+        raise DeployError(str(e)) from None
     content = doc.get("content")
     if not isinstance(content, dict):
         raise DeployError(f'{config}: no "content" object: is this an agentconfig.json from Insights Hub?')
@@ -90,6 +94,14 @@ def agent_id(config: Path) -> str:
 
 
 def board_json(board: str, boards_dir: Path = BOARDS) -> Path:
+    """--board: a board of boards/ by name, or the path of a board.json anywhere (a user's own board)."""
+    own = Path(board)
+    if board.endswith(".json") or own.is_file() or (own.is_dir() and (own / "board.json").is_file()):
+        path = own / "board.json" if own.is_dir() else own
+        if not path.is_file():
+            raise DeployError(f"{path}: no such board definition")
+        read_json_object(path, "board description")
+        return path
     path = boards_dir / board / "board.json"
     if not path.is_file():
         known = sorted(p.parent.name for p in boards_dir.glob("*/board.json"))
@@ -219,8 +231,8 @@ def settings_ca_warnings(settings: dict[str, object] | None, certs: list[DerCert
     installed = [layout.cert_device_path(c.name) for c in certs]
     suggestion = json.dumps([p.lstrip("/") for p in installed])
     ca = settings.get("ca")
-    if ca is None:
-        return [f'settings.json has no "ca" list; the agent trusts only what it names: "ca": {suggestion}']
+    if ca is None:  # the agent then trusts every certificate deploy installs in /certs: nothing to warn about
+        return []
     names = [ca] if isinstance(ca, str) else ca if isinstance(ca, list) else []
     missing = [str(n) for n in names if "/" + str(n).lstrip("/") not in installed]
     if missing:
@@ -555,7 +567,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         required=True,
         help="serial port of a board (repeat with --config-dir for many boards)",
     )
-    p.add_argument("--board", required=True, help="board name: boards/NAME/board.json")
+    p.add_argument(
+        "--board",
+        required=True,
+        help="a board of boards/ by name (boards/NAME/board.json), or the path of your own board.json",
+    )
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--config", type=Path, help="the agent's agentconfig.json (boarding configuration)")
     group.add_argument(

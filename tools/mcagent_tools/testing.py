@@ -58,8 +58,7 @@ class RunningVBoard:
         ]
         if self.heapsize:
             cmd += ["--heapsize", self.heapsize]
-        if self.run_main:
-            cmd.append("--run-main")
+        cmd.append("--run-main" if self.run_main else "--no-run-main")
         cmd += list(self.extra_args)
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.stderr_path, "wb") as err:

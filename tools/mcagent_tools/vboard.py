@@ -15,8 +15,9 @@ It is a convenience, not a sandbox (`..` can leave DIR).
 Board life: when micropython exits (Ctrl-D at the REPL, sys.exit(), a crash, machine.reset() - which the
 vboard provides, so `mpremote reset` works) the board "reboots": a new process starts on the same pty.
 A Ctrl-D in the raw REPL (mpremote's soft reset, used when `resume` is not given) prints "soft reboot" and
-re-enters the raw REPL, as a board does, so plain `mpremote connect PTY ...` works too. With --run-main the
-agent starts at power-up and after every reset (not a soft reset), as on a board (layout.VBOARD_START).
+re-enters the raw REPL, as a board does, so plain `mpremote connect PTY ...` works too. As on a board, the
+agent (/main.py) starts at power-up and after every reset, not after a soft reset (layout.VBOARD_START);
+`--no-run-main` gives only the REPL. Outside the raw REPL, line feeds go out as CR LF, as from a board's UART.
 The micropython process sees MCAGENT_VBOARD=1 in its environment.
 """
 
@@ -102,6 +103,12 @@ def setup_code(root: Path, mounts: list[tuple[Path, str]], sys_path: list[str], 
             "    " + layout.VBOARD_START,
         ]
     return "\n".join(lines) + "\n"
+
+
+def cooked(data: bytes) -> bytes:
+    """Output as a board's UART sends it outside the raw REPL: every line feed as CR LF (the Unix port
+    prints bare LFs, which staircase in `mpremote repl`). The raw REPL's bytes stay as they are."""
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def _set_ctty() -> None:  # runs in the child between fork and exec
@@ -264,6 +271,8 @@ class VirtualBoard:
             self.pending_ctrl_a = False
             self.to_dev += b"\r" + CTRL_A  # the new process reached its REPL: back into the raw REPL
         self.dev_tail = tail[-64:]
+        if not self.raw_repl:
+            data = cooked(data)
         self.to_host += data
 
     def _child_catches_sigint(self) -> bool:
@@ -399,7 +408,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--dir", type=Path, default=Path("vboard"), help="the board's filesystem (default ./vboard)"
     )
     p.add_argument("--heapsize", help="GC heap like a board's, e.g. 100k (default: the Unix port's 2 MB)")
-    p.add_argument("--run-main", action="store_true", help="run /main.py at start and after each reboot")
+    p.add_argument(
+        "--run-main",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run /main.py at power-up and after each reset, as a board does (default; --no-run-main: "
+        "only the REPL)",
+    )
     p.add_argument(
         "--mount",
         type=_mount_arg,
