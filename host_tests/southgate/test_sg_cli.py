@@ -136,7 +136,7 @@ def test_read_back_cli_formats(sg: RunningSouthgate) -> None:
     assert "x.txt" in run("files", "--data", d, "--agent", a.id).stdout
     assert "hi" in run("events", "--data", d, "--agent", a.id, "--format", "csv").stdout
     missing = run("timeseries", "--data", d, "--agent", "0" * 32, check=False)
-    assert missing.returncode == 1 and "not found" in missing.stderr
+    assert missing.returncode == 2 and "no agent with id or name" in missing.stderr
     diag = run("diagnostics", "--data", d, "--agent", a.id).stdout
     assert "stored" in diag
 
@@ -153,3 +153,16 @@ def test_settings_cli_reaches_running_server(fresh_settings: RunningSouthgate) -
     bad = run("settings", "--data", str(sg.data_dir), "nope=1", check=False)
     assert bad.returncode == 2 and "unknown setting" in bad.stderr
     c.close()
+
+
+def test_read_back_finds_the_agent_by_name_or_alone(tmp_path: Path) -> None:
+    """--agent takes an id or a name, and may be left out while the data directory holds one agent."""
+    d = str(tmp_path / "sg")
+    run("agent", "create", "--data", d, "--name", "pump-1", "--out", str(tmp_path / "a.json"))
+    alone = run("timeseries", "--data", d)
+    assert alone.returncode == 0 and alone.stdout.split()[:2] == ["timestamp", "dataPointId"]
+    assert run("events", "--data", d, "--agent", "pump-1").returncode == 0
+    run("agent", "create", "--data", d, "--name", "pump-2", "--out", str(tmp_path / "b.json"))
+    two = run("timeseries", "--data", d, check=False)
+    assert two.returncode == 2 and "give --agent: this data directory has 2 agents: pump-1" in two.stderr
+    assert run("diagnostics", "--data", d, "--agent", "pump-2").returncode == 0

@@ -147,7 +147,7 @@ def run_demo(run_s: float, speed: float, secret_lifetime_s: int, keep: Path | No
     if keep is None and ok:
         shutil.rmtree(work, ignore_errors=True)  # a throw-away run leaves nothing behind
         print("query them yourself: run `make demo DEMO_ARGS='--keep demo-data'` (keeps the data), then")
-        print("  .venv/bin/southgate timeseries --data demo-data/southgate --agent <id> --format table")
+        print("  .venv/bin/southgate timeseries --data demo-data/southgate --format table")
     else:
         print("query them yourself:")
         data = work / "southgate"

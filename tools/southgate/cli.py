@@ -49,16 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     _data(off)
     off.add_argument("--agent", required=True)
 
+    agent_help = "the agent's id or name (default: the only agent in --data)"
     for what in ("timeseries", "events", "files"):
         r = sub.add_parser(what, help=f"read back stored {what} of an agent")
         _data(r)
-        r.add_argument("--agent", required=True)
+        r.add_argument("--agent", help=agent_help)
         r.add_argument("--from", dest="from_", metavar="ISO")
         r.add_argument("--to", metavar="ISO")
         r.add_argument("--format", choices=("table", "json", "csv"), default="table")
     d = sub.add_parser("diagnostics", help="read the diagnostics (dropped values and why) of an agent")
     _data(d)
-    d.add_argument("--agent", required=True)
+    d.add_argument("--agent", help=agent_help)
     d.add_argument("--format", choices=("table", "json", "csv"), default="table")
 
     f = sub.add_parser("fault", help="fault queue: make the next N matching requests fail")
@@ -119,6 +120,21 @@ def run(args: argparse.Namespace) -> int:
         svc.close()
 
 
+def _agent_id(svc: Service, given: str | None) -> str:
+    """--agent: an id, a name, or nothing when the data directory holds one agent."""
+    agents = svc.storage.agents()
+    if given is None:
+        if len(agents) == 1:
+            return str(agents[0]["id"])
+        names = ", ".join(f"{a['name']} ({a['id']})" for a in agents) or "none yet"
+        raise ValueError(f"give --agent: this data directory has {len(agents)} agents: {names}")
+    match = [a for a in agents if a["id"] == given] or [a for a in agents if a["name"] == given]
+    if len(match) != 1:
+        why = "no agent" if not match else f"{len(match)} agents"
+        raise ValueError(f"{why} with id or name {given[:64]!r} (southgate agent list --data DIR)")
+    return str(match[0]["id"])
+
+
 def _run_offline(args: argparse.Namespace, svc: Service) -> int:
     if args.command == "agent":
         if args.agent_command == "create":
@@ -141,14 +157,13 @@ def _run_offline(args: argparse.Namespace, svc: Service) -> int:
             print(f"southgate: agent {args.agent} offboarded", file=sys.stderr)
         return 0
     if args.command in ("timeseries", "events", "files"):
-        svc.agent_or_404(args.agent)
+        agent_id = _agent_id(svc, args.agent)
         lo, hi = _range(args)
-        rows = getattr(readback, args.command)(svc.storage, args.agent, lo, hi)
+        rows = getattr(readback, args.command)(svc.storage, agent_id, lo, hi)
         print(readback.render(rows, args.format, readback.COLUMNS[args.command]))
         return 0
     if args.command == "diagnostics":
-        svc.agent_or_404(args.agent)
-        rows = readback.diagnostics(svc.storage, args.agent)
+        rows = readback.diagnostics(svc.storage, _agent_id(svc, args.agent))
         print(readback.render(rows, args.format, ["timestamp", "severity", "state", "source", "message"]))
         return 0
     if args.command == "fault":
