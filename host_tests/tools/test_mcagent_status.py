@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 
 from mcagent_helpers import IAT, WIFI_PASSWORD, agentconfig, assert_no_secrets, run_cli
-from mcagent_tools.status import REDACTED, is_secret_key, parse, redact
+from mcagent_tools.status import REDACTED, is_secret_key, parse, redact, render
 from mcagent_tools.testing import RunningVBoard
 
 FAKE_STATUS = """\
@@ -42,8 +43,9 @@ def test_status_uses_the_firmware_report_and_blanks_secrets(vboard: RunningVBoar
         "sent readings",
         "last upload",
         "last error",
-        "free heap (bytes)",
+        "free heap",
     ]
+    assert "free heap:             61234 bytes" in proc.stdout
     assert "buffered readings:     17" in proc.stdout
     assert "sent readings:         240" in proc.stdout
     assert f"access_token:          {REDACTED}" in proc.stdout
@@ -106,10 +108,40 @@ def test_a_failing_report_falls_back_to_files(vboard: RunningVBoard) -> None:
     assert doc["source"] == "files" and "report() failed: OSError(5" in doc["note"]
 
 
-def test_status_of_a_port_without_a_board_fails_clearly() -> None:
+def test_status_of_a_port_that_does_not_exist_says_so() -> None:
     proc = run_cli("status", "--port", "/dev/no-such-board", "--timeout", "20")
     assert proc.returncode == 1
-    assert "mcagent status: /dev/no-such-board: no status" in proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("mcagent status: serial port /dev/no-such-board does not exist (")
+    assert proc.stderr.count("\n") == 1, proc.stderr  # one line, no traceback
+    assert "no status block" not in proc.stderr and "in use" not in proc.stderr
+
+
+def test_status_of_a_port_without_a_board_fails_clearly() -> None:
+    # /dev/null exists but no MicroPython answers there: the failure is about the answer, not the port.
+    proc = run_cli("status", "--port", "/dev/null", "--timeout", "20")
+    assert proc.returncode == 1
+    assert "mcagent status: /dev/null: no status" in proc.stderr
+    assert "does not exist" not in proc.stderr
+
+
+def test_free_flash_is_shown_in_kib_like_deploy_and_json_keeps_bytes(vboard: RunningVBoard) -> None:
+    doc = json.loads(run_cli("status", "--port", vboard.port, "--json").stdout)
+    assert isinstance(doc["fs_free"], int) and isinstance(doc["mem_free"], int)  # bytes, unchanged
+    human = run_cli("status", "--port", vboard.port).stdout
+    # (the vboard's free flash is the host's free disk space: it changes between the two calls)
+    assert re.search(r"^  free flash: +\d+ KiB$", human, re.MULTILINE), human
+    assert re.search(r"^  free heap: +\d+ bytes$", human, re.MULTILINE), human
+    assert "(bytes)" not in human
+    assert "bytes" in run_cli("status", "--help").stdout.split("--json", 1)[1]  # the JSON unit is documented
+
+
+def test_render_sizes() -> None:
+    text = render("P", {"fs_free": 1263616, "mem_free": 61234, "other_free": 5})
+    assert "  free flash:            1234 KiB\n" in text
+    assert "  free heap:             61234 bytes\n" in text
+    assert text.endswith("  other_free:            5")
+    assert "free flash:            -" in render("P", {"fs_free": None})
 
 
 def test_redaction_rules() -> None:

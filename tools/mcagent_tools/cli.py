@@ -10,6 +10,8 @@ mcagent vboard --dir ./vboard                      # a virtual board for trying 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 from . import deploy, flash, package, status, vboard
@@ -36,13 +38,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+#: Exit status when the reader of our output went away (`mcagent status | head -1`): what a shell reports
+#: for a program ended by SIGPIPE, 128 + 13 (1 where there is no SIGPIPE).
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE if hasattr(signal, "SIGPIPE") else 1
+
+
+def _discard_stdout() -> None:
+    """Point stdout at the null device, so the interpreter's last flush at exit cannot fail again."""
     try:
-        return int(args.func(args))
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests redirect it)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+            return int(args.func(args))
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not as a traceback when Python exits
     except KeyboardInterrupt:
         print("mcagent: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Whoever read our output stopped reading (`| head`): end quietly, like any Unix tool. The commands
+        # write to no pipe but stdout and stderr (tools they run get stdin from the null device).
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

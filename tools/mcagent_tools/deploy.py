@@ -40,7 +40,7 @@ from .mpytarget import (
     guard_code,
     uses_native_code,
 )
-from .runner import Result, ToolError, shell_line, tool_path
+from .runner import Result, ToolError, port_problem, shell_line, tool_path
 from .runner import run as run_tool
 
 BOARDS = ROOT / "boards"
@@ -646,6 +646,10 @@ def nodes_from_args(args: argparse.Namespace) -> list[Node]:
 def run(args: argparse.Namespace) -> int:
     try:
         nodes = nodes_from_args(args)
+        if not args.dry_run:  # before the build: a mistyped or unplugged port fails at once, plainly
+            missing = [problem for node in nodes if (problem := port_problem(node.port))]
+            if missing:
+                raise DeployError("\n".join(missing))
         board = board_json(args.board, args.boards_dir)
         board_chip = read_json_object(board, "board description").get("chip")
         cross = cross_version()

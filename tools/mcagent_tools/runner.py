@@ -31,6 +31,41 @@ def tool_path(name: str) -> str:
     return candidate
 
 
+def port_problem(port: str) -> str | None:
+    """Why `port` cannot be a board's serial port, when that is plain before a tool tries to open it.
+
+    Only a device path is checked (mpremote's "port:" prefix allowed): COM3, `auto`, `id:...` or URLs are
+    left to the tool. mpremote reports a missing device as "failed to access ... (it may be in use by
+    another program)", which sends people looking for a program that does not exist.
+    """
+    path = port.removeprefix("port:")
+    if path.startswith("/") and not os.path.exists(path):
+        return (
+            f"serial port {path} does not exist "
+            "(is the board plugged in and the name right? `mpremote devs` lists the serial ports)"
+        )
+    return None
+
+
+def check_port(port: str) -> None:
+    """Raise ToolError if `port` names a serial device that does not exist (see port_problem)."""
+    problem = port_problem(port)
+    if problem:
+        raise ToolError(problem)
+
+
+def port_of(argv: list[str]) -> str | None:
+    """The serial port an mpremote (`connect PORT`) or esptool (`--port PORT`) command line talks to."""
+    if not argv:
+        return None
+    tool = Path(argv[0]).name.lower().removesuffix(".exe").removesuffix(".py")
+    flags = {"mpremote": ("connect",), "esptool": ("--port", "-p")}.get(tool, ())
+    for i, arg in enumerate(argv[1:-1], start=1):
+        if arg in flags:
+            return argv[i + 1]
+    return None
+
+
 def shell_line(argv: list[str]) -> str:
     """argv -> one line of POSIX shell that runs exactly argv."""
     return shlex.join(argv)
@@ -61,8 +96,13 @@ class Result:
 def run(argv: list[str], timeout_s: float = 120.0, stream: bool = False) -> Result:
     """Run argv, capturing output (or letting it through with stream=True, e.g. esptool's progress).
 
-    Never raises for a failing tool: the caller decides (see Result.ok).
+    Never raises for a failing tool: the caller decides (see Result.ok). A command for a serial port that
+    does not exist is not run: its Result says so plainly (see port_problem).
     """
+    port = port_of(argv)
+    problem = port_problem(port) if port else None
+    if problem:
+        return Result(argv, -1, problem)
     try:
         proc = subprocess.run(
             resolve(argv),

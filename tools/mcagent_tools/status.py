@@ -7,6 +7,9 @@ from it (onboarding state, buffered and sent readings, last upload, last error, 
 lists what it can see without the agent's help: free heap and flash, installed files and their sizes.
 Keys that name secrets (keys, tokens, passwords, the onboarding token) are blanked on the host as well,
 in case a board ever sends one. Note: the REPL interrupts a running main.py (restart it or reset the board).
+
+Sizes: the readable output shows free flash in KiB (as `mcagent deploy` does) and free heap in bytes;
+--json passes the board's numbers through unchanged, all in bytes (mem_free, fs_free, file sizes).
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 from . import layout
-from .runner import ToolError, tool_path
+from .runner import ToolError, check_port, tool_path
 from .runner import run as run_tool
 
 BEGIN, END = "MCAGENT-STATUS-BEGIN", "MCAGENT-STATUS-END"
@@ -118,9 +122,18 @@ LABELS = (
     ("sent", "sent readings"),
     ("last_upload", "last upload"),
     ("last_error", "last error"),
-    ("mem_free", "free heap (bytes)"),
-    ("fs_free", "free flash (bytes)"),
+    ("mem_free", "free heap"),
+    ("fs_free", "free flash"),
 )
+
+
+def kib(size: int) -> str:
+    """A size in bytes as whole KiB, written as `mcagent deploy` writes free flash ("1205 KiB")."""
+    return f"{size // 1024} KiB"
+
+
+#: How the readable output shows sizes (in bytes on the board) under these keys.
+SIZES: dict[str, Callable[[int], str]] = {"mem_free": lambda n: f"{n} bytes", "fs_free": kib}
 
 _SECRET_WORDS = {
     "iat",
@@ -201,6 +214,8 @@ def parse(output: str) -> dict[str, Any]:
 
 
 def _show(value: Any, key: str = "") -> str:
+    if key in SIZES and isinstance(value, int) and not isinstance(value, bool):
+        return SIZES[key](value)
     if key.endswith("_ms") and isinstance(value, int) and value > 10**12:  # Unix milliseconds
         when = datetime.fromtimestamp(value / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         return f"{when} ({value})"
@@ -230,6 +245,7 @@ def command(port: str) -> list[str]:
 
 
 def query(port: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    check_port(port)
     result = run_tool(command(port), timeout_s=timeout_s)
     try:
         doc: dict[str, Any] = redact(parse(result.output))
@@ -240,7 +256,11 @@ def query(port: str, timeout_s: float = 60.0) -> dict[str, Any]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, help="serial port of the board (or a vboard's pty)")
-    p.add_argument("--json", action="store_true", help="print the board's JSON (secrets blanked)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the board's JSON (secrets blanked; sizes in bytes: mem_free, fs_free, files)",
+    )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the board")
 
 

@@ -1,0 +1,144 @@
+"""docs/quickstart.md, replayed: its commands, in order, in a fresh clone, checked for what a user sees.
+
+The clone is made with `git clone` of this repository; its `.venv` is this checkout's (building one is what
+`make venv` does, which CI runs anyway). southgate serves on a free port instead of 8443. The real-board
+commands run with `--dry-run` (no board here). Each command must appear verbatim in the page, so the page
+and this test cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mcagent_tools.build import ROOT
+
+DOC = ROOT / "docs" / "quickstart.md"
+SERVE = ".venv/bin/southgate serve --data ./sg-data --port 8443"
+CREATE = ".venv/bin/southgate agent create --data ./sg-data --name pump-1 --out agentconfig.json"
+SETTINGS = "echo '{}' > settings.json"
+VBOARD = ".venv/bin/mcagent vboard --dir ./vboard --port-file vboard.port --log vboard.log"
+DEPLOY = (
+    '.venv/bin/mcagent deploy --port "$(cat vboard.port)" --board unix --config agentconfig.json '
+    "--settings settings.json --ca sg-data/ca.pem"
+)
+STATUS = '.venv/bin/mcagent status --port "$(cat vboard.port)"'
+READ = ".venv/bin/southgate timeseries --data ./sg-data --agent pump-1 --format table"
+STOP = '.venv/bin/mpremote connect "$(cat vboard.port)" resume fs touch :STOP + reset'
+REAL_SETTINGS = (
+    """echo '{"wifi": {"ssid": "factory-floor", "password": "your-wifi-password"}}' > settings.json"""
+)
+REAL_DEPLOY = (
+    ".venv/bin/mcagent deploy --port /dev/ttyUSB0 --board esp32c3 --config agentconfig.json "
+    "--settings settings.json"
+)
+SECRETS = ("agentconfig.json", "settings.json", "sg-data", "vboard", "ca.pem", "admin-token")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, check, timeout_s: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> Iterator[Path]:
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("needs git and a git checkout to clone")
+    here = tmp_path / "mcagent"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(here)], check=True)
+    (here / ".venv").symlink_to(ROOT / ".venv")
+    yield here
+
+
+def sh(cwd: Path, cmd: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        ["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout_s, env=env, check=False
+    )
+
+
+def background(cwd: Path, cmd: str, log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "wb")  # noqa: SIM115 - the process writes it until the test ends
+    return subprocess.Popen(["bash", "-c", "exec " + cmd], cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop(p: subprocess.Popen[bytes]) -> None:
+    if p.poll() is None:
+        p.send_signal(signal.SIGINT)  # Ctrl-C, as the page says
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def test_the_quickstart_works_as_written(clone: Path, tmp_path: Path) -> None:
+    page = DOC.read_text()
+    for cmd in (SERVE, CREATE, SETTINGS, VBOARD, DEPLOY, STATUS, READ, STOP, REAL_SETTINGS, REAL_DEPLOY):
+        assert cmd in page, f"docs/quickstart.md no longer shows: {cmd}"
+    port = free_port()
+    serve = background(clone, SERVE.replace("8443", str(port)), tmp_path / "serve.log")
+    vboard = None
+    try:
+        wait_for("southgate", lambda: "serving https://" in (tmp_path / "serve.log").read_text())
+        assert "sg-data/ca.pem" in (tmp_path / "serve.log").read_text()
+
+        created = sh(clone, CREATE)
+        assert created.returncode == 0 and "pump-1" in created.stderr, created.stderr
+        assert (clone / "agentconfig.json").stat().st_mode & 0o077 == 0, "the onboarding key is owner-only"
+        assert sh(clone, SETTINGS).returncode == 0
+
+        vboard = background(clone, VBOARD, tmp_path / "vboard.out")
+        wait_for("the virtual board", lambda: (clone / "vboard.port").exists())
+
+        deployed = sh(clone, DEPLOY)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        assert "all verified" in deployed.stdout, deployed.stdout
+
+        def readings() -> int:
+            got = sh(clone, READ, 30)
+            assert got.returncode == 0, got.stderr
+            return len(got.stdout.splitlines()) - 1  # the header line
+
+        wait_for("readings in southgate", lambda: readings() >= 4, 90)
+        status = sh(clone, STATUS, 60)
+        assert status.returncode == 0, status.stdout + status.stderr
+
+        stopped = sh(clone, STOP, 60)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        log = clone / "vboard.log"
+        wait_for("the node to stay at the REPL", lambda: b"STOP file" in log.read_bytes(), 60)
+        after = readings()
+        time.sleep(3)
+        assert readings() == after, "the node kept running after STOP"
+
+        assert sh(clone, REAL_SETTINGS).returncode == 0
+        dry = sh(clone, REAL_DEPLOY + " --dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert "your-wifi-password" not in dry.stdout + dry.stderr
+
+        porcelain = sh(clone, "git status --porcelain --untracked-files=all").stdout
+        assert porcelain == "", f"the quickstart left files git would add:\n{porcelain}"
+        ignored = sh(clone, "git status --porcelain --ignored").stdout
+        for name in SECRETS[:4]:
+            assert name in ignored, (name, ignored)
+    finally:
+        if vboard is not None:
+            stop(vboard)
+        stop(serve)
