@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # The stamp is named after a hash of the dependency files, so it is redone only when they change.
-DEPS_HASH := $(shell cat pyproject.toml requirements.txt 2>/dev/null | $(PYTHON) -c "import hashlib,sys;print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:12])")
+# .venv is a developer's: requirements-dev.txt = requirements.txt (the tools) + the test and lint tools.
+DEPS_HASH := $(shell cat pyproject.toml requirements.txt requirements-dev.txt 2>/dev/null | $(PYTHON) -c "import hashlib,sys;print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:12])")
 STAMP  := $(VENV)/.deps-$(DEPS_HASH)
 PYTEST_ARGS ?=
 JOBS ?= auto
@@ -27,8 +28,14 @@ venv: $(STAMP)
 
 $(STAMP):
 	@$(PYTHON) -c "import sys; sys.exit(0 if sys.version_info >= (3, 10) else 'mcagent needs Python >= 3.10')"
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@if test -x $(BIN)/python; then \
+		echo "updating .venv: installing the pinned tools from requirements-dev.txt (up to 30 s)..."; \
+	else \
+		echo "creating .venv and installing the pinned tools from requirements-dev.txt (about 30 s)..."; \
+		$(PYTHON) -m venv $(VENV); \
+	fi
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@echo "installing mcagent's host tools into .venv (editable: mcagent, southgate)..."
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.deps-*
 	@touch $@

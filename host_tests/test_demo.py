@@ -15,8 +15,15 @@ def test_demo_runs_uploads_rotates_and_stores_the_simulated_values() -> None:
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    numbers = {k: int(v) for k, v in re.findall(r"^(readings sent|readings dropped|deep-sleep wakes|"
-                                                  r"secret rotations|uploads)\s+(\d+)", out, re.M)}
+    numbers = {
+        k: int(v)
+        for k, v in re.findall(
+            r"^(readings sent|readings dropped|deep-sleep wakes|"
+            r"secret rotations|uploads)\s+(\d+)",
+            out,
+            re.M,
+        )
+    }
     assert numbers["readings sent"] > 0, out
     assert numbers["readings dropped"] == 0, out
     assert numbers["deep-sleep wakes"] >= 1 and numbers["secret rotations"] >= 1, out

@@ -45,9 +45,27 @@ def test_cpython_only_firmware_test_fails_its_upy_run(tmp_path: Path) -> None:
     env["MCAGENT_FIRMWARE_TESTS"] = str(tests)
     env["PYTHONPATH"] = os.pathsep.join(str(HOST_TESTS / p) for p in ("", "fakes"))
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "upyharness", "-q", "-rA", "-p", "no:cacheprovider",
-         "--rootdir", str(tmp_path), "-c", os.devnull, str(tests)],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "upyharness",
+            "-q",
+            "-rA",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            "-c",
+            os.devnull,
+            str(tests),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out

@@ -32,7 +32,11 @@ def test_identity_runs_print_no_secrets(tmp_path: Path) -> None:
     env["MCAGENT_LEAK_SINK"] = str(sink)
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", str(E2E), "-q", "-s", "-p", "no:cacheprovider"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, "the e2e run failed:\n" + output[-4000:]

@@ -2,7 +2,7 @@
 
 Both are checked up front, so that a wrong file stops the node at start-up with one message naming each
 wrong field (`sensors[1].points[0].type: ...`) instead of a crash in the field. The data source
-configuration (protocol doc §E) is generated from board.json, so the data points the node records and the
+configuration (docs/protocol.md §E) is generated from board.json, so the data points the node records and the
 ones Insights Hub expects cannot drift apart.
 
 This validator is host-side code first: `mcagent deploy` runs it and installs the result, `node.json`
@@ -170,7 +170,7 @@ class Board:
                 yield p
 
     def dsc(self):
-        """The data source configuration (protocol §E): one data source per sensor."""
+        """The data source configuration (docs/protocol.md §E): one data source per sensor."""
         sources = []
         for s in self.sensors:
             dps = []

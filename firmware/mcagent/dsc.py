@@ -1,4 +1,4 @@
-"""Data source configuration (DSC) and data point mappings (protocol §E), sent only when they changed.
+"""Data source configuration (DSC) and data point mappings (docs/protocol.md §E), sent only when they changed.
 
 A PUT of the DSC deletes the agent's mappings that lack `keepMapping`, and every request costs a board
 battery and time: so the DSC text is built deterministically, its hash is kept in state after a successful

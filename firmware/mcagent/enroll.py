@@ -1,4 +1,4 @@
-"""Enrolment: onboarding, secret rotation and recovery, fetching an access token (protocol §A-§C).
+"""Enrolment: onboarding, secret rotation and recovery, fetching an access token (docs/protocol.md §A-§C).
 
 The rules are in mcagent.identity's docstring. This is the code a wake needs only when its cached token is
 near expiry or the secret is due: Identity imports it for those calls and releases it after (with the

@@ -1,4 +1,4 @@
-"""Pending store records -> the multipart/mixed body of POST /api/mindconnect/v3/exchange (protocol doc §D).
+"""Pending store records -> the multipart/mixed body of POST /api/mindconnect/v3/exchange (docs/protocol.md §D).
 
 Why two passes: the body is never held in RAM. `compose()` reads the pending records once to decide where
 the batch ends (byte budget) and to compute the exact Content-Length; `Body.write_to(write)` reads the same

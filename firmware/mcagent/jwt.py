@@ -1,4 +1,4 @@
-"""HS256 JSON Web Tokens and the MindConnect client assertion (protocol doc §C.2).
+"""HS256 JSON Web Tokens and the MindConnect client assertion (docs/protocol.md §C.2).
 
 Header and claims text are built explicitly (cjson.Obj) so that the same inputs give the same token bytes
 on CPython and MicroPython: the signature covers the text, not a dict.

@@ -45,7 +45,7 @@ def _full_form(desc):
 def parse_datapoints(datapoints, configuration_id=None):
     """(configuration_id, [(id, type), ...]) from (id, type) pairs, {"id","type"} dicts or a DSC dict.
 
-    The DSC form is the JSON of protocol §E: {"configurationId", "dataSources": [{"dataPoints": [...]}]},
+    The DSC form is the JSON of docs/protocol.md §E.1: {"configurationId", "dataSources": [{"dataPoints": [...]}]},
     or the compact description mcagent.dsc accepts (dataSources / dataPoints as dicts, type shortcuts).
     """
     if isinstance(datapoints, dict) and not _full_form(datapoints):

@@ -398,8 +398,26 @@ class BME280Model:
     """
 
     # The BMP280 datasheet's example calibration (section 3.12) and typical BME280 humidity values.
-    DEFAULT_CAL = (27504, 26435, -1000, 36477, -10685, 3024, 2855, 140, -7, 15500, -14600, 6000,
-                   75, 362, 0, 313, 50, 30)
+    DEFAULT_CAL = (
+        27504,
+        26435,
+        -1000,
+        36477,
+        -10685,
+        3024,
+        2855,
+        140,
+        -7,
+        15500,
+        -14600,
+        6000,
+        75,
+        362,
+        0,
+        313,
+        50,
+        30,
+    )
 
     def __init__(self, cal=None, raw=(519888, 415148, 30000), chip_id=0x60, busy_polls=1):
         import struct
@@ -408,7 +426,7 @@ class BME280Model:
         self.regs[0xD0] = chip_id
         c = cal or BME280Model.DEFAULT_CAL
         self.cal = c
-        self.regs[0x88:0x88 + 24] = struct.pack("<HhhHhhhhhhhh", *c[:12])
+        self.regs[0x88 : 0x88 + 24] = struct.pack("<HhhHhhhhhhhh", *c[:12])
         self.regs[0xA1] = c[12] & 0xFF
         h4, h5 = c[15], c[16]
         self.regs[0xE1:0xE3] = struct.pack("<h", c[13])
@@ -430,7 +448,7 @@ class BME280Model:
                 self._busy -= 1
                 return bytes([0x08])
             return bytes([0x00])
-        return bytes(self.regs[reg:reg + n])
+        return bytes(self.regs[reg : reg + n])
 
     def write(self, reg, data):
         for i in range(len(data)):

@@ -1,6 +1,6 @@
 """Identity, DSC and Agent against an in-process fake MindConnect service (no network).
 
-The fake follows the protocol doc §A-§C, §E the way southgate does: single-use IAT, secrets with a lifetime,
+The fake follows docs/protocol.md §A-§C, §E the way southgate does: single-use IAT, secrets with a lifetime,
 old secret refused after rotation, previous registration token allowed to rotate again until the new secret
 has been used, assertion time checked against the service clock (±300 s). Both clocks are fake, so time
 travel costs nothing.

@@ -1,4 +1,4 @@
-"""HS256 client assertion (protocol doc §C.2): same bytes on both interpreters, verifiable by CPython."""
+"""HS256 client assertion (docs/protocol.md §C.2): same bytes on both interpreters, verifiable by CPython."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Tests of southgate's streaming exchange parser (protocol doc §D): layouts, negatives, properties."""
+"""Tests of southgate's streaming exchange parser (docs/protocol.md §D): layouts, negatives, properties."""
 
 from __future__ import annotations
 

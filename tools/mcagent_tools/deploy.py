@@ -646,7 +646,8 @@ def nodes_from_args(args: argparse.Namespace) -> list[Node]:
 def run(args: argparse.Namespace) -> int:
     try:
         nodes = nodes_from_args(args)
-        if not args.dry_run:  # before the build: a mistyped or unplugged port fails at once, plainly
+        if not args.dry_run and len(nodes) == 1:  # before the build: a mistyped or unplugged port fails
+            # at once, plainly (with many boards, one missing port must not stop the others: it fails alone)
             missing = [problem for node in nodes if (problem := port_problem(node.port))]
             if missing:
                 raise DeployError("\n".join(missing))

@@ -1,4 +1,4 @@
-"""Data source configurations and data point mappings (protocol doc §E), shared by the DSC endpoint,
+"""Data source configurations and data point mappings (docs/protocol.md §E), shared by the DSC endpoint,
 the exchange's dataSourceConfiguration items and the mapping endpoints."""
 
 from __future__ import annotations

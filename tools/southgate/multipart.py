@@ -1,4 +1,4 @@
-"""Streaming parser for MindConnect exchange bodies (protocol doc §D).
+"""Streaming parser for MindConnect exchange bodies (docs/protocol.md §D).
 
 The body of ``POST /api/mindconnect/v3/exchange`` is a ``multipart/mixed`` whose parts ("items") are each a
 ``multipart/related`` of exactly two parts: a meta part (``application/vnd.siemens.mindsphere.meta+json``)
@@ -52,7 +52,7 @@ __all__ = [
 MAX_BYTES = 10 * 1024 * 1024
 META_CONTENT_TYPE = "application/vnd.siemens.mindsphere.meta+json"
 
-# Types whose payload southgate decodes and checks, with the versions it knows (§D table).
+# Types whose payload southgate decodes and checks, with the versions it knows (§D.2 table).
 _JSON_TYPES: dict[str, tuple[str, ...]] = {
     "standardTimeSeries": ("1.0",),
     "businessEvent": ("1.0", "2.0"),

@@ -1,6 +1,6 @@
 """Tunable behaviour of a southgate instance (lifetimes, skew, clock offset, rate limit ...).
 
-Defaults follow the protocol doc §H. Settings live in the database so `serve` keeps them across restarts,
+Defaults follow docs/protocol.md §H. Settings live in the database so `serve` keeps them across restarts,
 and the admin API changes them at run time.
 """
 

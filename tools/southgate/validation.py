@@ -1,4 +1,4 @@
-"""Content rules of the protocol doc §D/§E: data source configurations, value types, events."""
+"""Content rules of docs/protocol.md §D/§E: data source configurations, value types, events."""
 
 from __future__ import annotations
 
