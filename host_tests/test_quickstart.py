@@ -1,4 +1,5 @@
-"""docs/quickstart.md, replayed: its commands, in order, in a fresh clone, checked for what a user sees.
+"""docs/quickstart.md (and the README's commands), replayed in order in a fresh clone, checked for what a user
+sees.
 
 The clone is made with `git clone` of this repository; its `.venv` is this checkout's (building one is what
 `make venv` does, which CI runs anyway). southgate serves on a free port instead of 8443. The real-board
@@ -39,6 +40,8 @@ REAL_DEPLOY = (
     ".venv/bin/mcagent deploy --port /dev/ttyUSB0 --board esp32c3 --config agentconfig.json "
     "--settings settings.json"
 )
+FAULT = ".venv/bin/southgate fault add --data ./sg-data --path /api/mindconnect/v3/exchange --status 503 --count 2"
+README = ROOT / "README.md"
 SECRETS = ("agentconfig.json", "settings.json", "sg-data", "vboard", "ca.pem", "admin-token")
 
 
@@ -92,6 +95,9 @@ def test_the_quickstart_works_as_written(clone: Path, tmp_path: Path) -> None:
     page = DOC.read_text()
     for cmd in (SERVE, CREATE, SETTINGS, VBOARD, DEPLOY, STATUS, READ, STOP, REAL_SETTINGS, REAL_DEPLOY):
         assert cmd in page, f"docs/quickstart.md no longer shows: {cmd}"
+    readme = README.read_text()
+    for cmd in (SERVE, CREATE, READ, FAULT, REAL_SETTINGS, REAL_DEPLOY):
+        assert cmd in readme, f"README.md no longer shows: {cmd}"
     port = free_port()
     serve = background(clone, SERVE.replace("8443", str(port)), tmp_path / "serve.log")
     vboard = None
@@ -119,6 +125,9 @@ def test_the_quickstart_works_as_written(clone: Path, tmp_path: Path) -> None:
         wait_for("readings in southgate", lambda: readings() >= 4, 90)
         status = sh(clone, STATUS, 60)
         assert status.returncode == 0, status.stdout + status.stderr
+
+        fault = sh(clone, FAULT)  # the README's fault queue: the node's next uploads meet two 503s
+        assert fault.returncode == 0, fault.stderr
 
         stopped = sh(clone, STOP, 60)
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
