@@ -40,7 +40,10 @@ REAL_DEPLOY = (
     ".venv/bin/mcagent deploy --port /dev/ttyUSB0 --board esp32c3 --config agentconfig.json "
     "--settings settings.json"
 )
-FAULT = ".venv/bin/southgate fault add --data ./sg-data --path /api/mindconnect/v3/exchange --status 503 --count 2"
+FAULT = (
+    ".venv/bin/southgate fault add --data ./sg-data --path /api/mindconnect/v3/exchange "
+    "--status 503 --count 2"
+)
 README = ROOT / "README.md"
 SECRETS = ("agentconfig.json", "settings.json", "sg-data", "vboard", "ca.pem", "admin-token")
 
