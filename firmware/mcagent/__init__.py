@@ -149,13 +149,22 @@ class Agent:
                                     self.timeout_s)
         return self._conn
 
+    def _connect(self, url):
+        """A connection of its own to another origin (the gateway may name one for rotations)."""
+        from mcagent.http import Connection, split_url
+
+        u = split_url(url)
+        host = "[%s]" % u[1] if ":" in u[1] else u[1]
+        return Connection("%s://%s:%d" % (u[0], host, u[2]), [_read_ca(c) for c in self._ca], self.proxy,
+                          self.timeout_s)
+
     @property
     def identity(self):
         """Registration, token cache and clock correction (mcagent.identity.Identity)."""
         if self._identity is None:
             from mcagent.identity import Identity
 
-            self._identity = Identity(self.config, self.state, lambda: self.conn, self.clock)
+            self._identity = Identity(self.config, self.state, lambda: self.conn, self.clock, self._connect)
         return self._identity
 
     def onboard(self):

@@ -117,6 +117,19 @@ def parse_http_date(text):
     return days * 86400 + h * 3600 + mi * 60 + s
 
 
+def parse_server_time(text):
+    """A `Server-Time` value -> Unix seconds: ISO 8601, or digits (epoch seconds; milliseconds when it has
+    more than 11 digits); None when it is neither."""
+    text = text.strip()
+    if text.isdigit():
+        n = int(text)
+        return n // 1000 if len(text) > 11 else n
+    try:
+        return parse_iso(text) // 1000
+    except ValueError:
+        return None
+
+
 class Clock:
     """Unix time from the port's clock plus a correction learned from the server.
 
@@ -149,14 +162,15 @@ class Clock:
         return self.correction_ms
 
     def learn_from_headers(self, server_time=None, date=None):
-        """Learn from a `Server-Time` (ISO) or `Date` (HTTP) header value; True if one was usable."""
-        try:
-            if server_time:
-                self.learn(parse_iso(server_time) // 1000)
-                return True
-            if date:
-                self.learn(parse_http_date(date))
-                return True
-        except ValueError:
-            pass
-        return False
+        """Learn from a `Server-Time` header (ISO 8601, or epoch seconds or milliseconds: MindConnect Library
+        C documents it as epoch time) or else from `Date` (HTTP); True if one was usable."""
+        s = parse_server_time(server_time) if server_time else None
+        if s is None and date:
+            try:
+                s = parse_http_date(date)
+            except ValueError:
+                return False
+        if s is None:
+            return False
+        self.learn(s)
+        return True

@@ -19,7 +19,8 @@ from mcagent.identity import (
     http_error,
 )
 
-_KEEP_PREVIOUS = const(2)  # earlier registration answers kept for recovery
+_KEEP_PREVIOUS = const(5)  # earlier registration answers kept for recovery (as the Node.js library does)
+PREVIOUS = "previous"  # state file of those answers: read only to recover, so a wake does not hold them
 _FORM = "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion="
 
 
@@ -77,27 +78,36 @@ def from_answer(ident, doc, old):
         expires = int(doc.get("client_secret_expires_at") or 0)
     except (TypeError, ValueError):
         raise ProtocolError("client_secret_expires_at is not a number")
-    uri = doc["registration_client_uri"]
-    if "://" in uri:  # absolute URL; the connection is already bound to the gateway
-        rest = uri.split("://", 1)[1]
-        uri = rest[rest.find("/"):] if "/" in rest else "/"
     reg = {"client_id": ident.config.client_id, "secret": doc["client_secret"], "expires_at": expires,
-           "issued_at": ident.clock.now_s(), "rat": doc["registration_access_token"], "uri": uri,
-           "key_id": ident.config.key_id, "used": False, "prev": []}
+           "issued_at": ident.clock.now_s(), "rat": doc["registration_access_token"],
+           "uri": doc["registration_client_uri"],  # as given: absolute (its own origin) or a path
+           "key_id": ident.config.key_id, "used": False}
     if old is not None:
         reg["key_id"] = old.get("key_id")
         prev = [{"rat": old["rat"], "uri": old["uri"], "expires_at": old.get("expires_at", 0)}]
-        for p in old.get("prev", ()):
-            if len(prev) < _KEEP_PREVIOUS and p["rat"] != old["rat"]:
+        for p in previous(ident):
+            if len(prev) < _KEEP_PREVIOUS and p.get("rat") != old["rat"]:
                 prev.append(p)
-        reg["prev"] = prev
+        ident.state.save(PREVIOUS, prev)  # before the new registration: a cut between leaves both usable
         if old.get("bad_key"):
             reg["bad_key"] = old["bad_key"]
     return reg
 
 
+def previous(ident):
+    """Earlier registration answers ({rat, uri, expires_at}, newest first) kept for recovery."""
+    prev = ident.state.load(PREVIOUS)
+    return prev if isinstance(prev, list) else []
+
+
 def rotate_with(ident, reg, cand):
-    """PUT the rotation with cand's registration token; the new registration (saved) or the Response."""
+    """PUT the rotation with cand's registration token; the new registration (saved) or the Response.
+
+    The registration is marked `rotating` first: if the answer never arrives (the service may have rotated),
+    the next token request that is refused knows a recovery is due, not a guess (see fetch_token)."""
+    if not reg.get("rotating"):
+        reg["rotating"] = True
+        ident.save_registration(reg)
     resp = ident.call("PUT", cand["uri"], {"Authorization": "Bearer " + cand["rat"],
                                            "Content-Type": "application/json"},
                       ('{"client_id":%s}' % cjson.quote(ident.config.client_id)).encode())
@@ -141,7 +151,7 @@ def recover(ident):
     reg = ident.registration()
     if reg is None:
         return register(ident)
-    for cand in [reg] + reg.get("prev", []):
+    for cand in [reg] + previous(ident):
         new = rotate_with(ident, reg, cand)
         if isinstance(new, dict):
             return new
@@ -179,7 +189,10 @@ def fetch_token(ident):
             relearned = True
             if ident.observe(resp):
                 continue  # our clock was wrong: sign again with the right time
-        if resp.status in (400, 401) and not recovered:
+        # Rotate only when the service says the secret expired (400, as MindConnect Library C does) or when
+        # a rotation of ours may have happened unseen (its answer was lost). A 401 is no reason by itself
+        # (the Node.js library never rotates on it): a needless rotation whose answer is lost locks us out.
+        if (resp.status == 400 or (resp.status == 401 and reg.get("rotating"))) and not recovered:
             recovered = True
             reg = recover(ident)
             continue
@@ -223,11 +236,11 @@ def accept(ident, resp, reg, sent_ms):
     resp = None
     ident.keep_token(auth, sent_ms + (life - min(TOKEN_MARGIN_S, life // 4)) * 1000)
     auth = None
-    if not reg.get("used") or reg.get("prev"):
+    if not reg.get("used"):
         # The service has now seen the new secret: older registration tokens are dead (§B).
         reg["used"] = True
-        reg["prev"] = []
         ident.save_registration(reg)
+        ident.state.remove(PREVIOUS)
     # Decided after a token answer: the clock was just checked against the service's, so a wrong
     # device clock cannot trigger a needless rotation.
     rotate_if_due(ident, reg)

@@ -8,16 +8,18 @@ Rules, in the order they apply (each one is there because an agent in the field 
 - Rotate the secret when less than min(25 h, half its lifetime) is left (Node's 25 h rule; the half-life
   cap stops an endless rotation loop on services with short-lived secrets). The check runs on every
   token() and after each token answer (the clock has just been checked against the service's then).
-- Rotate when the token endpoint answers 400 (MCL's sign of an expired secret) or a 401 that the clock
-  does not explain: that is also how a rotation whose answer was lost (cut after the service answered,
-  before the save) is recovered: the service accepts the previous registration access token until the new
-  secret has been used (§B). Older registration tokens are kept for the case where the service is behind
+- Rotate when the token endpoint answers 400 (MCL's sign of an expired secret), never on a 401 by itself
+  (a bad assertion, most often a clock: corrected and retried once). A rotation whose answer was lost (cut
+  after the service answered, before the save) is marked before it is sent, so a later refused token
+  request recovers it: the service accepts the previous registration access token until the new secret has
+  been used (§B). Older registration tokens are kept for the case where the service is behind
   us, and dropped once the current secret has earned a token.
 - When no registration token works and agentconfig.json holds no unused key: `NeedsOnboarding`.
   A new agentconfig.json for the same agent is used as soon as it appears; the data store is untouched.
 
 State files (see mcagent.state): "registration" {client_id, secret, expires_at, issued_at, rat, uri,
-key_id, used, prev: [{rat, uri, expires_at}], bad_key?}, "token" {client_id, token, expires_ms},
+key_id, used, rotating?, bad_key?}, "previous" [{rat, uri, expires_at}] (up to 5 earlier answers, read only
+to recover), "token" {client_id, token, expires_ms},
 "clock" {correction_ms, device_sane}.
 
 This module keeps what every wake uses (the cached token, the clock, the registration's expiry); the
@@ -61,8 +63,9 @@ class Identity:
     first needed (a wake-up with a cached token then opens nothing); clock: clock.Clock.
     """
 
-    def __init__(self, config, state, conn, clock):
+    def __init__(self, config, state, conn, clock, connect=None):
         self.config = config
+        self._connect = connect  # url -> a new connection to that URL's origin (same CAs, proxy)
         self.state = state
         self._conn = conn
         self.clock = clock
@@ -92,7 +95,18 @@ class Identity:
         return self._conn
 
     def call(self, method, path, headers, body=None, max_body=2048):
-        resp = self.conn.request(method, path, headers, body, max_body)
+        """A request on the agent's connection; an absolute URL on another origin (a registration_client_uri
+        may name one) goes over a connection of its own, verified like any other (connect)."""
+        try:
+            resp = self.conn.request(method, path, headers, body, max_body)
+        except ValueError:
+            if "://" not in path or self._connect is None:
+                raise
+            conn = self._connect(path)
+            try:
+                resp = conn.request(method, path, headers, body, max_body)
+            finally:
+                conn.close()
         if resp.status != 401:  # on 401 the caller decides whether the clock is to blame
             self.observe(resp)
         return resp

@@ -48,6 +48,9 @@ def _jdump(doc):
     return json.dumps(doc).encode()
 
 
+ORIGIN = "https://gw.example.com"
+
+
 class FakeService:
     """Just enough MindConnect to exercise identity and DSC; also the `conn` given to the agent."""
 
@@ -64,6 +67,7 @@ class FakeService:
         self.gen = 0
         self.log = []
         self.faults = []  # (path prefix, status)
+        self.rotation_origin = ORIGIN  # where registration_client_uri points
         self.send_date = True
         self.tokens = []
         self.dsc = None
@@ -88,6 +92,10 @@ class FakeService:
     # -- the connection interface --
     def request(self, method, path, headers=None, body=None, max_body=4096):
         headers = headers or {}
+        if path.startswith(ORIGIN):  # an absolute URL on this service (the registration_client_uri)
+            path = path[len(ORIGIN):]
+        elif "://" in path:  # as http.Connection: another origin is not this connection's
+            raise ValueError("URL not on this connection's origin")
         self.log.append((method, path, headers, body))
         resp = self._answer(method, path, headers, body)
         if self.send_date:
@@ -101,6 +109,9 @@ class FakeService:
                 self.faults.pop(i)
                 if status == 0:
                     raise TransportError("injected: connection reset")
+                if status == -1:  # the service acts on the request, its answer is lost on the way back
+                    self._answer(method, path, headers, body)
+                    raise TransportError("injected: answer lost")
                 return Resp(status, b'{"id":"x","message":"injected"}')
         auth = headers.get("Authorization", "")
         bearer = auth[7:] if auth.startswith("Bearer ") else None
@@ -154,7 +165,7 @@ class FakeService:
             "client_secret_expires_at": self.secret_exp,
             "grant_types": ["client_credentials"],
             "registration_access_token": self.rat,
-            "registration_client_uri": "https://gw.example.com" + identity.REGISTER_PATH + "/" + CLIENT,
+            "registration_client_uri": self.rotation_origin + identity.REGISTER_PATH + "/" + CLIENT,
             "token_endpoint_auth_method": "client_secret_jwt",
         }
         return Resp(status, _jdump(doc))
@@ -249,7 +260,7 @@ def test_onboard_once(workdir):
     assert h["Authorization"] == "Bearer a.b.c" and h["Content-Type"] == "application/json" and b == b"{}"
     reg = agent.identity.registration()
     assert reg["secret"] == svc.secret and reg["rat"] == svc.rat
-    assert reg["uri"] == identity.REGISTER_PATH + "/" + CLIENT
+    assert reg["uri"] == ORIGIN + identity.REGISTER_PATH + "/" + CLIENT  # as the service gave it
 
 
 def test_refused_iat_is_needs_onboarding(workdir):
@@ -301,11 +312,12 @@ def test_secret_rotates_when_less_than_25h_left(workdir):
     assert svc.count("PUT", identity.REGISTER_PATH) == 1
     reg = agent.identity.registration()
     assert reg["secret"] == svc.secret != first  # rotated although the cached token was still valid
-    assert not reg["used"] and reg["prev"][0]["rat"] == "rat-1" and "secret" not in reg["prev"][0]
+    prev = agent.identity.state.load("previous")
+    assert not reg["used"] and prev[0]["rat"] == "rat-1" and "secret" not in prev[0]
     advance(svc, t, 1800)
     agent.token()
     reg = agent.identity.registration()
-    assert reg["used"] and reg["prev"] == []  # the new secret earned a token: older tokens are dead
+    assert reg["used"] and agent.identity.state.load("previous") is None  # older tokens are dead now
     assert reboot(workdir, agent, t).identity.registration()["secret"] == svc.secret
     assert agent.identity.rotation_due_at() == svc.secret_exp - 25 * 3600
 
@@ -346,9 +358,13 @@ def test_lost_rotation_answer_is_recovered(workdir):
     agent.token()
     advance(svc, t, 6 * DAY + 3600)
 
+    saves = []
+
     def cut(name):
         if name == "registration":
-            raise OSError(5, "power cut")
+            saves.append(name)
+            if len(saves) == 2:  # the first save marks the rotation pending; the second would keep its answer
+                raise OSError(5, "power cut")
 
     state.before_commit = cut
     try:
@@ -367,11 +383,37 @@ def test_lost_rotation_answer_then_old_secret_refused_with_401(workdir):
     # The rotation's answer is lost in transit (not by a save failure); later the old secret gets 401.
     agent, svc, t = make(workdir)
     agent.token()
-    svc._issue(200)  # the service rotated on a request whose answer never arrived
-    svc.prev_rat = "rat-1"
-    advance(svc, t, 1900)  # cached token expired
+    advance(svc, t, 6 * DAY + 3600)  # the rotation is due
+    svc.fault(identity.REGISTER_PATH + "/", -1, "PUT")  # the service rotates, its answer never arrives
+    agent.token()  # the cached token still works: the failed rotation is remembered, not raised
+    assert svc.gen == 2 and agent.identity.registration()["rotating"]
+    advance(svc, t, 1900)  # cached token expired; the old secret gets 401, and we know why
     assert agent.token() == svc.tokens[-1]
-    assert svc.gen == 3
+    assert svc.gen == 3 and not agent.identity.registration().get("rotating")
+
+
+def test_a_token_401_does_not_rotate(workdir):
+    """A 401 the clock does not explain, with no rotation of ours pending, is an error, not a reason to
+    rotate (the Node.js library never does; an unneeded rotation whose answer is lost locks a device out)."""
+    agent, svc, t = make(workdir)
+    agent.token()
+    advance(svc, t, 1900)
+    svc.fault(identity.TOKEN_PATH, 401)
+    e = raises(HttpError, agent.token)
+    assert e.status == 401
+    assert svc.count("PUT", identity.REGISTER_PATH) == 0 and svc.gen == 1
+    assert agent.token() == svc.tokens[-1]  # the next try works with the same secret
+
+
+def test_server_time_as_epoch_seconds_or_ms_and_date_as_fallback():
+    c = clock.Clock(FakeTime(1000))
+    assert c.learn_from_headers(server_time="1790000000") and c.now_s() == 1790000000
+    assert c.learn_from_headers(server_time="1790000100123") and c.now_s() == 1790000100
+    assert c.learn_from_headers(server_time="2026-09-21T14:13:20.000Z") and c.now_s() == 1790000000
+    date = clock.http_date(1790000200)
+    assert c.learn_from_headers(server_time="not a time", date=date) and c.now_s() == 1790000200
+    assert not c.learn_from_headers(server_time="not a time", date="nor this")
+    assert c.now_s() == 1790000200  # unchanged
 
 
 def test_recovery_with_an_older_registration_token(workdir):
@@ -380,9 +422,10 @@ def test_recovery_with_an_older_registration_token(workdir):
     svc.fault(identity.TOKEN_PATH, 400)
     agent.token()  # rotation: we hold gen 2, previous gen 1 is dropped once gen 2 earned a token
     # Now a rotation that the service "forgets": we hold gen 3 + prev gen 2, the service only knows gen 2.
-    reg = agent.identity.rotate()
-    assert reg["prev"][0]["rat"] == "rat-2"
+    agent.identity.rotate()
+    assert agent.identity.state.load("previous")[0]["rat"] == "rat-2"
     svc.gen, svc.secret, svc.rat, svc.prev_rat, svc.new_secret_used = 2, "lost", "rat-2", None, True
+    svc.fault(identity.TOKEN_PATH, 400)  # the token endpoint says the secret expired: recover
     advance(svc, t, 1900)
     assert agent.token() == svc.tokens[-1]
     assert agent.identity.registration()["secret"] == svc.secret and svc.gen == 3
@@ -697,3 +740,38 @@ def test_token_answer_read_in_place_or_parsed():
     no_life = bytearray(b'{"access_token":"t"}')
     assert enroll._token_answer(Resp(200, no_life)) == ("Bearer t", 1800)
     raises(identity.ProtocolError, enroll._token_answer, Resp(200, bytearray(b'{"token":"t"}')))
+
+
+class OtherOrigin:
+    """A connection to the origin a registration_client_uri names, in front of the same fake service."""
+
+    def __init__(self, svc, origin):
+        self.svc = svc
+        self.origin = origin
+        self.closed = 0
+
+    def request(self, method, path, headers=None, body=None, max_body=4096):
+        assert path.startswith(self.origin), path
+        return self.svc.request(method, ORIGIN + path[len(self.origin):], headers, body, max_body)
+
+    def close(self):
+        self.closed += 1
+
+
+def test_rotation_goes_to_the_registration_uri_as_given(workdir):
+    """registration_client_uri on another origin: the rotation goes there, on a connection of its own."""
+    svc = FakeService()
+    svc.rotation_origin = "https://rotation.example.com"
+    agent, svc, t = make(workdir, svc)
+    made = []
+
+    def connect(url):
+        made.append(OtherOrigin(svc, "https://rotation.example.com"))
+        return made[-1]
+
+    agent._connect = connect  # before the identity exists: it takes the agent's connector
+    agent.token()
+    assert agent.identity.registration()["uri"].startswith("https://rotation.example.com/")
+    agent.identity.rotate()
+    assert svc.count("PUT", identity.REGISTER_PATH) == 1 and svc.gen == 2
+    assert len(made) == 1 and made[0].closed == 1
