@@ -203,6 +203,7 @@ class SockIO:
     def __init__(self, sock, timeout_ms):
         self.sock = sock
         self.timeout_ms = timeout_ms
+        self.deadline = None  # ticks_ms() by which the whole request must be done (http.Connection sets it)
         if MICROPYTHON:
             import select
 
@@ -213,17 +214,39 @@ class SockIO:
         else:
             sock.settimeout(timeout_ms / 1000)
 
+    def _budget(self):
+        """ms this wait may take: the inactivity timeout, cut to what is left before the deadline."""
+        if self.deadline is None:
+            return self.timeout_ms
+        left = ticks_diff(self.deadline, ticks_ms())
+        if left <= 0:
+            import errno
+
+            raise OSError(errno.ETIMEDOUT, "deadline")
+        return min(self.timeout_ms, left)
+
     def _wait(self, mask):
         self._poll.modify(self.sock, mask)
-        for _ in self._poll.ipoll(self.timeout_ms):
+        for _ in self._poll.ipoll(self._budget()):
             return
+        self._budget()  # the deadline passed while waiting: say so
         import errno
 
         raise OSError(errno.ETIMEDOUT)
 
+    def _cpython(self, op, mv, budget):
+        self.sock.settimeout(budget / 1000)
+        try:
+            return op(mv)
+        except OSError as e:
+            if is_timeout(e) and budget < self.timeout_ms:
+                self._budget()  # the wait was cut to the deadline, which has now passed: say so
+            raise
+
     def recv_into(self, mv):
+        budget = self._budget()  # also when bytes keep coming (a drip, endless 1xx): the deadline holds
         if not MICROPYTHON:
-            return self.sock.recv_into(mv)
+            return self._cpython(self.sock.recv_into, mv, budget)
         while True:
             n = self.sock.readinto(mv)  # non-blocking: what is there, 0 at EOF, None if nothing yet
             if n is not None:
@@ -231,8 +254,9 @@ class SockIO:
             self._wait(self._select.POLLIN)
 
     def send(self, mv):
+        budget = self._budget()
         if not MICROPYTHON:
-            self.sock.sendall(mv)
+            self._cpython(self.sock.sendall, mv, budget)
             return
         n = len(mv)
         i = 0

@@ -22,6 +22,7 @@ from micropython import const
 from mcagent import compat
 
 MAX_HEAD = const(8192)  # status line + headers (or chunked trailers) beyond this: ProtocolError
+MIN_RATE = const(2048)  # bytes/s of request body the deadline allows for on top of deadline_s
 DRAIN_MAX = const(65536)  # unread body bytes worth draining to keep a connection; beyond: close it
 _IDEMPOTENT = ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
 _HEX = b"0123456789abcdefABCDEF"
@@ -148,12 +149,14 @@ class Connection:
 
     ca_ders: list of DER CA certificates (bytes) the https server must chain to (required for https).
     proxy: None or "http://[user:pass@]host:port" of an HTTP CONNECT proxy (Basic auth with user:pass).
-    timeout_s: inactivity timeout of each connect, handshake, write and read (not a total deadline).
+    timeout_s: inactivity timeout of each connect, handshake, write and read. deadline_s (default 4 x
+    timeout_s, plus a second per MIN_RATE bytes of request body): the whole request, from connecting to the
+    last byte of the answer, whatever a server drips; past it the connection is dropped with Timeout.
     Counters: handshakes (connections opened: TLS handshakes on https), requests (answers received),
     reopened (idle connections found closed by the server and replaced before sending), resent.
     """
 
-    def __init__(self, base_url, ca_ders=(), proxy=None, timeout_s=30, buf_size=1024):
+    def __init__(self, base_url, ca_ders=(), proxy=None, timeout_s=30, buf_size=1024, deadline_s=None):
         scheme, self.host, self.port, path, user = split_url(base_url)
         if user is not None:
             raise ValueError("credentials in the base URL are not supported")
@@ -181,6 +184,10 @@ class Connection:
                 raise ValueError("proxy must be an http:// CONNECT proxy")
             self._proxy = p
         self.timeout_s = timeout_s
+        # The whole of one request (connect, TLS, sending, 1xx answers, the response) ends by this, however
+        # the server drips; plus a second per MIN_RATE bytes of request body (a big file may take long).
+        self.deadline_s = deadline_s or 4 * timeout_s
+        self._deadline = None
         self.max_head = MAX_HEAD
         self.drain_max = DRAIN_MAX
         self._buf = bytearray(buf_size)
@@ -244,10 +251,12 @@ class Connection:
         if idempotent is None:
             idempotent = method in _IDEMPOTENT
         self._what = method + " " + t.split("?")[0]
+        self._deadline = compat.ticks_ms() + int((self.deadline_s + (length or 0) // MIN_RATE) * 1000)
         retried = False
         while True:
             fresh = True
             if self._io is not None:
+                self._io.deadline = self._deadline
                 if self._io.idle_ok():
                     fresh = False
                 else:  # the server closed it while idle: nothing sent yet, any method may go
@@ -308,7 +317,7 @@ class Connection:
         for ai in infos:  # e.g. localhost -> ::1, then 127.0.0.1
             sock = socket.socket(ai[0], socket.SOCK_STREAM)
             try:
-                compat.blocking(sock, self.timeout_s)
+                compat.blocking(sock, self._left_s())
                 sock.connect(ai[-1])  # MicroPython: [-1] is a ready sockaddr; CPython: a tuple
                 break
             except OSError as e:
@@ -323,20 +332,33 @@ class Connection:
                 from mcagent import httputil
 
                 self._io = compat.SockIO(sock, ms)
+                self._io.deadline = self._deadline
                 httputil.tunnel(self)
             if self._ctx is not None:
                 self._phase = "TLS handshake"
-                compat.blocking(sock, self.timeout_s)
+                compat.blocking(sock, self._left_s())
                 try:
                     sock = compat.tls_wrap(self._ctx, sock, self.host)
                 except compat.TLS_VERIFY_ERRORS as e:
                     raise TlsVerifyError("%s: certificate refused: %s" % (self._hostport, str(e).strip()))
                 self._sock = sock
             self._io = compat.SockIO(sock, ms)
+            self._io.deadline = self._deadline
         except BaseException as e:  # noqa: B036
             self._drop()
             raise self._error(e, self._hostport)
         self.handshakes += 1
+
+    def _left_s(self):
+        """Seconds a blocking step (connect, TLS handshake) may take: the timeout, cut to the deadline."""
+        if self._deadline is None:
+            return self.timeout_s
+        left = compat.ticks_diff(self._deadline, compat.ticks_ms())
+        if left <= 0:
+            import errno
+
+            raise OSError(errno.ETIMEDOUT, "deadline")
+        return min(self.timeout_s, left / 1000)
 
     def _error(self, e, what=None):
         """OSError -> Timeout or TransportError with where it happened; other exceptions unchanged."""
@@ -344,6 +366,8 @@ class Connection:
             return e
         where = "%s: %s" % (what or self._what, self._phase)
         if compat.is_timeout(e):
+            if "deadline" in str(e):
+                return Timeout("%s: not done within the request's deadline of %ss" % (where, self.deadline_s))
             return Timeout("%s: timed out after %ss" % (where, self.timeout_s))
         return TransportError("%s: %s" % (where, e))
 

@@ -323,6 +323,21 @@ def test_timeouts(http_env):
             assert 250 <= ms() - t < 2500, ms() - t
 
 
+def test_a_request_ends_by_its_deadline_however_the_server_drips(http_env):
+    """Endless 100 Continue, or one byte at a time: each byte restarts the inactivity timeout, the request's
+    deadline holds (the connection is dropped, a Timeout raised: a caller keeps its data)."""
+    for path in ("/continue-forever?s=8", "/drip?every=0.2"):
+        with connect(http_env, timeout_s=1, deadline_s=2) as c:
+            t = ms()
+            e = raises(http.Timeout, c.request, "GET", path)
+            took = ms() - t
+            assert 1900 <= took < 3500, (path, took)
+            assert "deadline of 2s" in str(e), str(e)
+            assert c.request("GET", "/echo").status == 200  # a new connection, a new deadline
+    with connect(http_env, timeout_s=5) as c:
+        assert c.deadline_s == 20  # default: four inactivity timeouts
+
+
 def test_write_timeout(http_env):
     with connect(http_env, http_env["sink"], timeout_s=0.5) as c:  # the server never reads the body
         t = ms()

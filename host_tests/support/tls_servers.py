@@ -411,6 +411,24 @@ class HTTPTestServer:
             return False
         elif p == "/continue":
             conn.send(b"HTTP/1.1 100 Continue\r\n\r\n" + response(200, b"after"))
+        elif p == "/continue-forever":  # 100 Continue after 100 Continue, quickly, for `s` seconds
+            end = time.monotonic() + float(req.q("s", "10"))
+            try:
+                while time.monotonic() < end:
+                    conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    time.sleep(0.01)
+            except OSError:
+                pass
+            return False
+        elif p == "/drip":  # a valid answer, one byte per `every` seconds
+            data = response(200, b"x" * 200)
+            try:
+                for i in range(len(data)):
+                    conn.send(data[i : i + 1])
+                    time.sleep(float(req.q("every", "1")))
+            except OSError:
+                pass
+            return False
         elif p == "/nocontent":
             conn.send(response(204))
         elif p == "/bye":  # answer normally (keep-alive), then hang up while the client is idle
