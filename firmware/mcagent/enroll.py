@@ -7,7 +7,7 @@ client-assertion signing it pulls in: jwt, hmac256, b64), so an ordinary later w
 
 from micropython import const
 
-from mcagent import NeedsOnboarding, cjson, jwt
+from mcagent import NeedsOnboarding, cjson
 from mcagent.clock import iso_ms
 from mcagent.http import HttpError, TransportError
 from mcagent.identity import (
@@ -179,6 +179,8 @@ def fetch_token(ident):
     relearned = recovered = False
     while True:
         sent_ms = ident.clock.now_ms()
+        from mcagent import jwt  # the signing code, only for this (onboarding does not sign)
+
         body = (_FORM + jwt.client_assertion(reg["client_id"], ident.config.tenant, reg["secret"],
                                              sent_ms // 1000)).encode()
         resp = ident.call("POST", TOKEN_PATH, {"Content-Type": "application/x-www-form-urlencoded"}, body,
