@@ -112,7 +112,10 @@ def run_upy(item: pytest.Function, kwargs: dict[str, Any]) -> None:
     timeout = per_test(switches.get("UPY_TIMEOUT"), name) or DEFAULT_TIMEOUT
     try:
         env = micropython_env(firmware_path)
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+        # umask: the Unix port has no chmod, so whoever starts it keeps the agent's secret files owner-only
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT, umask=0o077
+        )
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"micropython timed out after {timeout}s\n{exc.stdout or ''}{exc.stderr or ''}", False)
     out = proc.stdout + proc.stderr

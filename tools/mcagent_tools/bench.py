@@ -69,6 +69,7 @@ class Backlog:
             text=True,
             env=env,
             timeout=600,
+            umask=0o077,  # the Unix port has no chmod: keeps the agent's secret files owner-only
         )
         if proc.returncode != 0:
             if self.verbose:
