@@ -258,6 +258,7 @@ class Body:
         count = _Out()
         total = 4 + len(self.outer)  # the close delimiter "--M--"
         groups = self.groups
+        last_ts = None
         r = Reader(self.store, self.start)
         try:
             while True:
@@ -265,6 +266,14 @@ class Body:
                 if rec is None:
                     break
                 kind = rec.kind
+                if kind == KIND_SAMPLE:
+                    # Sample timestamps rise strictly within a batch: a reading recorded twice (same data
+                    # point and time) goes in the next batch, never twice in one exchange (the service
+                    # refuses that); the later one wins there, as the service keeps the last value.
+                    ts = rec.ts()
+                    if last_ts is not None and ts <= last_ts:
+                        break
+                    last_ts = ts
                 count.total = 0
                 g = None
                 if kind == KIND_FILE:

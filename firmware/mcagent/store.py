@@ -220,6 +220,10 @@ class Record:
             values.append((cfg.ids[i], t, v))
         return struct.unpack_from("<q", b, 0)[0], _text(b, 9, ql), values
 
+    def ts(self):
+        """The record's timestamp (Unix ms), without decoding the rest."""
+        return struct.unpack_from("<q", self.buf, 0)[0]
+
     def event(self):
         """(ts_ms, id bytes(16), severity, description, details JSON text, correlation id or "")."""
         b = self.buf

@@ -9,9 +9,10 @@ What each answer means here, and why:
 - 429: rate limited: wait Retry-After (seconds or an HTTP date; capped), then retry.
 - transport errors, 408 and 5xx: weather. Back off with full jitter (sleep a random time in
   [0, min(cap, base * 2**n))), keep the data; after max_tries failures in a row, stop and report.
-- 400: the envelope is malformed, i.e. a bug: retrying cannot help and blocking the queue would lose
-  everything behind it. The exact body goes to a quarantine file (store.quarantine), the batch is acked,
-  an event reports it, the flush carries on.
+- 400: the envelope is malformed, i.e. a bug (or one record the service cannot take): retrying cannot help
+  and blocking the queue would lose everything behind it. A batch of several records is split (its first
+  half alone, and so on) until the refused record goes alone; that body goes to a quarantine file
+  (store.quarantine), is acked, an event reports it, the flush carries on with full batches.
 - any other status: stop, keep the data, report it in the summary.
 
 Wiring (Agent.flush): `store.commit(); return Uploader(store, conn, identity, clock=clock).flush()`,
@@ -144,6 +145,7 @@ class Uploader:
             "last_status": None,
         }
         budget = self.budget
+        narrowing = None  # end of a batch refused with 400 while its halves are tried (see below)
         failures = 0  # consecutive weather failures
         force_token = False
         auth_retried = False
@@ -185,6 +187,9 @@ class Uploader:
                     pass
             status = resp.status
             s["last_status"] = status
+            if narrowing is not None and status != 400 and body.end >= narrowing:
+                narrowing = None  # past the refused batch: back to full batches
+                budget = self.budget
             if status == 200:
                 store.ack(body.end, body.counts())
                 self._vanished(body)
@@ -204,7 +209,17 @@ class Uploader:
             elif status == 413 and body.readings + body.events + body.files > 1:
                 budget = body.length // 2  # the next batch holds fewer records (always at least one)
                 s["retries"] += 1
+            elif status == 400 and body.records > 1:
+                # One bad record must not cost its neighbours: send the batch's first half alone, and so
+                # on, until the record the service refuses goes alone (and only it into quarantine).
+                if narrowing is None:
+                    narrowing = body.end
+                budget = body.length // 2
+                s["retries"] += 1
             elif status == 400 or status == 413:
+                if narrowing is not None and body.end >= narrowing:
+                    narrowing = None
+                    budget = self.budget
                 if quarantines >= _MAX_QUARANTINES:
                     s["error"] = "HTTP %d: service rejects every batch" % status
                     break

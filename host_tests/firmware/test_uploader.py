@@ -228,7 +228,7 @@ def test_persistent_5xx_gives_up_and_keeps_everything(workdir):
 def test_400_goes_to_quarantine_reports_and_carries_on(workdir):
     st = _store(workdir, 60, pad=30)
     conn = FakeConn([(400, {}, b'{"id":"x","message":"bad envelope"}')])
-    up, _ = _uploader(st, conn, budget=2500)
+    up, _ = _uploader(st, conn, budget=1)  # one record per batch: the refused one is what a split isolates
     s = up.flush()
     first_batch = conn.bodies[0]
     names = st.quarantined_files()
@@ -249,16 +249,16 @@ def test_400_goes_to_quarantine_reports_and_carries_on(workdir):
 def test_a_service_that_rejects_everything_does_not_make_us_loop(workdir):
     st = _store(workdir, 60, pad=30)
     conn = FakeConn([400] * 100)
-    up, _ = _uploader(st, conn, budget=1500)
+    up, _ = _uploader(st, conn, budget=1)
     s = up.flush()
     assert "400" in s["error"] and len(conn.requests) == 4 and s["quarantined"] > 0
     assert len(st.quarantined_files()) == 3
 
 
 def test_quarantine_is_capped(workdir):
-    st = _store(workdir, 200, pad=30, quarantine_bytes=5000)
+    st = _store(workdir, 200, pad=1500, quarantine_bytes=5000)
     for _ in range(6):
-        up, _ = _uploader(st, FakeConn([400]), budget=2000)
+        up, _ = _uploader(st, FakeConn([400]), budget=1)
         up.flush(max_batches=1)
     total = sum(os.stat(st.root + "/" + n)[6] for n in st.quarantined_files())
     assert total <= 5000 and st.stats()["quarantine_evicted"] > 0
@@ -338,7 +338,7 @@ def test_400_with_no_room_to_quarantine_drops_counts_and_carries_on(workdir):
 
     st = _store(workdir, 60, pad=30)
     conn = FakeConn([(400, {}, b'{"id":"x","message":"bad envelope"}')])
-    up, _ = _uploader(st, conn, budget=2500)
+    up, _ = _uploader(st, conn, budget=1)
     real = S.write_atomic
 
     def full(path, data=None, producer=None):
@@ -361,3 +361,55 @@ def test_400_with_no_room_to_quarantine_drops_counts_and_carries_on(workdir):
     events = conn.events()
     assert len(events) == 1 and "no room" in events[0]["description"], events
     assert st.pending_count() == 0
+
+
+class PickyConn(FakeConn):
+    """A service that refuses (400) any body holding a poisoned value or a data point twice at one instant."""
+
+    def request(self, method, path, headers=None, body=None, max_body=4096):
+        data, _ = mp.body_bytes(body)
+        if b"poison" in data:
+            self.requests.append((method, path, dict(headers or {}), body.length, body.content_type))
+            return FakeResp(400, {}, b'{"id":"x","message":"bad value"}')
+        for items in [mp.parse(data, body.content_type)]:
+            seen = set()
+            for _, elem in mp.readings(items):
+                for v in elem["values"]:
+                    key = (elem["timestamp"], v["dataPointId"])
+                    assert key not in seen, ("a reading twice in one exchange", key)
+                    seen.add(key)
+        return super().request(method, path, headers, body, max_body)
+
+
+def test_one_refused_record_costs_no_neighbour(workdir):
+    """A batch the service refuses with 400 is split until the one record it refuses goes alone: that one is
+    quarantined (and reported), every other record is delivered, and later batches are full again."""
+    st = S.Store(workdir + "/st", [["DP-Seq", "INT"], ["DP-Pad", "BIG_STRING"]], "cfg-up")
+    for i in range(100):
+        st.append_sample(T0 + i, {"DP-Seq": i, "DP-Pad": "poison" if i == 37 else "ok"})
+    st.commit()
+    conn = PickyConn()
+    up, _ = _uploader(st, conn, budget=4000)
+    s = up.flush()
+    assert s["error"] is None and s["quarantined"] == 1 and s["readings_sent"] == 99, s
+    assert sorted(conn.seqs()) == [i for i in range(100) if i != 37]
+    assert len(st.quarantined_files()) == 1 and st.pending_count() == 0
+    events = conn.events()
+    assert len(events) == 1 and events[0]["details"]["records"] == 1 and "bad value" in events[0]["details"]["message"]
+    assert len(conn.requests) < 15  # a handful of halvings, then full batches again
+
+
+def test_a_reading_recorded_twice_never_goes_twice_in_one_exchange(workdir):
+    """The same data point at the same instant twice: each goes in its own exchange (the later value wins at
+    the service), every distinct reading arrives, nothing is quarantined."""
+    st = S.Store(workdir + "/st", [["DP-Seq", "INT"], ["DP-Pad", "BIG_STRING"]], "cfg-up")
+    for i in range(50):
+        st.append_sample(T0 + i, {"DP-Seq": i})
+        if i == 20:
+            st.append_sample(T0 + i, {"DP-Seq": 1000})  # recorded twice (a retry, a clock step back)
+    st.commit()
+    conn = PickyConn()
+    s = _uploader(st, conn)[0].flush()
+    assert s["error"] is None and s["quarantined"] == 0 and s["readings_sent"] == 51, s
+    assert sorted(conn.seqs()) == sorted(list(range(50)) + [1000])
+    assert len(conn.accepted) == 2
