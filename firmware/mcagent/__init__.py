@@ -247,12 +247,15 @@ class Agent:
         store.release_writer()  # commits; the upload only reads the log
         from mcagent.uploader import Uploader
 
-        try:
-            return Uploader(store, self.conn, self.identity, clock=self.clock, **self._upload_options).flush()
-        finally:
-            Uploader = None
-            _unload("uploader")  # and the composer: a board flushes once per wake, then sleeps
-            _unload("exchange")
+        return Uploader(store, self.conn, self.identity, clock=self.clock, **self._upload_options).flush()
+
+    def release(self):
+        """Let the GC have the code of the upload path (uploader, exchange) and of appending until they are
+        needed again: a node calls this after its upload, as it then samples or sleeps. (Modules you
+        imported yourself stay loaded; calling this would then load a second copy on the next flush.)"""
+        self.commit()
+        _unload("uploader")
+        _unload("exchange")
 
     def commit(self):
         """Make everything recorded so far durable, and let the GC have the append code until the next

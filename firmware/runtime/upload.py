@@ -33,6 +33,9 @@ def upload(node, why):
             node.release_phases()
             summary = agent.flush()
             ok, err = account(node.st, summary)
+            release = getattr(agent, "release", None)
+            if release is not None:
+                release()  # the upload path's code, until the next upload
     except OSError as e:  # network weather: transport errors, timeouts, DNS
         err = repr(e)
         if type(e).__name__ == "TlsVerifyError":  # not weather: a wrong CA or host; worth the run log

@@ -101,8 +101,11 @@ def test_single_upload_and_etag_rules(sg: RunningSouthgate, agent: Agent) -> Non
     assert sg.file_content(agent.id, "dir/sub/a.txt") == b"again"
     got = agent.http.request("GET", f"{FILES}/{entity}/dir/sub/a.txt", token=sg.admin_token)
     assert got.status == 200 and got.body == b"again" and got.headers["etag"] == "1"
-    listing = agent.http.request("GET", f"{FILES}/{entity}", token=agent.token).json()
+    listing = agent.http.request("GET", f"{FILES}/{entity}", token=sg.admin_token).json()
     assert [x["path"] for x in listing] == ["dir/sub/a.txt"]
+    # reading back is for applications: an agent's token is refused with a reason
+    refused = agent.http.request("GET", f"{FILES}/{entity}", token=agent.token)
+    assert refused.status == 403 and b"agent APIs" in refused.body
     assert agent.http.request("GET", f"{FILES}/{entity}/missing.txt", token=sg.admin_token).status == 404
 
 

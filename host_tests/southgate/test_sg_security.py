@@ -111,3 +111,35 @@ def test_tls_verifies_and_plain_http_refused(sg: RunningSouthgate) -> None:
         conn.request("GET", "/api/agentmanagement/v3/oauth/token_key")
         assert conn.getresponse().status == 200
         conn.close()
+
+
+def test_agents_keep_to_their_own(sg: RunningSouthgate) -> None:
+    """Agent tokens are for the agent APIs: reading back (IoT Time Series, TS Bulk, IoT files) needs a tenant
+    token (the admin token here); and an agent cannot map its data points onto another agent's asset."""
+    from sgclient import Agent
+
+    a = Agent(sg).ready()
+    b = Agent(sg, tenant="othertenant").ready()
+    b_asset = [x for x in sg.admin("GET", "/admin/agents") if x["id"] == b.id][0]["entityId"]
+    for path in (
+        f"/api/iottimeseries/v3/timeseries/{b.entity}/env",
+        f"/api/iottsbulk/v3/timeseries?entity={b.entity}&propertySetName=env",
+        f"/api/iotfile/v3/files/{b.entity}",
+    ):
+        r = a.http.request("GET", path, token=a.token)
+        assert r.status == 403 and b"agent APIs" in r.body, (path, r.status, r.body)
+        assert a.http.request("GET", path, token=sg.admin_token).status < 500
+    r = a.http.json(
+        "POST",
+        "/api/mindconnect/v3/dataPointMappings",
+        {
+            "agentId": a.id,
+            "dataPointId": "DP-temp",
+            "entityId": b_asset,
+            "propertySetName": "env",
+            "propertyName": "temp",
+            "keepMapping": True,
+        },
+        token=a.token,
+    )
+    assert r.status == 403 and b"another agent" in r.body, (r.status, r.body)

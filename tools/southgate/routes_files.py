@@ -13,8 +13,9 @@ from aiohttp import web
 from .clock import iso_ms, parse_iso
 from .errors import ApiError, bad_request, not_found
 from .ingest import remove_blob, store_file
+from .routes_read import read_auth
 from .service import HEX32, Service
-from .webutil import agent_auth, is_admin, json_response, own_entity, service
+from .webutil import agent_auth, json_response, own_entity, service
 
 routes = web.RouteTableDef()
 FILES = "/api/iotfile/v3/files"
@@ -273,15 +274,9 @@ def file_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _reader(request: web.Request) -> None:
-    """Reading files: the tenant admin, or an agent (any valid access token)."""
-    if not is_admin(request):
-        agent_auth(request)
-
-
 @routes.get(FILES + "/{entity_id}")
 async def list_files(request: web.Request) -> web.Response:
-    _reader(request)
+    read_auth(request)
     entity = request.match_info["entity_id"]
     if not HEX32.match(entity):
         raise bad_request("entityId must be 32 lowercase hex characters")
@@ -290,7 +285,7 @@ async def list_files(request: web.Request) -> web.Response:
 
 @routes.get(FILES + "/{entity_id}/{path:.+}")
 async def get_file(request: web.Request) -> web.StreamResponse:
-    _reader(request)
+    read_auth(request)
     entity, path = _target(request)
     svc = service(request)
     row = svc.storage.file(entity, path)

@@ -8,16 +8,23 @@ from aiohttp import web
 
 from . import readback
 from .clock import parse_iso
-from .errors import bad_request
+from .errors import bad_request, forbidden
 from .service import HEX32
 from .webutil import agent_auth, base_url, int_param, is_admin, json_response, service
 
 routes = web.RouteTableDef()
 
 
-def _reader(request: web.Request) -> None:
-    if not is_admin(request):
-        agent_auth(request)
+def read_auth(request: web.Request) -> None:
+    """Reading back (IoT Time Series, TS Bulk, IoT files) is for applications with a tenant token (here the
+    admin token), as on the real service: an agent's token (scope mdsp:core:Agent) is for the agent APIs."""
+    if is_admin(request):
+        return
+    agent_auth(request)  # 401 for what is not even an agent token
+    raise forbidden(
+        "agent access tokens (scope mdsp:core:Agent) are for the agent APIs; read back with a tenant "
+        "token (southgate: the admin token)"
+    )
 
 
 def _time(request: web.Request, name: str) -> int | None:
@@ -41,7 +48,7 @@ def _range(request: web.Request, required: bool) -> tuple[int | None, int | None
 
 @routes.get("/api/iottimeseries/v3/timeseries/{entity_id}/{pset}")
 async def iot_timeseries(request: web.Request) -> web.Response:
-    _reader(request)
+    read_auth(request)
     entity, pset = request.match_info["entity_id"], request.match_info["pset"]
     if not HEX32.match(entity):
         raise bad_request("entityId must be 32 lowercase hex characters")
@@ -60,7 +67,7 @@ async def iot_timeseries(request: web.Request) -> web.Response:
 
 @routes.get("/api/iottsbulk/v3/timeseries")
 async def iot_bulk(request: web.Request) -> web.Response:
-    _reader(request)
+    read_auth(request)
     entity = request.query.get("entity", "")
     pset = request.query.get("propertySetName", "")
     if not HEX32.match(entity):
