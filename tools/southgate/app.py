@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import signal
 import sys
 import time
 import traceback
 from collections import deque
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from . import faults, tokens
-from .counters import ConnStats, Counters, counting_factory
+from .counters import ConnStats, Counters, CountingHandler
 from .errors import ApiError
 from .routes_admin import COUNTERS_KEY
 from .routes_admin import routes as admin_routes
@@ -25,10 +28,27 @@ from .routes_data import send_and_close
 from .routes_files import routes as file_routes
 from .routes_read import routes as read_routes
 from .service import Service
-from .webutil import SERVICE_KEY
+from .webutil import SERVICE_KEY, header_text
 
 RATE_KEY: web.AppKey[dict[str, deque[float]]] = web.AppKey("rate", dict)
 VERSION_KEY: web.AppKey[list[int]] = web.AppKey("data_version", list)
+
+
+def _env_seconds(name: str, default: float) -> float:
+    """A timeout from the environment (tests shorten them), else the default."""
+    try:
+        value = float(os.environ.get(name, ""))
+    except ValueError:
+        return default
+    return value if math.isfinite(value) and value > 0 else default
+
+
+# Read timeouts. Not Settings (settings.py) because they apply to the listening socket as a whole.
+HEADER_TIMEOUT_S = _env_seconds("SOUTHGATE_HEADER_TIMEOUT_S", 20.0)  # first byte -> end of headers
+BODY_IDLE_TIMEOUT_S = _env_seconds("SOUTHGATE_BODY_IDLE_TIMEOUT_S", 30.0)  # longest gap in a body
+BODY_TIMEOUT_S = _env_seconds("SOUTHGATE_BODY_TIMEOUT_S", 600.0)  # whole body, authenticated endpoints
+UNAUTH_BODY_TIMEOUT_S = _env_seconds("SOUTHGATE_UNAUTH_BODY_TIMEOUT_S", 10.0)  # token, register
+UNAUTHENTICATED_PREFIXES = ("/api/agentmanagement/v3/oauth/", "/api/agentmanagement/v3/register")
 
 SUCCESS_STATUS = {
     "/api/agentmanagement/v3/register": 201,
@@ -47,7 +67,7 @@ def _conn(request: web.Request) -> ConnStats | None:
 
 def _agent_hint(request: web.Request) -> str | None:
     """Who a request is from, without checking the token (rate-limit bucket, diagnostics of a drop fault)."""
-    auth = request.headers.get("Authorization", "")
+    auth = header_text(request.headers.get("Authorization", "")) or ""
     if auth[:7].lower() == "bearer ":
         claims = tokens.unverified_claims(auth[7:].strip())
         if claims and isinstance(claims.get("sub"), str):
@@ -61,8 +81,12 @@ async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
     start = time.perf_counter()
     request["agent_id"] = None
     status = 0
+    proto = request.protocol
+    if isinstance(proto, GuardedHandler):
+        proto.headers_done()
     try:
         try:
+            _check_headers(request)
             resp = await handler(request)
         except ApiError as exc:
             resp = exc.response()
@@ -80,12 +104,17 @@ async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
         except (asyncio.CancelledError, ConnectionError):
             status = 499
             raise
+        except RecursionError:  # hostile nesting that slipped past a parser: the client's fault, not ours
+            log(f"{request.method} {request.path}: input nested too deeply")
+            resp = ApiError(400, "request input is nested too deeply").response()
         except Exception:  # noqa: BLE001 - a bug must answer 500, not kill the connection silently
             traceback.print_exc(file=sys.stderr)
             resp = ApiError(500, "internal error in southgate (see its log)").response()
         status = resp.status
         return resp
     finally:
+        if isinstance(proto, GuardedHandler):
+            proto.request_done()
         ms = (time.perf_counter() - start) * 1000
         conn = _conn(request)
         bytes_in = 0
@@ -99,6 +128,77 @@ async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
         counters.record_request(conn, request.method, request.path, status, bytes_in, ms, request["agent_id"])
         who = request["agent_id"] or "-"
         log(f"{request.method} {request.path} {status} in={bytes_in} agent={who} {ms:.1f}ms")
+
+
+def _check_headers(request: web.Request) -> None:
+    """Header values must be valid UTF-8 (aiohttp passes other bytes through as lone surrogates, which break
+    token checks, logging and SQLite); the Authorization header must be ASCII (401, it is a credential)."""
+    for name, value in request.headers.items():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            if name.lower() == "authorization":
+                raise ApiError(
+                    401,
+                    "Authorization header must be printable ASCII",
+                    headers={"WWW-Authenticate": 'Bearer realm="southgate"'},
+                ) from None
+            raise ApiError(400, f"header {name[:40]!r} is not valid UTF-8") from None
+
+
+class BodyTimeout(asyncio.TimeoutError):
+    """Set on a request's body stream when the body stops arriving; reads then raise it."""
+
+
+@web.middleware
+async def body_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """408 (and close) for a request body that stops arriving or takes too long.
+
+    A watchdog checks progress while the body is incomplete; on a timeout it sets BodyTimeout on the body
+    stream, so the handler's pending or next read raises it (no task cancellation needed). Unauthenticated
+    endpoints (token, register) get a short total limit, everything else a long one; a gap of more than
+    BODY_IDLE_TIMEOUT_S without a byte ends any body."""
+    content = request.content
+    if content.is_eof():
+        return await handler(request)
+    unauth = request.path.startswith(UNAUTHENTICATED_PREFIXES)
+    total = UNAUTH_BODY_TIMEOUT_S if unauth else BODY_TIMEOUT_S
+    idle = BODY_IDLE_TIMEOUT_S
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tick = max(0.05, min(1.0, idle / 4, total / 4))
+    state: dict[str, float] = {"seen": float(content.total_bytes), "last": start}
+    fired: list[str] = []
+    handle: asyncio.TimerHandle | None = None
+
+    def check() -> None:
+        nonlocal handle
+        handle = None
+        if content.is_eof():
+            return
+        now = loop.time()
+        if content.total_bytes != state["seen"]:
+            state["seen"], state["last"] = float(content.total_bytes), now
+        if now - start >= total:
+            fired.append(f"request body not complete within {total:g} s")
+        elif now - state["last"] >= idle:
+            fired.append(f"request body stalled: no data for {idle:g} s")
+        if fired:
+            content.set_exception(BodyTimeout(fired[0]))
+            return
+        handle = loop.call_later(tick, check)
+
+    handle = loop.call_later(tick, check)
+    try:
+        return await handler(request)
+    except BodyTimeout:
+        if not fired:
+            raise
+        log(f"{request.method} {request.path}: {fired[0]}")
+        raise ApiError(408, fired[0], close=True) from None
+    finally:
+        if handle is not None:
+            handle.cancel()
 
 
 @web.middleware
@@ -171,7 +271,7 @@ async def fault_injection(request: web.Request, handler: Handler) -> web.StreamR
     if agent:
         svc.storage.add_diagnostic(
             agent,
-            request.headers.get("Correlation-ID", "")[:64] or "-",
+            header_text(request.headers.get("Correlation-ID", "")[:64]) or "-",
             "WARN",
             f"request to {request.path} accepted and dropped (fault injection)",
             "fault",
@@ -209,7 +309,8 @@ async def rate_limit(request: web.Request, handler: Handler) -> web.StreamRespon
 
 def make_app(service: Service, counters: Counters | None = None) -> web.Application:
     app = web.Application(
-        middlewares=[outer, freshness, fault_injection, rate_limit], client_max_size=2 * 1024 * 1024
+        middlewares=[outer, freshness, fault_injection, rate_limit, body_deadline],
+        client_max_size=2 * 1024 * 1024,
     )
     app[SERVICE_KEY] = service
     app[COUNTERS_KEY] = counters or Counters()
@@ -225,6 +326,76 @@ def make_app(service: Service, counters: Counters | None = None) -> web.Applicat
     for table in (agent_routes, data_routes, file_routes, read_routes, admin_routes):
         app.add_routes(table)
     return app
+
+
+class GuardedHandler(CountingHandler):
+    """The counting request handler plus a header read timeout: once the first byte of a request arrives,
+    its headers must be complete within HEADER_TIMEOUT_S, else the connection gets a 408 and is closed
+    (aiohttp itself only times out idle connections)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sg_header_timer: asyncio.TimerHandle | None = None
+        self.sg_busy = 0
+
+    def _awaiting_request(self) -> bool:
+        """aiohttp waits for the next request (not inside one, not draining an unread body)."""
+        waiter = self._waiter  # noqa: SLF001 - set by RequestHandler.start while it waits for a message
+        return not self.sg_busy and waiter is not None and not waiter.done()
+
+    def data_received(self, data: bytes) -> None:
+        if data and self.sg_header_timer is None and self._awaiting_request():
+            self.sg_header_timer = asyncio.get_running_loop().call_later(
+                HEADER_TIMEOUT_S, self._headers_timed_out
+            )
+        super().data_received(data)
+
+    def headers_done(self) -> None:
+        self.sg_busy += 1
+        if self.sg_header_timer is not None:
+            self.sg_header_timer.cancel()
+            self.sg_header_timer = None
+
+    def request_done(self) -> None:
+        self.sg_busy = max(0, self.sg_busy - 1)
+
+    def _headers_timed_out(self) -> None:
+        self.sg_header_timer = None
+        if self.transport is None or not self._awaiting_request():
+            return
+        log(f"closing a connection: request headers not complete within {HEADER_TIMEOUT_S:g} s")
+        body = b'{"message": "request headers not complete in time"}'
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        self.force_close()
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """A request aiohttp could not parse (bad header bytes, line too long ...) is the client's error:
+        one log line with the reason, no traceback. Anything else is logged as aiohttp does."""
+        exc = kw.get("exc_info")
+        if isinstance(exc, HttpProcessingError) and (exc.code or 400) < 500:
+            first = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else ""
+            log(f"bad HTTP request ({exc.code} {type(exc).__name__}: {first[:120]})")
+            return
+        super().log_exception(*args, **kw)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.sg_header_timer is not None:
+            self.sg_header_timer.cancel()
+            self.sg_header_timer = None
+        super().connection_lost(exc)
+
+
+def guarded_factory(server: web.Server, counters: Counters) -> Any:
+    """Protocol factory for loop.create_server that builds GuardedHandlers for `server`."""
+    kwargs = dict(server._kwargs)  # noqa: SLF001 - aiohttp keeps handler options here
+
+    def factory() -> GuardedHandler:
+        return GuardedHandler(counters, server, loop=server._loop, **kwargs)  # noqa: SLF001
+
+    return factory
 
 
 def display_base_url(host: str, port: int, plain_http: bool) -> str:
@@ -255,7 +426,7 @@ async def serve(
     ssl_ctx = None if plain_http else service.keys.server_ssl_context()
     assert runner.server is not None
     server = await loop.create_server(
-        counting_factory(runner.server, counters), host, port, ssl=ssl_ctx, reuse_address=True
+        guarded_factory(runner.server, counters), host, port, ssl=ssl_ctx, reuse_address=True
     )
     bound = server.sockets[0].getsockname()[1]
     base = display_base_url(host, bound, plain_http)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import secrets
 import uuid
@@ -24,6 +25,8 @@ HEX32 = re.compile(r"^[0-9a-f]{32}$")
 DEFAULT_TENANT = "devtenant"
 DEFAULT_BASE_URL = "https://127.0.0.1:8443"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+MIN_PLAUSIBLE_EPOCH_S = 1704067200  # 2024-01-01T00:00:00Z: an earlier iat/nbf/exp is an unset device clock
+MAX_JTI_CHARS = 256
 
 
 def _hash(secret: str) -> str:
@@ -110,30 +113,58 @@ class Service:
             "tenant": agent["tenant"],
         }
 
+    def _iat_claims(self, agent: dict[str, Any], jti: str, issued_s: int, exp: int) -> dict[str, Any]:
+        return {
+            "jti": jti,
+            "sub": agent["id"],
+            "ten": agent["tenant"],
+            "iat": issued_s,
+            "exp": exp,
+            "typ": "iat",
+            "scope": ["mdsp:core:agent.iat"],
+            "schemas": ["urn:siemens:mindsphere:v1"],
+        }
+
+    def _current_iat(self, agent: dict[str, Any]) -> str | None:
+        """The agent's unused IAT, re-signed from its claims (RS256 with PKCS#1 v1.5 is deterministic, so
+        only its hash is stored); None when there is none or it can't be reproduced."""
+        if agent["iat_jti"] is None or agent["iat_hash"] is None or agent["iat_issued_s"] is None:
+            return None
+        claims = self._iat_claims(
+            agent, agent["iat_jti"], int(agent["iat_issued_s"]), int(agent["iat_expires_s"] or 0)
+        )
+        iat = tokens.sign_rs256(claims, self.keys.token_key, self.keys.token_kid)
+        return iat if secrets.compare_digest(_hash(iat), agent["iat_hash"]) else None
+
     def boarding_config(self, agent_id: str, base_url: str | None = None) -> dict[str, Any]:
-        """The agentconfig.json; mints a new IAT when the current one is used or expired."""
+        """The agentconfig.json; mints a new IAT when the current one is used or expired.
+
+        IATs are never stored in plain text: the database keeps the jti, issue time and SHA-256."""
         agent = self.agent_or_404(agent_id)
         now_s = self.clock.now_s()
-        if agent["iat"] is None or agent["iat_used"] or (agent["iat_expires_s"] or 0) <= now_s:
+        iat = None
+        if not agent["iat_used"] and (agent["iat_expires_s"] or 0) > now_s:
+            iat = self._current_iat(agent)
+        if iat is None:
             jti = str(uuid.uuid4())
             exp = now_s + self.settings.iat_lifetime_s
-            claims = {
-                "jti": jti,
-                "sub": agent_id,
-                "ten": agent["tenant"],
-                "iat": now_s,
-                "exp": exp,
-                "typ": "iat",
-                "scope": ["mdsp:core:agent.iat"],
-                "schemas": ["urn:siemens:mindsphere:v1"],
-            }
-            iat = tokens.sign_rs256(claims, self.keys.token_key, self.keys.token_kid)
-            self.storage.update_agent(agent_id, iat_jti=jti, iat=iat, iat_expires_s=exp, iat_used=0)
+            iat = tokens.sign_rs256(
+                self._iat_claims(agent, jti, now_s, exp), self.keys.token_key, self.keys.token_kid
+            )
+            self.storage.update_agent(
+                agent_id,
+                iat_jti=jti,
+                iat=None,
+                iat_hash=_hash(iat),
+                iat_issued_s=now_s,
+                iat_expires_s=exp,
+                iat_used=0,
+            )
             agent = self.agent_or_404(agent_id)
         return {
             "content": {
                 "baseUrl": base_url or self.base_url,
-                "iat": agent["iat"],
+                "iat": iat,
                 "clientCredentialProfile": ["SHARED_SECRET"],
                 "clientId": agent_id,
                 "tenant": agent["tenant"],
@@ -153,6 +184,8 @@ class Service:
             prev_rat_hash=None,
             iat=None,
             iat_jti=None,
+            iat_hash=None,
+            iat_issued_s=None,
         )
         return {"status": "OFFBOARDING"}
 
@@ -190,11 +223,16 @@ class Service:
         if claims.get("typ") != "iat":
             raise unauthorized("initial access token rejected: not an initial access token")
         agent = self.storage.agent(str(claims.get("sub")))
-        if agent is None or claims.get("jti") != agent["iat_jti"]:
+        if (
+            agent is None
+            or claims.get("jti") != agent["iat_jti"]
+            or agent["iat_hash"] is None
+            or not secrets.compare_digest(_hash(iat), agent["iat_hash"])
+        ):
             raise unauthorized("initial access token rejected: it was replaced or the agent was deleted")
         if agent["iat_used"]:
             raise unauthorized("initial access token rejected: it was already used (single use)")
-        if (claims.get("exp") or 0) <= self.clock.now_s():
+        if (agent["iat_expires_s"] or 0) <= self.clock.now_s():
             raise unauthorized("initial access token rejected: it has expired")
         with self.storage.tx():
             self.storage.update_agent(
@@ -290,6 +328,11 @@ class Service:
         except tokens.TokenError as exc:
             raise fail(f"client assertion: {exc}") from exc
         assert iat is not None and exp is not None
+        for name, value in (("iat", iat), ("nbf", nbf), ("exp", exp)):
+            if value is not None and value < MIN_PLAUSIBLE_EPOCH_S:
+                raise fail(
+                    f"client assertion {name} is implausible (before 2024-01-01; check the device clock)"
+                )
         if iat > now + skew:
             raise fail("client assertion issued in the future (check the device clock)")
         if nbf is not None and nbf > now + skew:
@@ -298,6 +341,13 @@ class Service:
             raise fail("client assertion expired (check the device clock)")
         if exp > now + self.settings.max_assertion_lifetime_s + skew:
             raise fail("client assertion exp is too far in the future (at most 24 h)")
+        jti_claim = claims.get("jti")
+        if not isinstance(jti_claim, str) or not jti_claim or len(jti_claim) > MAX_JTI_CHARS:
+            raise fail(f"client assertion jti must be a string of 1 to {MAX_JTI_CHARS} characters")
+        # Remember the jti until the assertion can no longer pass the exp check above (exp + skew).
+        keep_until = math.ceil(exp) + skew + 1
+        if not self.storage.claim_jti(agent["id"], jti_claim, keep_until, math.floor(now)):
+            raise fail("client assertion was already used (replayed jti); sign a new one for each request")
         now_s = int(now)
         lifetime = self.settings.access_token_lifetime_s
         jti = str(uuid.uuid4())

@@ -8,6 +8,8 @@ a re-sent batch overwrites itself, which makes at-least-once delivery idempotent
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import sqlite3
@@ -25,9 +27,13 @@ CREATE TABLE IF NOT EXISTS agents (
     iat_jti TEXT, iat TEXT, iat_expires_s INTEGER, iat_used INTEGER NOT NULL DEFAULT 0,
     secret TEXT, secret_expires_s INTEGER, secret_used INTEGER NOT NULL DEFAULT 0,
     rat_hash TEXT, prev_rat_hash TEXT, onboard_gen INTEGER NOT NULL DEFAULT 0,
-    last_seen_ms INTEGER,
+    last_seen_ms INTEGER, iat_hash TEXT, iat_issued_s INTEGER,
     UNIQUE (tenant, name)
 );
+CREATE TABLE IF NOT EXISTS assertion_jtis (
+    agent_id TEXT NOT NULL, jti TEXT NOT NULL, exp_s INTEGER NOT NULL, PRIMARY KEY (agent_id, jti)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS assertion_jtis_exp ON assertion_jtis (exp_s);
 CREATE TABLE IF NOT EXISTS assets (
     entity_id TEXT PRIMARY KEY, name TEXT NOT NULL, created_ms INTEGER NOT NULL
 );
@@ -119,6 +125,32 @@ class Storage:
         self.db.execute("PRAGMA foreign_keys=OFF")
         self.db.executescript(SCHEMA)
         self._depth = 0
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a data directory made by an older southgate up to date (idempotent, keeps all data).
+
+        Agent rows gain iat_hash/iat_issued_s; an IAT kept in plain text becomes its SHA-256 and issue time
+        (the service re-signs an unused IAT from its claims when it hands it out again).
+        """
+        cols = {r["name"] for r in self.db.execute("PRAGMA table_info(agents)").fetchall()}
+        with self.tx() as db:
+            for col, kind in (("iat_hash", "TEXT"), ("iat_issued_s", "INTEGER")):
+                if col not in cols:
+                    db.execute(f"ALTER TABLE agents ADD COLUMN {col} {kind}")
+            for row in db.execute("SELECT id, iat FROM agents WHERE iat IS NOT NULL").fetchall():
+                issued = None
+                try:
+                    seg = row["iat"].split(".")[1]
+                    claims = json.loads(base64.urlsafe_b64decode(seg + "=" * (-len(seg) % 4)))
+                    if isinstance(claims.get("iat"), int):
+                        issued = claims["iat"]
+                except (IndexError, ValueError, AttributeError):
+                    pass
+                db.execute(
+                    "UPDATE agents SET iat_hash = ?, iat_issued_s = ?, iat = NULL WHERE id = ?",
+                    (hashlib.sha256(row["iat"].encode()).hexdigest(), issued, row["id"]),
+                )
 
     def close(self) -> None:
         self.db.close()
@@ -187,6 +219,19 @@ class Storage:
     def update_agent(self, agent_id: str, **fields: Any) -> None:
         cols = ", ".join(f"{k} = ?" for k in fields)
         self.db.execute(f"UPDATE agents SET {cols} WHERE id = ?", (*fields.values(), agent_id))
+
+    # client assertion ids (replay protection) --------------------------------------------------------------
+    def claim_jti(self, agent_id: str, jti: str, exp_s: int, now_s: int) -> bool:
+        """Remember `jti` of `agent_id` until `exp_s`; False when it is already remembered (a replay).
+
+        Entries whose exp_s has passed are pruned first (an assertion past its exp is refused anyway)."""
+        with self.tx() as db:
+            db.execute("DELETE FROM assertion_jtis WHERE exp_s < ?", (now_s,))
+            cur = db.execute(
+                "INSERT OR IGNORE INTO assertion_jtis (agent_id, jti, exp_s) VALUES (?, ?, ?)",
+                (agent_id, jti, exp_s),
+            )
+            return cur.rowcount == 1
 
     # assets ---------------------------------------------------------------------------------------------
     def ensure_asset(self, entity_id: str, now_ms: int, name: str | None = None) -> None:

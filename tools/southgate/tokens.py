@@ -12,11 +12,17 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from .validation import Invalid, parse_json
+
+MAX_TOKEN_CHARS = 16 * 1024  # far more than any token southgate issues or accepts
+MAX_EPOCH_S = 2**53  # numeric claims beyond this are not epoch seconds (and lose float precision)
 
 
 class TokenError(ValueError):
@@ -40,14 +46,19 @@ def b64u_decode(text: str) -> bytes:
 
 def split(token: str) -> tuple[dict[str, Any], dict[str, Any], str, bytes]:
     """-> (header, claims, signing input text, signature bytes)."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise TokenError(f"token is longer than {MAX_TOKEN_CHARS} characters")
     parts = token.split(".")
     if len(parts) != 3:
         raise TokenError("token must have three dot-separated parts")
     try:
-        header = json.loads(b64u_decode(parts[0]))
-        claims = json.loads(b64u_decode(parts[1]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TokenError("token header or claims are not JSON") from exc
+        header = parse_json(b64u_decode(parts[0]))
+    except Invalid as exc:
+        raise TokenError(f"token header is not JSON: {exc}") from None
+    try:
+        claims = parse_json(b64u_decode(parts[1]))
+    except Invalid as exc:
+        raise TokenError(f"token claims are not JSON: {exc}") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise TokenError("token header and claims must be JSON objects")
     return header, claims, parts[0] + "." + parts[1], b64u_decode(parts[2])
@@ -97,4 +108,8 @@ def numeric_claim(claims: dict[str, Any], name: str, required: bool = True) -> f
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TokenError(f"claim {name!r} must be a number (epoch seconds)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TokenError(f"claim {name!r} must be a finite number (epoch seconds)")
+    if not -MAX_EPOCH_S <= value <= MAX_EPOCH_S:
+        raise TokenError(f"claim {name!r} is out of range for epoch seconds")
     return float(value)

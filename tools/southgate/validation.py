@@ -2,20 +2,58 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from typing import Any
 
 from .clock import parse_iso
 
 TYPES = ("INT", "LONG", "DOUBLE", "BOOLEAN", "STRING", "BIG_STRING", "TIMESTAMP")
-_INT_RE = re.compile(r"^[+-]?\d+$")
-_DOUBLE_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_INT_RE = re.compile(r"[+-]?[0-9]+\Z")
+_DOUBLE_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
 
 
+MAX_INT_DIGITS = 19  # more significant digits than any 64-bit integer has
+
+
 class Invalid(ValueError):
     """Content that breaks a rule; the message names the rule and where."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def parse_json(data: bytes | bytearray | str) -> Any:
+    """The one JSON loader for untrusted input (bodies, token segments): Invalid with a short reason for
+    text that is not UTF-8, not JSON, nested too deeply, holds NaN/Infinity or numbers with too many digits.
+    """
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Invalid(f"not UTF-8 (byte {exc.start})") from None
+    else:
+        text = data
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise Invalid("nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, the int digit limit of Python 3.11+
+        if "integer string conversion" in str(exc):
+            raise Invalid("a number has too many digits") from None
+        raise Invalid(str(exc)[:120]) from None
+
+
+def _int_in_range(value: str, lo: int, hi: int) -> bool:
+    """Range check of a decimal integer string without converting a huge one (int() refuses >4300 digits)."""
+    digits = value.lstrip("+-").lstrip("0")
+    if len(digits) > MAX_INT_DIGITS:
+        return False
+    return lo <= int(value) <= hi
 
 
 def _str(
@@ -83,12 +121,14 @@ def check_value(type_: str, value: str) -> str | None:
         if not _INT_RE.match(value):
             return f"value {value[:40]!r} is not an integer ({type_})"
         lo, hi = INT32 if type_ == "INT" else INT64
-        if not lo <= int(value) <= hi:
+        if not _int_in_range(value, lo, hi):
             return f"value {value[:40]!r} is out of range for {type_}"
         return None
     if type_ == "DOUBLE":
         if not _DOUBLE_RE.match(value):
             return f"value {value[:40]!r} is not a number (DOUBLE)"
+        if not math.isfinite(float(value)):
+            return f"value {value[:40]!r} is out of range for DOUBLE"
         return None
     if type_ == "BOOLEAN":
         if value not in ("true", "false"):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hmac
 import json
 import math
+import re
 from typing import Any
 
 from aiohttp import web
 
 from .errors import ApiError, bad_request, forbidden, unauthorized
 from .service import Service
+from .validation import Invalid, parse_json
 
 SERVICE_KEY: web.AppKey[Service] = web.AppKey("service", Service)
 
@@ -19,8 +21,25 @@ def service(request: web.Request) -> Service:
     return request.app[SERVICE_KEY]
 
 
-def bearer(request: web.Request) -> str:
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*\Z")
+
+
+def header_text(value: str) -> str | None:
+    """`value` if it is printable ASCII, else None (aiohttp hands non-UTF-8 header bytes through as lone
+    surrogates, which break .encode() and SQLite)."""
+    return value if _PRINTABLE_ASCII.match(value) else None
+
+
+def authorization(request: web.Request) -> str:
+    """The Authorization header ('' when absent); 401 when it holds anything but printable ASCII."""
     auth = request.headers.get("Authorization", "")
+    if header_text(auth) is None:
+        raise unauthorized("Authorization header must be printable ASCII")
+    return auth
+
+
+def bearer(request: web.Request) -> str:
+    auth = authorization(request)
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise unauthorized("missing bearer token in Authorization header")
@@ -53,6 +72,8 @@ def own_entity(request: web.Request, agent: dict[str, Any], entity_id: str) -> N
 
 def is_admin(request: web.Request) -> bool:
     auth = request.headers.get("Authorization", "")
+    if header_text(auth) is None:
+        return False
     scheme, _, token = auth.partition(" ")
     admin = service(request).keys.admin_token
     return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), admin.encode())
@@ -75,9 +96,9 @@ async def json_body(request: web.Request, *, check_type: bool = True) -> Any:
         require_json_type(request)
     raw = await request.read()
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise bad_request(f"body is not valid JSON: {exc}") from exc
+        return parse_json(raw)
+    except Invalid as exc:
+        raise bad_request(f"body is not valid JSON: {exc}") from None
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
