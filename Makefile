@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.deps-$(DEPS_HASH)
 PYTEST_ARGS ?=
 JOBS ?= auto
 
-.PHONY: fit venv test lint compile bench demo clean help upy32
+.PHONY: fit venv test lint compile bench demo clean help upy32 fuzz
 
 help:
 	@echo "make demo    - southgate + the real firmware on the MicroPython Unix port, with a report"
@@ -22,6 +22,7 @@ help:
 	@echo "make upy32   - 32-bit MicroPython Unix port from source, plain + firmware frozen (build/upy32/)"
 	@echo "make fit     - per board: smallest 32-bit heap for a first and a later wake vs its heap_kb (FIT_ARGS=--help)"
 	@echo "make bench   - run benchmarks, write docs/benchmarks.md"
+	@echo "make fuzz    - southgate's fuzz test with more cases (FUZZ_CASES=50000, FUZZ_SEED)"
 	@echo "make clean   - remove .venv and build outputs"
 
 venv: $(STAMP)
@@ -63,6 +64,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m mcagent_tools.bench $(BENCH_ARGS)
+
+# The fuzz test of make test (4,000 seeded cases), longer: FUZZ_CASES=..., FUZZ_SEED=...
+FUZZ_CASES ?= 50000
+FUZZ_SEED ?= 20240501
+fuzz: $(STAMP)
+	SG_FUZZ_CASES=$(FUZZ_CASES) SG_FUZZ_SEED=$(FUZZ_SEED) $(BIN)/python -m pytest -q -p no:cacheprovider \
+		host_tests/southgate/test_sg_hostile.py -k fuzz
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -377,6 +377,13 @@ def test_events_exchange_version_rules(sg: RunningSouthgate, agent: Agent) -> No
         r = agent.exchange(ct, body)
         assert r.status == 400 and r.json()["message"], (version, event)
     assert len(sg.events(agent.id)) == 2
+    # Another agent sending an event with the same id does not replace this agent's (it is dropped, with a
+    # diagnostic for the sender).
+    other = Agent(sg).ready()
+    ct, body = strict_body([Item("businessEvent", "2.0", json.dumps([dict(v2, severity=20)]).encode())])
+    assert other.exchange(ct, body).status == 200
+    assert [e["severity"] for e in sg.events(agent.id) if e["id"] == v2["id"]] == [40]
+    assert sg.events(other.id) == []
 
 
 # reading back (§G) ----------------------------------------------------------------------------------------

@@ -246,7 +246,7 @@ def _events(service: Service, agent: dict[str, Any], item: Any, report: Report) 
             except Invalid as exc:
                 report.drop("businessEvent", str(exc))
                 continue
-            service.storage.upsert_event(
+            stored = service.storage.upsert_event(
                 {
                     "id": event["id"],
                     "agent_id": agent["id"],
@@ -259,6 +259,10 @@ def _events(service: Service, agent: dict[str, Any], item: Any, report: Report) 
                     "received_ms": now,
                 }
             )
+            if not stored:
+                eid = str(event["id"])[:64]
+                report.drop("businessEvent", f"event[{i}]: id {eid!r} is another agent's event")
+                continue
             report.stored["event(s)"] += 1
 
 

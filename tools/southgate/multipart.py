@@ -659,17 +659,43 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(text: str, value: Any) -> bool:
+    """True if JSON text decoded to value holds a lone surrogate escape (a \\ud800 without its pair): not
+    Unicode text, and no store or log can encode it. Only walks the value when the text has such escapes."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return False
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if _SURROGATE.search(v):
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
 def _decode_json(content: bytes, err: Callable[[str], MultipartError]) -> Any:
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as e:
         raise err(f"not UTF-8 (byte {e.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant)
     except ValueError as e:  # JSONDecodeError and the constant rejection
         raise err(f"not JSON ({e})") from None
     except RecursionError:
         raise err("not JSON (nested too deeply)") from None
+    if lone_surrogate(text, value):
+        raise err("not JSON text (a lone surrogate escape)")
+    return value
 
 
 def _iso_key(value: Any) -> str | None:

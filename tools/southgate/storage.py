@@ -387,13 +387,19 @@ class Storage:
         )
 
     # events ---------------------------------------------------------------------------------------------
-    def upsert_event(self, row: dict[str, Any]) -> None:
+    def upsert_event(self, row: dict[str, Any]) -> bool:
+        """Store an event; a re-sent one (same id, same agent) replaces itself. False, and nothing written,
+        when the id is another agent's event: one agent never replaces another's."""
+        other = self.one("SELECT agent_id FROM events WHERE id = ?", row["id"])
+        if other is not None and other["agent_id"] != row["agent_id"]:
+            return False
         self.db.execute(
             "INSERT OR REPLACE INTO events (id, agent_id, entity_id, source, ts_ms, severity, description, body,"
             " received_ms) VALUES (:id, :agent_id, :entity_id, :source, :ts_ms, :severity, :description, :body,"
             " :received_ms)",
             row,
         )
+        return True
 
     def events(
         self, agent_id: str, from_ms: int | None = None, to_ms: int | None = None

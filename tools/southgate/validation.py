@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from .clock import parse_iso
+from .multipart import lone_surrogate
 
 TYPES = ("INT", "LONG", "DOUBLE", "BOOLEAN", "STRING", "BIG_STRING", "TIMESTAMP")
 _INT_RE = re.compile(r"[+-]?[0-9]+\Z")
@@ -39,13 +40,16 @@ def parse_json(data: bytes | bytearray | str) -> Any:
     else:
         text = data
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise Invalid("nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, the int digit limit of Python 3.11+
         if "integer string conversion" in str(exc):
             raise Invalid("a number has too many digits") from None
         raise Invalid(str(exc)[:120]) from None
+    if lone_surrogate(text, value):
+        raise Invalid("not Unicode text (a lone surrogate escape)")
+    return value
 
 
 def _int_in_range(value: str, lo: int, hi: int) -> bool:
