@@ -122,7 +122,9 @@ async def create_mapping(request: web.Request) -> web.Response:
     entity, pset, prop = body["entityId"], body["propertySetName"], body["propertyName"]
     if not HEX32.match(entity):
         raise bad_request("entityId must be 32 lowercase hex characters")
-    own_entity(request, agent, entity)  # not onto another agent's asset (another tenant's least of all)
+    own_entity(request, agent, entity)  # not onto another agent's asset
+    if service(request).storage.entity_tenants(entity) - {agent["tenant"]}:
+        raise forbidden(f"entity {entity} belongs to another tenant")
     for what, name in (("propertySetName", pset), ("propertyName", prop)):
         if not _NAME_RE.match(name):
             raise bad_request(f"{what} {name[:64]!r} is not a valid name")

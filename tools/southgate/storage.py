@@ -208,6 +208,15 @@ class Storage:
     def agent(self, agent_id: str) -> dict[str, Any] | None:
         return self.one("SELECT * FROM agents WHERE id = ?", agent_id)
 
+    def entity_tenants(self, entity_id: str) -> set[str]:
+        """Tenants whose agents map data points onto an entity (an asset belongs to one tenant)."""
+        rows = self.all(
+            "SELECT DISTINCT a.tenant AS tenant FROM mappings m JOIN agents a ON a.id = m.agent_id"
+            " WHERE m.entity_id = ?",
+            entity_id,
+        )
+        return {str(r["tenant"]) for r in rows}
+
     def owner_of_entity(self, entity_id: str) -> str | None:
         """The agent an entity belongs to (its bound asset, or the agent's own id as entity), if any."""
         row = self.one("SELECT id FROM agents WHERE id = ? OR entity_id = ? LIMIT 1", entity_id, entity_id)
