@@ -18,7 +18,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from . import faults, tokens
-from .counters import ConnStats, Counters, CountingHandler
+from .counters import ConnStats, Counters, CountingHandler, counting_factory
 from .errors import ApiError
 from .routes_admin import COUNTERS_KEY
 from .routes_admin import routes as admin_routes
@@ -388,16 +388,6 @@ class GuardedHandler(CountingHandler):
         super().connection_lost(exc)
 
 
-def guarded_factory(server: web.Server, counters: Counters) -> Any:
-    """Protocol factory for loop.create_server that builds GuardedHandlers for `server`."""
-    kwargs = dict(server._kwargs)  # noqa: SLF001 - aiohttp keeps handler options here
-
-    def factory() -> GuardedHandler:
-        return GuardedHandler(counters, server, loop=server._loop, **kwargs)  # noqa: SLF001
-
-    return factory
-
-
 def display_base_url(host: str, port: int, plain_http: bool) -> str:
     scheme = "http" if plain_http else "https"
     if host in ("", "0.0.0.0"):
@@ -426,7 +416,7 @@ async def serve(
     ssl_ctx = None if plain_http else service.keys.server_ssl_context()
     assert runner.server is not None
     server = await loop.create_server(
-        guarded_factory(runner.server, counters), host, port, ssl=ssl_ctx, reuse_address=True
+        counting_factory(runner.server, counters, GuardedHandler), host, port, ssl=ssl_ctx, reuse_address=True
     )
     bound = server.sockets[0].getsockname()[1]
     base = display_base_url(host, bound, plain_http)

@@ -122,11 +122,13 @@ class CountingHandler(RequestHandler):
         super().connection_lost(exc)
 
 
-def counting_factory(server: web.Server, counters: Counters) -> Any:
-    """Protocol factory for loop.create_server that builds CountingHandlers for `server`."""
+def counting_factory(
+    server: web.Server, counters: Counters, handler: type[CountingHandler] = CountingHandler
+) -> Any:
+    """Protocol factory for loop.create_server that builds `handler`s (CountingHandlers) for `server`."""
     kwargs = dict(server._kwargs)  # noqa: SLF001 - aiohttp keeps handler options here
 
     def factory() -> CountingHandler:
-        return CountingHandler(counters, server, loop=server._loop, **kwargs)  # noqa: SLF001
+        return handler(counters, server, loop=server._loop, **kwargs)  # noqa: SLF001
 
     return factory
