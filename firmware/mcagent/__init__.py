@@ -151,12 +151,9 @@ class Agent:
 
     def _connect(self, url):
         """A connection of its own to another origin (the gateway may name one for rotations)."""
-        from mcagent.http import Connection, split_url
+        from mcagent.http import Connection
 
-        u = split_url(url)
-        host = "[%s]" % u[1] if ":" in u[1] else u[1]
-        return Connection("%s://%s:%d" % (u[0], host, u[2]), [_read_ca(c) for c in self._ca], self.proxy,
-                          self.timeout_s)
+        return Connection(url, [_read_ca(c) for c in self._ca], self.proxy, self.timeout_s)
 
     @property
     def identity(self):

@@ -216,14 +216,7 @@ class SockIO:
 
     def _budget(self):
         """ms this wait may take: the inactivity timeout, cut to what is left before the deadline."""
-        if self.deadline is None:
-            return self.timeout_ms
-        left = ticks_diff(self.deadline, ticks_ms())
-        if left <= 0:
-            import errno
-
-            raise OSError(errno.ETIMEDOUT, "deadline")
-        return min(self.timeout_ms, left)
+        return time_left(self.deadline, self.timeout_ms)
 
     def _wait(self, mask):
         self._poll.modify(self.sock, mask)
@@ -295,6 +288,19 @@ class SockIO:
             return isinstance(e, (BlockingIOError, getattr(tls, "SSLWantReadError", BlockingIOError)))
         finally:
             self.sock.settimeout(self.timeout_ms / 1000)
+
+
+def time_left(deadline, cap_ms):
+    """ms a step may take: cap_ms, cut to what is left before deadline (ticks_ms(), None: no deadline);
+    OSError(ETIMEDOUT, "deadline") once it has passed (http.Connection tells that apart from a timeout)."""
+    if deadline is None:
+        return cap_ms
+    left = ticks_diff(deadline, ticks_ms())
+    if left <= 0:
+        import errno
+
+        raise OSError(errno.ETIMEDOUT, "deadline")
+    return min(cap_ms, left)
 
 
 def blocking(sock, timeout_s):

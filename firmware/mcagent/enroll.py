@@ -176,11 +176,11 @@ def fetch_token(ident):
         onboard(ident)
         reg = ident.registration()
     ident.ensure_sane_clock()
+    from mcagent import jwt  # the signing code, only for this (onboarding does not sign)
+
     relearned = recovered = False
     while True:
         sent_ms = ident.clock.now_ms()
-        from mcagent import jwt  # the signing code, only for this (onboarding does not sign)
-
         body = (_FORM + jwt.client_assertion(reg["client_id"], ident.config.tenant, reg["secret"],
                                              sent_ms // 1000)).encode()
         resp = ident.call("POST", TOKEN_PATH, {"Content-Type": "application/x-www-form-urlencoded"}, body,

@@ -351,14 +351,7 @@ class Connection:
 
     def _left_s(self):
         """Seconds a blocking step (connect, TLS handshake) may take: the timeout, cut to the deadline."""
-        if self._deadline is None:
-            return self.timeout_s
-        left = compat.ticks_diff(self._deadline, compat.ticks_ms())
-        if left <= 0:
-            import errno
-
-            raise OSError(errno.ETIMEDOUT, "deadline")
-        return min(self.timeout_s, left / 1000)
+        return compat.time_left(self._deadline, int(self.timeout_s * 1000)) / 1000
 
     def _error(self, e, what=None):
         """OSError -> Timeout or TransportError with where it happened; other exceptions unchanged."""

@@ -187,7 +187,7 @@ class Uploader:
                     pass
             status = resp.status
             s["last_status"] = status
-            if narrowing is not None and status != 400 and body.end >= narrowing:
+            if narrowing is not None and (status != 400 or body.records == 1) and body.end >= narrowing:
                 narrowing = None  # past the refused batch: back to full batches
                 budget = self.budget
             if status == 200:
@@ -217,9 +217,6 @@ class Uploader:
                 budget = body.length // 2
                 s["retries"] += 1
             elif status == 400 or status == 413:
-                if narrowing is not None and body.end >= narrowing:
-                    narrowing = None
-                    budget = self.budget
                 if quarantines >= _MAX_QUARANTINES:
                     s["error"] = "HTTP %d: service rejects every batch" % status
                     break

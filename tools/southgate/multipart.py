@@ -663,7 +663,7 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def lone_surrogate(text: str, value: Any) -> bool:
+def _lone_surrogate(text: str, value: Any) -> bool:
     """True if JSON text decoded to value holds a lone surrogate escape (a \\ud800 without its pair): not
     Unicode text, and no store or log can encode it. Only walks the value when the text has such escapes."""
     if not _SURROGATE_ESCAPE.search(text):
@@ -682,20 +682,43 @@ def lone_surrogate(text: str, value: Any) -> bool:
     return False
 
 
-def _decode_json(content: bytes, err: Callable[[str], MultipartError]) -> Any:
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise err(f"not UTF-8 (byte {e.start})") from None
+class JsonRefused(ValueError):
+    """Untrusted JSON southgate will not take; the message is the reason. utf8: it was not even UTF-8."""
+
+    def __init__(self, reason: str, utf8: bool = True) -> None:
+        super().__init__(reason)
+        self.utf8 = utf8
+
+
+def loads_untrusted(data: bytes | bytearray | str) -> Any:
+    """The one JSON loader for untrusted input (bodies, meta and payload parts, token segments): JsonRefused
+    for text that is not UTF-8, not JSON, nested too deeply, holds NaN/Infinity, a number with too many
+    digits or a lone surrogate escape."""
+    if isinstance(data, str):
+        text = data
+    else:
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise JsonRefused(f"not UTF-8 (byte {e.start})", utf8=False) from None
     try:
         value = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as e:  # JSONDecodeError and the constant rejection
-        raise err(f"not JSON ({e})") from None
     except RecursionError:
-        raise err("not JSON (nested too deeply)") from None
-    if lone_surrogate(text, value):
-        raise err("not JSON text (a lone surrogate escape)")
+        raise JsonRefused("nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, NaN/Infinity, the int digit limit of Python 3.11+
+        if "integer string conversion" in str(e):
+            raise JsonRefused("a number has too many digits") from None
+        raise JsonRefused(str(e)[:120]) from None
+    if _lone_surrogate(text, value):
+        raise JsonRefused("a lone surrogate escape: not Unicode text")
     return value
+
+
+def _decode_json(content: bytes, err: Callable[[str], MultipartError]) -> Any:
+    try:
+        return loads_untrusted(content)
+    except JsonRefused as e:
+        raise err(f"not JSON ({e})" if e.utf8 else str(e)) from None
 
 
 def _iso_key(value: Any) -> str | None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Any
 
 from .clock import parse_iso
-from .multipart import lone_surrogate
+from .multipart import JsonRefused, loads_untrusted
 
 TYPES = ("INT", "LONG", "DOUBLE", "BOOLEAN", "STRING", "BIG_STRING", "TIMESTAMP")
 _INT_RE = re.compile(r"[+-]?[0-9]+\Z")
@@ -24,32 +23,14 @@ class Invalid(ValueError):
     """Content that breaks a rule; the message names the rule and where."""
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed in JSON")
-
-
 def parse_json(data: bytes | bytearray | str) -> Any:
-    """The one JSON loader for untrusted input (bodies, token segments): Invalid with a short reason for
-    text that is not UTF-8, not JSON, nested too deeply, holds NaN/Infinity or numbers with too many digits.
-    """
-    if isinstance(data, (bytes, bytearray)):
-        try:
-            text = bytes(data).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise Invalid(f"not UTF-8 (byte {exc.start})") from None
-    else:
-        text = data
+    """Untrusted JSON (bodies, token segments) through southgate's one loader (multipart.loads_untrusted):
+    Invalid with a short reason for text that is not UTF-8, not JSON, nested too deeply, holds NaN/Infinity,
+    numbers with too many digits or a lone surrogate escape."""
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise Invalid("nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, the int digit limit of Python 3.11+
-        if "integer string conversion" in str(exc):
-            raise Invalid("a number has too many digits") from None
-        raise Invalid(str(exc)[:120]) from None
-    if lone_surrogate(text, value):
-        raise Invalid("not Unicode text (a lone surrogate escape)")
-    return value
+        return loads_untrusted(data)
+    except JsonRefused as e:
+        raise Invalid(str(e)) from None
 
 
 def _int_in_range(value: str, lo: int, hi: int) -> bool:
