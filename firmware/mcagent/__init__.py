@@ -114,7 +114,8 @@ class Agent:
         self.configuration_id = None  # set by configure(); the uploader tags time series with it
         # The flash buffer: a directory apart from the state dir (re-onboarding never touches readings).
         # dsc tells it the data points and their types, so record() works before configure() ever
-        # reached the service (a node records offline from its first boot).
+        # reached the service (a node records offline from its first boot). A function returning the
+        # DSC is read when the store opens and not held (a node keeps its DSC on flash).
         self._store = store
         self._dsc = dsc
         self._store_options = store_options or {}
@@ -214,8 +215,9 @@ class Agent:
                                "Agent(dsc=...) or agent.configure(dsc)")
             from mcagent.store import Store
 
-            self._store = Store(self._store, datapoints=self._dsc,
-                                configuration_id=self._dsc.get("configurationId"), **self._store_options)
+            dsc = self._dsc() if callable(self._dsc) else self._dsc
+            self._store = Store(self._store, datapoints=dsc, configuration_id=dsc.get("configurationId"),
+                                **self._store_options)
         return self._store
 
     def record(self, values, timestamp_ms=None, quality=None):

@@ -63,8 +63,17 @@ def load(board_path="board.json", settings_path="settings.json", node_path=NODE_
         try:
             _write(node_path, doc)
         except OSError:  # a full flash: run from the compiled copy in RAM, try again next boot
-            pass
-    return split(doc)
+            return split(doc)
+    board, settings = split(doc)
+    board.node_json = node_path  # where part() finds the sensors and the DSC again
+    return board, settings
+
+
+def part(node_path, name):
+    """One big part of node.json ("sensors", "dsc"), read again when a phase needs it: a deep-sleeping node
+    does not hold them through its upload, the heap peak of a wake (the parsed file costs ~10 KB)."""
+    with open(node_path) as f:
+        return json.loads(f.read())[name]
 
 
 def compile_files(board_path, settings_path, sources):

@@ -30,6 +30,16 @@ def release_sensors(node):
             entry[1] = None
             compat.unload("sensors." + entry[0]["kind"])
     compat.unload("sensors")
+    if node.board.sensors is None:  # read from node.json for this sample (runtime.wake): drop them again
+        node.sensors = []
+
+
+def sensor_entries(node):
+    """[sensor, driver, failure logged] per sensor; read from node.json when the boot left them there."""
+    if not node.sensors and node.board.sensors is None:
+        node.sensors = [[s, None, False] for s in compat.call_cold("runtime.nodecfg", "part",
+                                                                   node.board.node_json, "sensors")]
+    return node.sensors
 
 
 def sensor_failed(node, entry, exc):
@@ -48,7 +58,7 @@ def sample(node, now):
 
     values = {}
     st = node.st
-    for entry in node.sensors:
+    for entry in sensor_entries(node):
         s, driver = entry[0], entry[1]
         if driver is None:
             driver = init_sensor(node, entry)

@@ -19,13 +19,12 @@ def upload(node, why):
         else:
             node.sync_clock()
             agent = node.agent
-            agent.onboard()
+            if agent.onboard():
+                node.st["configured"] = ""  # a new registration: put the DSC and mappings again
             node.hw.feed()
             node.adopt_learned_time()
             if not node.configured:
-                agent.configure(b.dsc)
-                node.configured = True
-                node.hw.feed()
+                configure(node, agent)
             agent.token()
             node.hw.feed()
             node.adopt_learned_time()
@@ -46,6 +45,19 @@ def upload(node, why):
     finally:
         node.unguard()
     return ok, err
+
+
+def configure(node, agent):
+    """PUT the DSC and mappings when this agent has not had them from this node.json yet: node.json's
+    `sources` digest names its DSC, so a later wake neither reads the DSC from flash nor loads its code."""
+    key = getattr(node.board, "sources", None)
+    client = getattr(getattr(agent, "config", None), "client_id", None)
+    key = key + "/" + client if key and client else None
+    if key is None or node.st["configured"] != key:
+        agent.configure(node.dsc())
+        node.st["configured"] = key or ""
+    node.configured = True
+    node.hw.feed()
 
 
 def account(st, summary):

@@ -14,7 +14,8 @@ _CRASHY = ("WDT_RESET", "BROWNOUT_RESET")
 def fresh_state(now):
     st = {"v": 1, "seq": 0, "boots": 0, "wakes": 0, "saved_ms": now, "next_sample_ms": now,
           "last_upload_ms": now, "retry_at_ms": 0, "fails": 0, "samples": 0, "last_health_ms": 0,
-          "ntp_ms": 0, "rot_check_ms": 0, "secret_exp": 0, "life_s": 0, "crash": 0, "min_heap": -1}
+          "ntp_ms": 0, "rot_check_ms": 0, "secret_exp": 0, "life_s": 0, "crash": 0, "min_heap": -1,
+          "configured": ""}
     for k in STAT_KEYS + PERIOD_KEYS:
         st[k] = 0
     return st
@@ -35,7 +36,7 @@ def default_agent(node):
             ca = []
     b = node.board
     return Agent(config=node.path(s.agentconfig), state=node.path(s.state_dir), ca=[node.path(c) for c in ca],
-                 proxy=s.proxy, clock=node.clock, store=node.path("store"), dsc=b.dsc,
+                 proxy=s.proxy, clock=node.clock, store=node.path("store"), dsc=node.dsc,
                  store_options=dict(b.store))
 
 
@@ -63,13 +64,22 @@ def boot(node):
     if node.hw.start_watchdog(b.watchdog_ms):
         node.timer = node.hw.timer(max(1000, b.watchdog_ms // 4), node.tick)
     node.ref = (node.hw.ticks_ms(), node.clock.now_ms())
-    for s in b.sensors:
-        entry = [s, None, False]
-        node.sensors.append(entry)
-        if b.sleep != "deep":  # a deep-sleeping node makes its drivers when it samples, and drops them after
+    node.hold_reserve()
+    if b.sensors is not None:
+        b.n_sensors = len(b.sensors)
+    if b.sleep != "deep":
+        for s in b.sensors:
+            entry = [s, None, False]
+            node.sensors.append(entry)
             node.init_sensor(entry)
-    node.log("boot %d (%s) board %s, %d sensors, sleep %s" % (st["boots"], node.cause, b.name,
-                                                             len(b.sensors), b.sleep))
+    elif getattr(b, "node_json", None):
+        # A deep-sleeping node makes its drivers when it samples and drops them after; the sensors' and
+        # the DSC's part of node.json are read again when needed (runtime.sampling, Node.dsc).
+        b.sensors = b.dsc = None
+    else:
+        node.sensors = [[s, None, False] for s in b.sensors]
+    node.log("boot %d (%s) board %s, %d sensors, sleep %s" % (st["boots"], node.cause, b.name, b.n_sensors,
+                                                             b.sleep))
     if st["crash"] >= _CRASH_STREAK and node.cold:
         wait = min(ERR_CAP_MS, 60000 << min(st["crash"] - _CRASH_STREAK, 6))
         node.log("%d resets in a row: waiting %d s before working" % (st["crash"], wait // 1000))

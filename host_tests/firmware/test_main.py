@@ -51,12 +51,17 @@ class TlsVerifyError(OSError):
     """Named like mcagent.http's: a wrong CA is not weather."""
 
 
+class _Config:
+    client_id = "fake-agent"
+
+
 class FakeAgent:
     """The Agent's public face (onboard, configure, token, record, event, flush, status, clock)."""
 
     def __init__(self, node, svc):
         self.svc = svc
         self.clock = node.clock
+        self.config = _Config()
         svc.agents += 1
 
     def _true_s(self):
@@ -521,6 +526,49 @@ def test_unix_board_runs_with_simulated_deep_sleep(workdir):
                 want = sim.value_at(p, ts, s["seed"])
                 assert values[p["id"]] == (int(want) if p.get("type") == "INT" else want)
     assert os.getcwd() != "/flash"
+
+
+def test_deep_sleeping_node_keeps_sensors_and_dsc_on_flash(workdir):
+    # Booted from files (node.json compiled from board.json + settings.json, as deploy installs them): a
+    # deep-sleeping node reads the sensors and the DSC from node.json when a phase needs them, and puts
+    # the DSC once per node.json and registration, not at every wake's upload.
+    fresh()
+    svc = Service()
+    with open(workdir + "/board.json", "w") as f:
+        f.write(json.dumps(board_doc(sleep="deep", sample_s=300, upload_samples=1, upload_s=86400)))
+    with open(workdir + "/settings.json", "w") as f:
+        f.write(json.dumps(SETTINGS))
+    here = os.getcwd()
+    os.chdir(workdir)
+    seen = []
+
+    def agent(node):
+        seen.append(node)
+        return FakeAgent(node, svc)
+
+    def wakes(n):
+        for _ in range(n):
+            hw = rhw.Hardware(machine, network, ntptime, esp32, machine.sim.time)
+            try:
+                main.run("board.json", "settings.json", hw, agent, log=lambda m: None)
+            except machine.DeepSleep as d:
+                machine.reboot(machine.DEEPSLEEP_RESET)
+                machine.sim.time.advance(d.ms)
+
+    try:
+        wakes(4)
+        assert len(svc.readings) == 4 and all("DP-T" in v and "DP-Chip" in v for _, v in svc.readings), (
+            svc.readings, svc.flash)
+        assert len(svc.dscs) == 1 and svc.dscs[0]["configurationId"]  # from node.json, once
+        b = seen[-1].board
+        assert b.sensors is None and b.dsc is None  # the boot let go of both (the agent reads them later)
+        svc.secret_exp = None  # the service forgot the agent: it onboards again, and configures again
+        wakes(1)
+        assert len(svc.dscs) == 2
+        wakes(1)
+        assert len(svc.dscs) == 2 and len(svc.readings) == 6
+    finally:
+        os.chdir(here)
 
 
 def test_untrusted_clock_still_wakes_within_a_quarter_of_the_secret_life(workdir):
