@@ -16,9 +16,9 @@ import network
 import ntptime
 from checks import raises
 from mcagent import board, compat
-from runtime import hw as rhw
 from mcagent.clock import SANE_AFTER_S
 from mcagent.runlog import RunLog
+from runtime import hw as rhw
 
 ROOT = __file__.rsplit("/", 3)[0]
 Y2K = 946684800
