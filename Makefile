@@ -21,7 +21,7 @@ help:
 	@echo "make compile - mpy-cross every firmware file (build/mpy/)"
 	@echo "make upy32   - 32-bit MicroPython Unix port from source, plain + firmware frozen (build/upy32/)"
 	@echo "make fit     - per board: smallest 32-bit heap for a first and a later wake vs its heap_kb (FIT_ARGS=--help)"
-	@echo "make bench   - run benchmarks, write docs/benchmarks.md"
+	@echo "make bench   - run benchmarks (firmware RAM, console chart), write docs/benchmarks.md"
 	@echo "make fuzz    - southgate's fuzz test with more cases (FUZZ_CASES=50000, FUZZ_SEED)"
 	@echo "make clean   - remove .venv and build outputs"
 
@@ -64,6 +64,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m mcagent_tools.bench $(BENCH_ARGS)
+	$(BIN)/python -m southgate.console.bench
 
 # The fuzz test of make test (4,000 seeded cases), longer: FUZZ_CASES=..., FUZZ_SEED=...
 FUZZ_CASES ?= 50000

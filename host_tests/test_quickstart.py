@@ -24,6 +24,7 @@ from mcagent_tools.build import ROOT
 DOC = ROOT / "docs" / "quickstart.md"
 SERVE = ".venv/bin/southgate serve --data ./sg-data --port 8443"
 CREATE = ".venv/bin/southgate agent create --data ./sg-data --name pump-1 --out agentconfig.json"
+ASSET = ".venv/bin/southgate asset create --data ./sg-data --board boards/unix/board.json"
 SETTINGS = "echo '{}' > settings.json"
 VBOARD = ".venv/bin/mcagent vboard --dir ./vboard --port-file vboard.port --log vboard.log"
 DEPLOY = (
@@ -96,10 +97,22 @@ def stop(p: subprocess.Popen[bytes]) -> None:
 
 def test_the_quickstart_works_as_written(clone: Path, tmp_path: Path) -> None:
     page = DOC.read_text()
-    for cmd in (SERVE, CREATE, SETTINGS, VBOARD, DEPLOY, STATUS, READ, STOP, REAL_SETTINGS, REAL_DEPLOY):
+    for cmd in (
+        SERVE,
+        CREATE,
+        ASSET,
+        SETTINGS,
+        VBOARD,
+        DEPLOY,
+        STATUS,
+        READ,
+        STOP,
+        REAL_SETTINGS,
+        REAL_DEPLOY,
+    ):
         assert cmd in page, f"docs/quickstart.md no longer shows: {cmd}"
     readme = README.read_text()
-    for cmd in (SERVE, CREATE, READ, FAULT, REAL_SETTINGS, REAL_DEPLOY):
+    for cmd in (SERVE, CREATE, ASSET, READ, FAULT, REAL_SETTINGS, REAL_DEPLOY):
         assert cmd in readme, f"README.md no longer shows: {cmd}"
     port = free_port()
     serve = background(clone, SERVE.replace("8443", str(port)), tmp_path / "serve.log")
@@ -111,6 +124,10 @@ def test_the_quickstart_works_as_written(clone: Path, tmp_path: Path) -> None:
         created = sh(clone, CREATE)
         assert created.returncode == 0 and "pump-1" in created.stderr, created.stderr
         assert (clone / "agentconfig.json").stat().st_mode & 0o077 == 0, "the onboarding key is owner-only"
+        modelled = sh(clone, ASSET)
+        assert modelled.returncode == 0 and "5e1f0a3b7c2d4e6f8a9b0c1d2e3f4a5b" in modelled.stdout, (
+            modelled.stderr
+        )
         assert sh(clone, SETTINGS).returncode == 0
 
         vboard = background(clone, VBOARD, tmp_path / "vboard.out")

@@ -238,6 +238,17 @@ def _admin(sg: Southgate, method: str, path: str, body: Any) -> Any:
         return json.loads(resp.read() or b"null")
 
 
+NODE_VARIABLES = [  # agent_flow.js's data points: (name, type, unit)
+    ("Temperature", "DOUBLE", "\u00b0C"),
+    ("Count", "INT", ""),
+    ("Total", "LONG", "pcs"),
+    ("Running", "BOOLEAN", ""),
+    ("Status", "STRING", ""),
+    ("Note", "BIG_STRING", ""),
+    ("LastService", "TIMESTAMP", ""),
+]
+
+
 def flow(sg: Southgate, tmp: Path, lib_dir: Path, name: str, mode: str | None = None) -> Run:
     """Create agent NAME with the CLI and run agent_flow.js for it against SG."""
     r = Run()
@@ -254,12 +265,19 @@ def flow(sg: Southgate, tmp: Path, lib_dir: Path, name: str, mode: str | None = 
         )
         cfg["content"]["baseUrl"] = sg.base_url
         cfg_path.write_text(json.dumps(cfg))
+    asset_id = secrets.token_hex(16)
+    # As on Insights Hub the asset agent_flow.js maps onto is modelled first (its DSC's points, same types).
+    variables = [f"Environment.{n}:{t}" + (f":{u}" if u else "") for n, t, u in NODE_VARIABLES]
+    southgate_cli(
+        "asset", "create", "--data", str(sg.data_dir), "--name", name, "--id", asset_id,
+        *[arg for v in variables for arg in ("--variable", v)],
+    )  # fmt: skip
     params = {
         "libDir": str(lib_dir),
         "config": str(cfg_path),
         "stateDir": str(work / "state"),
         "out": str(work / "result.json"),
-        "assetId": secrets.token_hex(16),
+        "assetId": asset_id,
         "mode": mode,
     }
     (work / "params.json").write_text(json.dumps(params))

@@ -397,42 +397,51 @@ def test_iot_timeseries_and_bulk_read(sg: RunningSouthgate, http: Client) -> Non
     assert a.exchange(ct, body).status == 200
     admin = sg.admin_token
     base = f"/api/iottimeseries/v3/timeseries/{a.entity}/env"
+    # from exclusive, to inclusive (§G)
     r = http.request("GET", base + "?from=2024-05-01T10:00:00Z&to=2024-05-01T10:00:05Z", token=admin)
-    assert r.status == 200
+    assert r.status == 200 and "link" not in r.headers
     recs = r.json()
-    assert [x["_time"] for x in recs] == [f"2024-05-01T10:00:{s:02d}.000Z" for s in range(5)]
-    assert recs[1]["temperature"] == 1.5 and recs[1]["count"] == 1 and recs[1]["count_qc"] == 0
+    assert [x["_time"] for x in recs] == [f"2024-05-01T10:00:{s:02d}.000Z" for s in range(1, 6)]
+    assert recs[1]["temperature"] == 2.5 and recs[1]["count"] == 2 and recs[1]["count_qc"] == 0
+    # limit: the oldest first, the rest behind the Link header
     r = http.request(
-        "GET", base + "?from=2024-05-01T10:00:00Z&to=2024-05-01T11:00:00Z&limit=3&select=count", token=admin
+        "GET", base + "?from=2024-05-01T09:00:00Z&to=2024-05-01T11:00:00Z&limit=3&select=count", token=admin
     )
     recs = r.json()
-    assert [x["_time"][17:19] for x in recs] == ["07", "08", "09"] and "temperature" not in recs[0]
+    assert [x["_time"][17:19] for x in recs] == ["00", "01", "02"] and "temperature" not in recs[0]
+    link = r.headers["link"]
+    assert link.endswith('>; rel="next"') and "from=2024-05-01T10%3A00%3A02.000Z" in link
+    r = http.request(
+        "GET", base + "?from=2024-05-01T09:00:00Z&to=2024-05-01T11:00:00Z&sort=desc&limit=2", token=admin
+    )
+    assert [x["_time"][17:19] for x in r.json()] == [
+        "09",
+        "08",
+    ] and "to=2024-05-01T10%3A00%3A07.999Z" in r.headers["link"]
     latest = http.request("GET", base, token=admin).json()
     assert len(latest) == 1 and latest[0]["_time"].startswith("2024-05-01T10:00:09")
     assert http.request("GET", base + "?from=2024-05-01T10:00:00Z", token=admin).status == 400
     assert http.request("GET", base + "?from=x&to=y", token=admin).status == 400
-    assert http.request("GET", base).status == 401
-    assert http.request("GET", f"/api/iottimeseries/v3/timeseries/{'0' * 32}/env", token=admin).status == 404
-    # bulk, paging forward
-    got: list[dict[str, Any]] = []
-    url = (
-        f"/api/iottsbulk/v3/timeseries?entity={a.entity}&propertySetName=env&from=2024-05-01T00:00:00Z"
-        "&to=2024-05-02T00:00:00Z&limit=4"
-    )
-    pages = 0
-    while url:
-        page = http.request("GET", url, token=admin).json()
-        got += page["records"]
-        pages += 1
-        nxt = page.get("nextRecord")
-        url = urlsplit(nxt).path + "?" + urlsplit(nxt).query if nxt else ""
-    assert pages == 3 and [g["count"] for g in got] == list(range(10))
     assert (
         http.request(
-            "GET", f"/api/iottsbulk/v3/timeseries?entity={a.entity}&propertySetName=env", token=admin
+            "GET", base + "?from=2024-05-01T09:00:00Z&to=2024-05-01T11:00:00Z&limit=2001", token=admin
         ).status
         == 400
     )
+    assert http.request("GET", base + "?sort=up", token=admin).status == 400
+    assert http.request("GET", base).status == 401
+    assert http.request("GET", f"/api/iottimeseries/v3/timeseries/{'0' * 32}/env", token=admin).status == 404
+    # bulk, paging forward over nextRecord; limit caps the total
+    url = f"/api/iottsbulk/v3/timeseries/{a.entity}/env?from=2024-05-01T00:00:00Z&to=2024-05-02T00:00:00Z"
+    page = http.request("GET", url, token=admin).json()
+    assert [g["count"] for g in page["records"]] == list(range(10)) and "nextRecord" not in page
+    url += "&limit=4"
+    page = http.request("GET", url, token=admin).json()
+    assert [g["count"] for g in page["records"]] == list(range(4)) and "nextRecord" not in page
+    bulk = f"/api/iottsbulk/v3/timeseries/{a.entity}/env"
+    assert http.request("GET", bulk, token=admin).status == 400
+    too_long = bulk + "?from=2024-01-01T00:00:00Z&to=2024-05-01T00:00:00Z"
+    assert http.request("GET", too_long, token=admin).status == 400
 
 
 # size limit and memory -----------------------------------------------------------------------------------

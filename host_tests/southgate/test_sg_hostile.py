@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from sgclient import FORM, Agent, Client, Resp, b64u, strict_body, token_form, ts_item
@@ -407,7 +408,7 @@ def _header_safe(data: bytes) -> bytes:
 
 
 FUZZ_SEED = int(os.environ.get("SG_FUZZ_SEED", "20240501"))
-FUZZ_CASES = int(os.environ.get("SG_FUZZ_CASES", "800"))  # per target; 5 targets
+FUZZ_CASES = int(os.environ.get("SG_FUZZ_CASES", "800"))  # per target; 6 targets
 
 
 def test_fuzz_requests(sg: RunningSouthgate) -> None:
@@ -528,7 +529,54 @@ def test_fuzz_requests(sg: RunningSouthgate) -> None:
         )
         send("authorization", method, path, None, {"Authorization": auth})
 
-    targets: list[Callable[[int], None]] = [register, token_body, assertion, exchange, authorization]
+    # The application side (issue 12): read queries, import jobs, assets, Token Manager.
+    admin = {"Authorization": "Bearer " + sg.admin_token, "Content-Type": "application/json"}
+    queries = {"from": "2024-05-01T00:00:00Z", "to": "2024-05-02T00:00:00Z", "limit": "5", "select": "count"}
+    job = {
+        "data": [
+            {
+                "entity": a.entity,
+                "propertySetName": "env",
+                "timeseriesFiles": [{"filePath": "f.json", "from": queries["from"], "to": queries["to"]}],
+            }
+        ]
+    }
+    asset = {
+        "name": "fz",
+        "aspects": [{"name": "env", "variables": [{"name": "v", "dataType": "INT", "unit": ""}]}],
+    }
+    tm_body = {"appName": "x", "appVersion": "1.0.0", "hostTenant": "devtenant", "userTenant": "devtenant"}
+
+    def read_api(i: int) -> None:
+        roll = rng.random()
+        if roll < 0.4:
+            q = dict(queries)
+            k = rng.choice(list(q))
+            q[k] = _mutate_bytes(rng, q[k].encode()).decode("latin-1")
+            q["sort"] = rng.choice(["asc", "desc", "x", ""])
+            q["latestValue"] = rng.choice(["true", "false", "1"])
+            api = rng.choice(["/api/iottimeseries/v3/timeseries", "/api/iottsbulk/v3/timeseries"])
+            send("read query", "GET", f"{api}/{a.entity}/env?{urlencode(q)}", None, admin)
+        elif roll < 0.6:
+            send("import job", "POST", "/api/iottsbulk/v3/importJobs", _dump(_mutate_json(rng, job)), admin)
+        elif roll < 0.8:
+            send("asset", "POST", "/api/assetmanagement/v3/assets", _dump(_mutate_json(rng, asset)), admin)
+        else:
+            key = _header_safe(_mutate_bytes(rng, b"Basic ZGV2dGVuYW50LXgtMTIzOnNlY3JldA==")).decode(
+                "latin-1"
+            )
+            headers = {"X-SPACE-AUTH-KEY": key, "Content-Type": "application/json"}
+            path = "/api/technicaltokenmanager/v3/oauth/token"
+            send("token manager", "POST", path, _dump(_mutate_json(rng, tm_body)), headers)
+
+    targets: list[Callable[[int], None]] = [
+        register,
+        token_body,
+        assertion,
+        exchange,
+        authorization,
+        read_api,
+    ]
     start = time.monotonic()
     for i in range(FUZZ_CASES):
         for target in targets:

@@ -123,7 +123,7 @@ def test_agents_keep_to_their_own(sg: RunningSouthgate) -> None:
     b_asset = [x for x in sg.admin("GET", "/admin/agents") if x["id"] == b.id][0]["entityId"]
     for path in (
         f"/api/iottimeseries/v3/timeseries/{b.entity}/env",
-        f"/api/iottsbulk/v3/timeseries?entity={b.entity}&propertySetName=env",
+        f"/api/iottsbulk/v3/timeseries/{b.entity}/env?from=2024-05-01T00:00:00Z&to=2024-05-02T00:00:00Z",
         f"/api/iotfile/v3/files/{b.entity}",
     ):
         r = a.http.request("GET", path, token=a.token)

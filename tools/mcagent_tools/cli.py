@@ -5,6 +5,7 @@ mcagent deploy --port /dev/ttyUSB0 --board esp32_generic --config agentconfig.js
 mpremote connect /dev/ttyUSB0 repl                 # watch it run
 mcagent status --port /dev/ttyUSB0
 mcagent vboard --dir ./vboard                      # a virtual board for trying it without hardware
+mcagent read --southgate ./sg-data --app app.json --asset ID --aspect A --from ISO --to ISO --format csv
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import signal
 import sys
 
-from . import deploy, flash, package, status, vboard
+from . import deploy, flash, package, read, status, vboard
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("deploy", deploy, "compile the firmware for the board and install it with its configuration"),
         ("flash", flash, "erase a board and write a MicroPython firmware image with esptool"),
         ("status", status, "show the agent's state on a board (no secrets)"),
+        ("read", read, "read an asset's time series back as applications do (IoT Time Series)"),
         ("vboard", vboard, "run a virtual board (MicroPython Unix port on a pseudo-terminal)"),
         ("package-json", package, "write (or --check) package.json, the file list for `mip install`"),
     )

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from southgate.assets import from_board
 from southgate.clock import parse_iso
 from southgate.testing import RunningSouthgate
 
@@ -61,7 +62,21 @@ def same(stored: Any, expected: Any) -> bool:
         return str(stored) == str(expected)
 
 
-def run_demo(run_s: float, speed: float, secret_lifetime_s: int, keep: Path | None) -> int:
+def console_screenshot(sg: RunningSouthgate, agent_id: str, out: Path) -> str | None:
+    """The agent's page of southgate's console, charts drawn, as a PNG (the system's headless Chromium,
+    logged in with the link southgate printed at start); the error text when that cannot be done here."""
+    from southgate.console.shot import screenshot_agent
+
+    try:
+        screenshot_agent((sg.data_dir / "southgate.out").read_text(), agent_id, out)
+    except (OSError, RuntimeError) as exc:
+        return f"not taken: {exc}"
+    return None
+
+
+def run_demo(
+    run_s: float, speed: float, secret_lifetime_s: int, keep: Path | None, console_shot: Path | None = None
+) -> int:
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="mcagent-demo-")) if keep is None else keep
     work.mkdir(parents=True, exist_ok=True)
@@ -75,7 +90,11 @@ def run_demo(run_s: float, speed: float, secret_lifetime_s: int, keep: Path | No
     # Everything runs compiled, as on a board: a two-line launcher imports the compiled main.
     launcher = work / "launch.py"
     launcher.write_text("import main\nmain.main()\n")
-    with RunningSouthgate(work / "southgate", secret_lifetime_s=secret_lifetime_s) as sg:
+    # As on Insights Hub, the asset the board maps onto is modelled first (no --auto-assets).
+    with RunningSouthgate(work / "southgate", auto_assets=False, secret_lifetime_s=secret_lifetime_s) as sg:
+        asset_id, variables = from_board(BOARD_DIR / "board.json")
+        sg.create_asset("unix-node", variables, asset_id=asset_id)
+        print(f"asset {asset_id} modelled: " + ", ".join(f"{a}.{v}:{t}" for a, v, t, _ in variables))
         config = sg.create_agent("demo-node")
         agent_id = config["content"]["clientId"]
         agentconfig = work / "agentconfig.json"
@@ -117,6 +136,7 @@ def run_demo(run_s: float, speed: float, secret_lifetime_s: int, keep: Path | No
         stored = sg.timeseries(agent_id)
         events = sg.events(agent_id)
         diagnostics = sg.diagnostics(agent_id)
+        shot_error = console_screenshot(sg, agent_id, console_shot) if console_shot else None
     points = simulated_points(board)
     mismatches = [
         r
@@ -148,10 +168,15 @@ def run_demo(run_s: float, speed: float, secret_lifetime_s: int, keep: Path | No
         shutil.rmtree(work, ignore_errors=True)  # a throw-away run leaves nothing behind
         print("query them yourself: run `make demo DEMO_ARGS='--keep demo-data'` (keeps the data), then")
         print("  .venv/bin/southgate timeseries --data demo-data/southgate --format table")
+        print("or in the console: .venv/bin/southgate serve --data demo-data/southgate (open the link)")
     else:
         print("query them yourself:")
         data = work / "southgate"
         print(f"  .venv/bin/southgate timeseries --data {data} --agent {agent_id} --format table")
+        print(f"or in the console: .venv/bin/southgate serve --data {data}, open the link it prints")
+    if console_shot:
+        print(f"console screenshot  {shot_error or console_shot}")
+        ok = ok and shot_error is None
     print(f"wall time           {time.monotonic() - started:.1f} s")
     return 0 if ok else 1
 
@@ -162,8 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=60, help="schedule speed-up of the unix board")
     parser.add_argument("--secret-lifetime-s", type=int, default=40, help="secret lifetime (s)")
     parser.add_argument("--keep", type=Path, help="keep all demo data in this directory")
+    parser.add_argument(
+        "--console-shot", type=Path, metavar="PNG", help="write a screenshot of the agent's console page"
+    )
     args = parser.parse_args(argv)
-    return run_demo(args.run_s, args.speed, args.secret_lifetime_s, args.keep)
+    return run_demo(args.run_s, args.speed, args.secret_lifetime_s, args.keep, args.console_shot)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,13 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from . import faults, tokens
+from . import console, faults, tokens
 from .counters import ConnStats, Counters, CountingHandler, counting_factory
 from .errors import ApiError
 from .routes_admin import COUNTERS_KEY
 from .routes_admin import routes as admin_routes
 from .routes_agent import routes as agent_routes
+from .routes_assets import routes as asset_routes
 from .routes_data import routes as data_routes
 from .routes_data import send_and_close
 from .routes_files import routes as file_routes
@@ -48,6 +49,7 @@ HEADER_TIMEOUT_S = _env_seconds("SOUTHGATE_HEADER_TIMEOUT_S", 20.0)  # first byt
 BODY_IDLE_TIMEOUT_S = _env_seconds("SOUTHGATE_BODY_IDLE_TIMEOUT_S", 30.0)  # longest gap in a body
 BODY_TIMEOUT_S = _env_seconds("SOUTHGATE_BODY_TIMEOUT_S", 600.0)  # whole body, authenticated endpoints
 UNAUTH_BODY_TIMEOUT_S = _env_seconds("SOUTHGATE_UNAUTH_BODY_TIMEOUT_S", 10.0)  # token, register
+NOT_AGENT_PREFIXES = ("/admin/", console.PREFIX)  # no faults, no rate limit: not the agents' API
 UNAUTHENTICATED_PREFIXES = ("/api/agentmanagement/v3/oauth/", "/api/agentmanagement/v3/register")
 
 SUCCESS_STATUS = {
@@ -223,7 +225,7 @@ def _closed(request: web.Request) -> web.Response:
 
 @web.middleware
 async def fault_injection(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/admin/"):
+    if request.path.startswith(NOT_AGENT_PREFIXES):
         return await handler(request)
     svc = request.app[SERVICE_KEY]
     chosen = None
@@ -288,7 +290,7 @@ async def fault_injection(request: web.Request, handler: Handler) -> web.StreamR
 async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
     svc = request.app[SERVICE_KEY]
     limit = svc.settings.rate_limit
-    if not limit or request.path.startswith("/admin/"):
+    if not limit or request.path.startswith(NOT_AGENT_PREFIXES):
         return await handler(request)
     window = svc.settings.rate_window_s
     key = _agent_hint(request) or (request.remote or "-")
@@ -323,8 +325,9 @@ def make_app(service: Service, counters: Counters | None = None) -> web.Applicat
         response.headers["Server"] = "southgate"
 
     app.on_response_prepare.append(stamp)
-    for table in (agent_routes, data_routes, file_routes, read_routes, admin_routes):
+    for table in (agent_routes, data_routes, file_routes, read_routes, asset_routes, admin_routes):
         app.add_routes(table)
+    console.setup(app)
     return app
 
 
@@ -419,11 +422,12 @@ async def serve(
         counting_factory(runner.server, counters, GuardedHandler), host, port, ssl=ssl_ctx, reuse_address=True
     )
     bound = server.sockets[0].getsockname()[1]
-    base = display_base_url(host, bound, plain_http)
+    base = display_base_url(service.public_host or host, bound, plain_http)
     service.remember_base_url(base)
     print(f"southgate: serving {base}", flush=True)
     print(f"southgate: CA certificate {service.keys.ca_pem}", flush=True)
     print("southgate: admin token in %s" % (service.data_dir / "admin-token"), flush=True)
+    print(f"southgate: console {console.login_link(app, base)} (one-time login link)", flush=True)
     stop = stop or asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:

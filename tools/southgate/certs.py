@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import os
 import secrets
 import ssl
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -87,8 +89,28 @@ def _b64u_int(value: int) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def load_or_create(data_dir: Path) -> KeyMaterial:
-    """Load DIR's key material, creating whatever is missing."""
+def server_cert_names(chain: Path) -> set[str]:
+    """The DNS names and IP addresses the server certificate in `chain` is valid for (empty if unreadable)."""
+    try:
+        cert = x509.load_pem_x509_certificate(chain.read_bytes())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return set()
+    names = {str(n) for n in san.get_values_for_type(x509.DNSName)}
+    return names | {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+
+
+def _canonical(name: str) -> str:
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name.lower()
+
+
+def load_or_create(data_dir: Path, extra_names: tuple[str, ...] = ()) -> KeyMaterial:
+    """Load DIR's key material, creating whatever is missing. A server certificate that does not name all
+    of `extra_names` (serve --cert-name, a LAN address) is issued anew by the same CA, so boards that
+    trust ca.pem keep working."""
     ensure_dir(data_dir)
     ca_pem = data_dir / "ca.pem"
     ca_der = data_dir / "ca.der"
@@ -108,8 +130,15 @@ def load_or_create(data_dir: Path) -> KeyMaterial:
         ca = trustme.CA.from_pem(ca_pem.read_bytes(), ca_key.read_bytes())
     if not ca_der.exists():
         write_public(ca_der, ssl.PEM_cert_to_DER_cert(ca_pem.read_text()))
+    extra = tuple(dict.fromkeys(_canonical(n) for n in extra_names))
+    names = tuple(dict.fromkeys((*SERVER_NAMES, *extra)))
+    if chain.exists() and not set(extra) <= server_cert_names(chain):
+        # Only a name asked for and missing makes a new certificate (a certificate put there on purpose, e.g.
+        # by a test of wrong host names, stays); it keeps the names the old one had.
+        names = tuple(dict.fromkeys((*names, *sorted(server_cert_names(chain)))))
+        chain.unlink()
     if not (chain.exists() and server_key.exists()):
-        leaf = ca.issue_cert(*SERVER_NAMES, common_name="localhost", key_type=trustme.KeyType.RSA)
+        leaf = ca.issue_cert(*names, common_name="localhost", key_type=trustme.KeyType.RSA)
         write_private(server_key, leaf.private_key_pem.bytes())
         write_public(chain, b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
 

@@ -1,15 +1,16 @@
-"""Command line of southgate: serve, agent, timeseries/events/files, fault, settings."""
+"""Command line of southgate: serve, agent, asset, app, timeseries/events/files, fault, settings."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
-from . import faults, readback
+from . import apps, assets, faults, readback
 from .certs import write_private
 from .clock import parse_iso
 from .errors import ApiError
@@ -29,6 +30,52 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8443, help="0 picks a free port")
     s.add_argument("--plain-http", action="store_true", help="serve plain HTTP instead of HTTPS")
+    s.add_argument(
+        "--auto-assets",
+        action="store_true",
+        help="create the asset, aspect and variable a mapping names (the real service needs them modelled)",
+    )
+    s.add_argument(
+        "--cert-name",
+        action="append",
+        default=[],
+        metavar="NAME_OR_IP",
+        help="a host name or address boards reach this machine by: put into the certificate and the URL",
+    )
+
+    am = sub.add_parser(
+        "asset", help="model assets: aspects and typed variables mappings are checked against"
+    )
+    amsub = am.add_subparsers(dest="asset_command", required=True)
+    ac = amsub.add_parser("create", help="create an asset (prints its 32-hex id)")
+    _data(ac)
+    ac.add_argument("--tenant")
+    ac.add_argument("--name", help="the asset's name (default: the board's name with --board)")
+    ac.add_argument("--id", dest="asset_id", metavar="HEX32", help="the asset id (default: a new one)")
+    ac.add_argument(
+        "--variable",
+        action="append",
+        default=[],
+        metavar="ASPECT.VAR:TYPE[:UNIT]",
+        help="a variable of an aspect, e.g. Env.Temperature:DOUBLE:°C (repeat it)",
+    )
+    ac.add_argument(
+        "--board", type=Path, help="model what this board.json maps onto (its dsc.entityId and data points)"
+    )
+    al = amsub.add_parser("list", help="list assets with their aspects and variables")
+    _data(al)
+    al.add_argument("--tenant")
+
+    ap = sub.add_parser("app", help="app credentials for Token Manager (what applications read with)")
+    apsub = ap.add_subparsers(dest="app_command", required=True)
+    apc = apsub.add_parser("create", help="create app credentials and write app.json (owner-only)")
+    _data(apc)
+    apc.add_argument("--tenant")
+    apc.add_argument("--name", required=True)
+    apc.add_argument("--version", default="1.0.0")
+    apc.add_argument("--out", type=Path, help="write app.json here (default: stdout)")
+    apl = apsub.add_parser("list", help="list app credentials (ids only, never secrets)")
+    _data(apl)
 
     a = sub.add_parser("agent", help="manage agents (works with or without a running server)")
     asub = a.add_subparsers(dest="agent_command", required=True)
@@ -54,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         r = sub.add_parser(what, help=f"read back stored {what} of an agent")
         _data(r)
         r.add_argument("--agent", help=agent_help)
+        if what == "timeseries":
+            r.add_argument(
+                "--asset", help="read an asset's aspect as applications do (needs a running serve)"
+            )
+            r.add_argument("--aspect", help="the aspect to read with --asset")
         r.add_argument("--from", dest="from_", metavar="ISO")
         r.add_argument("--to", metavar="ISO")
         r.add_argument("--format", choices=("table", "json", "csv"), default="table")
@@ -105,7 +157,15 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from .app import serve
 
-        svc = Service(args.data)
+        names = list(args.cert_name)
+        if args.host in ("", "0.0.0.0", "::") and not names:
+            names.append(lan_address())
+        elif args.host not in ("", "0.0.0.0", "::", "127.0.0.1", "localhost", "::1"):
+            names.append(args.host)
+        svc = Service(args.data, tuple(names))
+        svc.auto_assets = bool(args.auto_assets)
+        if args.host in ("", "0.0.0.0", "::"):
+            svc.public_host = names[0]  # the URL boards on the LAN can reach, not 127.0.0.1
         try:
             asyncio.run(serve(svc, args.host, args.port, args.plain_http))
         except OSError as exc:
@@ -118,6 +178,103 @@ def run(args: argparse.Namespace) -> int:
         return _run_offline(args, svc)
     finally:
         svc.close()
+
+
+def lan_address() -> str:
+    """This machine's address on the network a board would use (the source address of the default
+    route; a UDP connect sends nothing), 127.0.0.1 when there is none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere, only picks an interface
+            return str(s.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
+def _asset_command(args: argparse.Namespace, svc: Service) -> int:
+    if args.asset_command == "list":
+        rows = []
+        for a in svc.storage.assets(args.tenant):
+            variables = [
+                f"{asp}.{p['property']}:{p['type']}" + (f":{p['unit']}" if p["unit"] else "")
+                for asp in svc.storage.aspect_names(a["entity_id"])
+                for p in svc.storage.props(a["entity_id"], asp)
+            ]
+            rows.append(
+                {
+                    "id": a["entity_id"],
+                    "name": a["name"],
+                    "tenant": a["tenant"],
+                    "variables": " ".join(variables),
+                }
+            )
+        print(readback.render(rows, "table", ["id", "name", "tenant", "variables"]))
+        return 0
+    variables = [assets.parse_variable(v) for v in args.variable]
+    asset_id, name = args.asset_id, args.name
+    if args.board is not None:
+        board_entity, board_vars = assets.from_board(args.board)
+        if board_entity is None:
+            raise ValueError(f"{args.board} maps no data point (it has no dsc.entityId or point mappings)")
+        if asset_id is not None and asset_id != board_entity:
+            raise ValueError(f"--id {asset_id} differs from the board's dsc.entityId {board_entity}")
+        asset_id = board_entity
+        variables = board_vars + variables
+        name = name or json.loads(args.board.read_text()).get("board", "board")
+    if not name:
+        raise ValueError("give --name (or --board)")
+    if not variables:
+        raise ValueError("give at least one --variable ASPECT.VAR:TYPE[:UNIT] (or --board)")
+    created = assets.create(svc, args.tenant, name, variables, asset_id)
+    print(created["assetId"])
+    print(
+        "southgate: asset {} ({}) in tenant {}: {} variable(s)".format(
+            created["assetId"], created["name"], created["tenantId"], len(variables)
+        ),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _app_command(args: argparse.Namespace, svc: Service) -> int:
+    if args.app_command == "list":
+        rows = [
+            {
+                "clientId": a["client_id"],
+                "tenant": a["tenant"],
+                "appName": a["app_name"],
+                "appVersion": a["app_version"],
+            }
+            for a in svc.storage.apps()
+        ]
+        print(readback.render(rows, "table", ["clientId", "tenant", "appName", "appVersion"]))
+        return 0
+    creds = apps.create_app(svc, args.tenant, args.name, args.version)
+    _write(json.dumps(creds, indent=2), args.out)  # holds the client secret: owner-only, never logged
+    print(
+        f"southgate: app {creds['appName']} {creds['appVersion']} in tenant {creds['tenant']}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _asset_timeseries(args: argparse.Namespace, svc: Service) -> int:
+    """An asset's aspect read through the IoT Time Series API of the running server, with the read client."""
+    from insights_read import ReadClient, render, run_sync
+
+    if not args.aspect:
+        raise ValueError("--asset needs --aspect")
+    lo = args.from_ or "1970-01-01T00:00:00Z"
+    hi = args.to or "2999-12-31T23:59:59Z"
+
+    async def read() -> list[dict[str, Any]]:
+        async with ReadClient(
+            svc.base_url, token=svc.keys.admin_token, ca_file=str(svc.keys.ca_pem)
+        ) as client:
+            return await client.timeseries(args.asset, args.aspect, lo, hi)
+
+    print(render(run_sync(read()), args.format))
+    return 0
 
 
 def _agent_id(svc: Service, given: str | None) -> str:
@@ -156,6 +313,12 @@ def _run_offline(args: argparse.Namespace, svc: Service) -> int:
             svc.offboard(args.agent)
             print(f"southgate: agent {args.agent} offboarded", file=sys.stderr)
         return 0
+    if args.command == "asset":
+        return _asset_command(args, svc)
+    if args.command == "app":
+        return _app_command(args, svc)
+    if args.command == "timeseries" and args.asset:
+        return _asset_timeseries(args, svc)
     if args.command in ("timeseries", "events", "files"):
         agent_id = _agent_id(svc, args.agent)
         lo, hi = _range(args)

@@ -92,26 +92,15 @@ def _qc(quality: str) -> Any:
     return int(quality) if quality.isdigit() else quality
 
 
-def asset_records(
-    st: Storage,
-    entity_id: str,
-    pset: str,
-    from_ms: int,
-    to_ms: int,
-    limit: int,
-    select: list[str] | None,
-    newest_first: bool,
-) -> list[dict[str, Any]]:
-    """IoT Time Series records: one object per timestamp, `_time` plus each property and its `_qc`."""
-    rows = st.asset_values(entity_id, pset, from_ms, to_ms, limit, newest_first)
-    records: dict[int, dict[str, Any]] = {}
+def records(rows: list[dict[str, Any]], descending: bool) -> list[dict[str, Any]]:
+    """IoT Time Series records from asset_values rows: one object per timestamp, `_time` plus each
+    property and its `_qc`, in time order (newest first when `descending`)."""
+    out: dict[int, dict[str, Any]] = {}
     for r in rows:
-        if select and r["property"] not in select:
-            continue
-        rec = records.setdefault(r["ts_ms"], {"_time": iso_ms(r["ts_ms"])})
+        rec = out.setdefault(r["ts_ms"], {"_time": iso_ms(r["ts_ms"])})
         rec[r["property"]] = json.loads(r["value"])
         rec[r["property"] + "_qc"] = _qc(r["quality"])
-    return [records[k] for k in sorted(records)]
+    return [out[k] for k in sorted(out, reverse=descending)]
 
 
 def render(rows: list[dict[str, Any]], fmt: str, columns: list[str]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import configs
+from . import assets, configs
 from .clock import iso_ms, parse_iso
 from .errors import ApiError, bad_request, forbidden, not_found
 from .ingest import ingest
@@ -139,20 +139,7 @@ async def create_mapping(request: web.Request) -> web.Response:
     now = svc.clock.now_ms()
     try:
         with st.tx():
-            existing = st.prop(entity, pset, prop)
-            if existing is not None:
-                if existing["type"] != dp["type"]:
-                    raise bad_request(
-                        "type mismatch: data point is {}, property {}.{} is {}".format(
-                            dp["type"], pset, prop, existing["type"]
-                        )
-                    )
-                if existing["unit"] != (dp.get("unit") or ""):
-                    raise bad_request(
-                        "unit mismatch: data point has {!r}, property {}.{} has {!r}".format(
-                            dp.get("unit"), pset, prop, existing["unit"]
-                        )
-                    )
+            assets.check_mapping_target(svc, agent["tenant"], entity, pset, prop, dp, now)
             for m in st.mappings_of_property(entity, pset, prop):
                 if m["agent_id"] == agent["id"] and m["data_point_id"] == dp["id"]:
                     raise Conflict("this mapping already exists (id {})".format(m["id"]))
@@ -168,8 +155,6 @@ async def create_mapping(request: web.Request) -> web.Response:
                             dp["id"], pset, m["property"]
                         )
                     )
-            st.ensure_asset(entity, now)
-            st.add_prop(entity, pset, prop, dp["type"], dp.get("unit") or "")
             row = {
                 "id": uuid.uuid4().hex,
                 "agent_id": agent["id"],
@@ -295,7 +280,7 @@ async def post_event(request: web.Request) -> web.Response:
         }
     )
     with svc.storage.tx():
-        svc.storage.ensure_asset(entity, now)
+        svc.storage.ensure_asset(entity, now, tenant=agent["tenant"])
         svc.storage.upsert_event(
             {
                 "id": stored["id"],
@@ -332,6 +317,14 @@ def _diag_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+ACTIVATION_LIFETIME_MS = 3600 * 1000  # the real service switches an activation off after an hour
+
+
+def _fresh_activations(request: web.Request) -> None:
+    svc = service(request)
+    svc.storage.expire_activations(svc.clock.now_ms(), ACTIVATION_LIFETIME_MS)
+
+
 @routes.post(MC + "/diagnosticActivations")
 async def activate(request: web.Request) -> web.Response:
     agent = agent_auth(request)
@@ -343,37 +336,34 @@ async def activate(request: web.Request) -> web.Response:
     if status not in ("ACTIVE", "INACTIVE"):
         raise bad_request("status must be ACTIVE or INACTIVE")
     svc = service(request)
-    st = svc.storage
-    with st.tx():
-        acts = st.activations(agent["tenant"])
-        if any(a["agent_id"] == agent["id"] for a in acts):
-            raise ApiError(409, "a diagnostic activation exists for this agent already")
-        if len(acts) >= svc.settings.diagnostic_activations_per_tenant:
-            most = svc.settings.diagnostic_activations_per_tenant
-            raise bad_request(f"at most {most} agents per tenant can have diagnostics activated")
-        row = {
-            "id": uuid.uuid4().hex,
-            "agent_id": agent["id"],
-            "tenant": agent["tenant"],
-            "status": status,
-            "created_ms": svc.clock.now_ms(),
-        }
-        st.db.execute(
-            "INSERT INTO activations (id, agent_id, tenant, status, created_ms) VALUES"
-            " (:id, :agent_id, :tenant, :status, :created_ms)",
-            row,
-        )
+    now = svc.clock.now_ms()
+    row = {
+        "id": uuid.uuid4().hex,
+        "agent_id": agent["id"],
+        "tenant": agent["tenant"],
+        "status": status,
+        "created_ms": now,
+        "active_since_ms": now if status == "ACTIVE" else None,
+    }
+    most = svc.settings.diagnostic_activations_per_tenant
+    why = svc.storage.add_activation(row, most, now, ACTIVATION_LIFETIME_MS)
+    if why == "exists":
+        raise ApiError(409, "a diagnostic activation exists for this agent already")
+    if why == "limit":
+        raise bad_request(f"at most {most} agents per tenant can have diagnostics activated")
     return json_response(_activation_json(row), status=201)
 
 
 @routes.get(MC + "/diagnosticActivations")
 async def list_activations(request: web.Request) -> web.Response:
     agent = agent_auth(request)
+    _fresh_activations(request)
     acts = [a for a in service(request).storage.activations(agent["tenant"]) if a["agent_id"] == agent["id"]]
     return json_response(page(request, [_activation_json(a) for a in acts]))
 
 
 def _own_activation(request: web.Request, agent: dict[str, Any]) -> dict[str, Any]:
+    _fresh_activations(request)
     act = service(request).storage.activation(request.match_info["activation_id"])
     if act is None or act["agent_id"] != agent["id"]:
         raise not_found("diagnostic activation not found")
@@ -393,9 +383,13 @@ async def put_activation(request: web.Request) -> web.Response:
     body = await json_body(request)
     if not isinstance(body, dict) or body.get("status") not in ("ACTIVE", "INACTIVE"):
         raise bad_request('body must be {"status": "ACTIVE"|"INACTIVE"}')
-    service(request).storage.db.execute(
-        "UPDATE activations SET status = ? WHERE id = ?", (body["status"], act["id"])
-    )
+    svc = service(request)
+    if body["status"] == "ACTIVE" and act["status"] != "ACTIVE":
+        most = svc.settings.diagnostic_activations_per_tenant
+        active = [a for a in svc.storage.activations(agent["tenant"]) if a["status"] == "ACTIVE"]
+        if len(active) >= most:
+            raise bad_request(f"at most {most} agents per tenant can have diagnostics activated")
+    svc.storage.set_activation(act["id"], body["status"], svc.clock.now_ms())
     act["status"] = body["status"]
     return json_response(_activation_json(act))
 
@@ -404,15 +398,27 @@ async def put_activation(request: web.Request) -> web.Response:
 async def delete_activation(request: web.Request) -> web.Response:
     agent = agent_auth(request)
     act = _own_activation(request, agent)
-    service(request).storage.db.execute("DELETE FROM activations WHERE id = ?", (act["id"],))
+    service(request).storage.delete_activation(act["id"])
     return web.Response(status=204)
+
+
+def _recorded_while_active(request: web.Request, agent_id: str) -> list[dict[str, Any]]:
+    """The agent's messages from the hour its activation was on (none without an activation): the real
+    service records diagnostics only for activated agents. `southgate diagnostics` shows them all."""
+    st = service(request).storage
+    act = next((a for a in st.activations_of_agent(agent_id)), None)
+    if act is None or act["active_since_ms"] is None:
+        return []
+    start = act["active_since_ms"]
+    end = start + ACTIVATION_LIFETIME_MS
+    return [r for r in st.diagnostics([agent_id], since_ms=start) if r["ts_ms"] <= end]
 
 
 @routes.get(MC + "/diagnosticActivations/{activation_id}/messages")
 async def activation_messages(request: web.Request) -> web.Response:
     agent = agent_auth(request)
-    act = _own_activation(request, agent)
-    rows = service(request).storage.diagnostics([agent["id"]], since_ms=act["created_ms"])
+    _own_activation(request, agent)
+    rows = _recorded_while_active(request, agent["id"])
     return json_response(page(request, [_diag_json(r) for r in rows], default_size=20))
 
 
@@ -422,5 +428,5 @@ async def diagnostic_information(request: web.Request) -> web.Response:
     wanted = request.query.get("agentId")
     if wanted:
         own_agent(request, agent, wanted)
-    rows = service(request).storage.diagnostics([agent["id"]])
+    rows = _recorded_while_active(request, agent["id"])
     return json_response(page(request, [_diag_json(r) for r in rows], default_size=20))

@@ -10,12 +10,13 @@ from typing import Any
 
 from aiohttp import web
 
+from . import apps, assets
 from .clock import iso_ms, parse_iso
 from .errors import ApiError, bad_request, not_found
 from .ingest import remove_blob, store_file
 from .routes_read import read_auth
 from .service import HEX32, Service
-from .webutil import agent_auth, json_response, own_entity, service
+from .webutil import agent_auth, is_admin, json_response, own_entity, service
 
 routes = web.RouteTableDef()
 FILES = "/api/iotfile/v3/files"
@@ -106,17 +107,31 @@ def _meta(request: web.Request, svc: Service) -> dict[str, Any]:
     }
 
 
+def _writer(request: web.Request, entity: str) -> dict[str, Any]:
+    """Who puts a file: an agent (onto a free asset or its own), or an application with a tenant token (or
+    the admin token) onto a modelled asset of its tenant, e.g. the files of an IoT TS Bulk import job."""
+    auth = request.headers.get("Authorization", "")
+    token = auth.partition(" ")[2].strip()
+    svc = service(request)
+    if is_admin(request) or apps.app_for_token(svc, token) is not None:
+        tenant = read_auth(request)
+        row = assets.in_tenant(svc, entity, tenant)
+        return {"id": request["agent_id"], "tenant": row["tenant"]}
+    agent = agent_auth(request)
+    own_entity(request, agent, entity)
+    return agent
+
+
 def _created(etag: int) -> web.Response:
     return web.Response(status=201, headers={"ETag": str(etag)})
 
 
 @routes.put(FILES + "/{entity_id}/{path:.+}")
 async def put_file(request: web.Request) -> web.Response:
-    agent = agent_auth(request)
     svc = service(request)
     st = svc.storage
     entity, path = _target(request)
-    own_entity(request, agent, entity)
+    agent = _writer(request, entity)
     upload = request.query.get("upload")
     part = request.query.get("part")
     if upload is not None and part is not None:
@@ -129,7 +144,7 @@ async def put_file(request: web.Request) -> web.Response:
     if upload is None and part is None:
         _check_precondition(request, existing)
         blob, size, sha = await _body_to_blob(request, svc, MAX_PUT_BYTES)
-        st.ensure_asset(entity, svc.clock.now_ms())
+        st.ensure_asset(entity, svc.clock.now_ms(), tenant=agent["tenant"])
         etag = store_file(
             svc,
             agent["id"],
@@ -214,7 +229,7 @@ async def put_file(request: web.Request) -> web.Response:
                     digest.update(chunk)
                     total += len(chunk)
                     out.write(chunk)
-    st.ensure_asset(entity, svc.clock.now_ms())
+    st.ensure_asset(entity, svc.clock.now_ms(), tenant=agent["tenant"])
     etag = store_file(
         svc,
         agent["id"],
@@ -276,18 +291,22 @@ def file_json(row: dict[str, Any]) -> dict[str, Any]:
 
 @routes.get(FILES + "/{entity_id}")
 async def list_files(request: web.Request) -> web.Response:
-    read_auth(request)
+    tenant = read_auth(request)
     entity = request.match_info["entity_id"]
     if not HEX32.match(entity):
         raise bad_request("entityId must be 32 lowercase hex characters")
+    if tenant is not None:
+        assets.in_tenant(service(request), entity, tenant)
     return json_response([file_json(r) for r in service(request).storage.files(entity_id=entity)])
 
 
 @routes.get(FILES + "/{entity_id}/{path:.+}")
 async def get_file(request: web.Request) -> web.StreamResponse:
-    read_auth(request)
+    tenant = read_auth(request)
     entity, path = _target(request)
     svc = service(request)
+    if tenant is not None:
+        assets.in_tenant(svc, entity, tenant)
     row = svc.storage.file(entity, path)
     if row is None:
         raise not_found("file not found")

@@ -37,18 +37,28 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def check_tenant(tenant: str | None) -> str:
+    """A tenant name (the default tenant for None); 400 for anything else."""
+    tenant = tenant or DEFAULT_TENANT
+    if not isinstance(tenant, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", tenant):
+        raise bad_request("tenant must be lowercase letters, digits and '-' (at most 40)")
+    return tenant
+
+
 class Service:
     """Everything a request handler needs: storage, keys, clock and settings of DIR."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, cert_names: tuple[str, ...] = ()) -> None:
         self.data_dir = certs.ensure_dir(Path(data_dir))
-        self.keys = certs.load_or_create(self.data_dir)
+        self.keys = certs.load_or_create(self.data_dir, cert_names)
         self.storage = Storage(self.data_dir / "southgate.db")
         self.settings = Settings()
         self.settings.update(self.storage.load_settings())
         self.clock = ServerClock(self.settings.clock_offset_s)
         self.files_dir = certs.ensure_dir(self.data_dir / "files")
         self.base_url = self._remembered_base_url()
+        self.auto_assets = False  # serve --auto-assets: mappings create the asset, aspect, variable they name
+        self.public_host: str | None = None  # serve --host 0.0.0.0: the name or address boards reach it by
 
     def close(self) -> None:
         self.storage.close()
@@ -77,9 +87,7 @@ class Service:
     ) -> dict[str, Any]:
         if not isinstance(name, str) or not name.strip() or len(name) > 128:
             raise bad_request("agent name must be a non-empty string of at most 128 characters")
-        tenant = tenant or DEFAULT_TENANT
-        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", tenant):
-            raise bad_request("tenant must be lowercase letters, digits and '-' (at most 40)")
+        tenant = check_tenant(tenant)
         if entity_id is None:
             entity_id = new_id()
         elif not isinstance(entity_id, str) or not HEX32.match(entity_id):
@@ -88,8 +96,11 @@ class Service:
         now = self.clock.now_ms()
         try:
             with self.storage.tx():
+                asset = self.storage.asset(entity_id)
+                if asset is not None and asset["tenant"] not in (tenant, ""):
+                    raise Conflict(f"asset {entity_id} belongs to another tenant")
                 self.storage.create_agent(agent_id, tenant, name, entity_id, now)
-                self.storage.ensure_asset(entity_id, now, name)
+                self.storage.ensure_asset(entity_id, now, name, tenant)
         except Conflict as exc:
             raise ApiError(409, str(exc)) from exc
         agent = self.storage.agent(agent_id)

@@ -27,6 +27,7 @@ class Settings:
     require_mapping: bool = True
     mapping_calls_per_hour: int = 1050
     diagnostic_activations_per_tenant: int = 5
+    bulk_page_records: int = 5000  # IoT TS Bulk records per answer; more follow via nextRecord
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

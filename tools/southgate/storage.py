@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +36,7 @@ CREATE TABLE IF NOT EXISTS assertion_jtis (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS assertion_jtis_exp ON assertion_jtis (exp_s);
 CREATE TABLE IF NOT EXISTS assets (
-    entity_id TEXT PRIMARY KEY, name TEXT NOT NULL, created_ms INTEGER NOT NULL
+    entity_id TEXT PRIMARY KEY, name TEXT NOT NULL, created_ms INTEGER NOT NULL, tenant TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS properties (
     entity_id TEXT NOT NULL, property_set TEXT NOT NULL, property TEXT NOT NULL,
@@ -92,7 +93,16 @@ CREATE TABLE IF NOT EXISTS diagnostics (
 CREATE INDEX IF NOT EXISTS diagnostics_agent ON diagnostics (agent_id, id);
 CREATE TABLE IF NOT EXISTS activations (
     id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, tenant TEXT NOT NULL, status TEXT NOT NULL,
-    created_ms INTEGER NOT NULL, UNIQUE (agent_id)
+    created_ms INTEGER NOT NULL, active_since_ms INTEGER, UNIQUE (agent_id)
+);
+CREATE TABLE IF NOT EXISTS apps (
+    client_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, app_name TEXT NOT NULL, app_version TEXT NOT NULL,
+    secret_hash TEXT NOT NULL, created_ms INTEGER NOT NULL, UNIQUE (tenant, app_name)
+);
+CREATE TABLE IF NOT EXISTS import_jobs (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, entity_id TEXT NOT NULL, property_set TEXT NOT NULL,
+    status TEXT NOT NULL, message TEXT NOT NULL, request TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    modified_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS faults (
     id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL, method TEXT, remaining INTEGER NOT NULL,
@@ -125,6 +135,8 @@ class Storage:
         self.db.execute("PRAGMA foreign_keys=OFF")
         self.db.executescript(SCHEMA)
         self._depth = 0
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
         self._migrate()
 
     def _migrate(self) -> None:
@@ -134,10 +146,27 @@ class Storage:
         (the service re-signs an unused IAT from its claims when it hands it out again).
         """
         cols = {r["name"] for r in self.db.execute("PRAGMA table_info(agents)").fetchall()}
+        asset_cols = {r["name"] for r in self.db.execute("PRAGMA table_info(assets)").fetchall()}
+        act_cols = {r["name"] for r in self.db.execute("PRAGMA table_info(activations)").fetchall()}
         with self.tx() as db:
             for col, kind in (("iat_hash", "TEXT"), ("iat_issued_s", "INTEGER")):
                 if col not in cols:
                     db.execute(f"ALTER TABLE agents ADD COLUMN {col} {kind}")
+            if "active_since_ms" not in act_cols:
+                db.execute("ALTER TABLE activations ADD COLUMN active_since_ms INTEGER")
+                db.execute("UPDATE activations SET active_since_ms = created_ms WHERE status = 'ACTIVE'")
+            if "tenant" not in asset_cols:
+                # Assets became per tenant: an old asset belongs to the tenant of the agent bound to it, else
+                # of the agents mapping or sending events onto it, else the default tenant.
+                db.execute("ALTER TABLE assets ADD COLUMN tenant TEXT NOT NULL DEFAULT ''")
+                db.execute(
+                    "UPDATE assets SET tenant = COALESCE("
+                    "(SELECT a.tenant FROM agents a WHERE a.entity_id = assets.entity_id LIMIT 1),"
+                    "(SELECT a.tenant FROM mappings m JOIN agents a ON a.id = m.agent_id"
+                    " WHERE m.entity_id = assets.entity_id LIMIT 1),"
+                    "(SELECT a.tenant FROM events e JOIN agents a ON a.id = e.agent_id"
+                    " WHERE e.entity_id = assets.entity_id LIMIT 1), 'devtenant')"
+                )
             for row in db.execute("SELECT id, iat FROM agents WHERE iat IS NOT NULL").fetchall():
                 issued = None
                 try:
@@ -153,6 +182,8 @@ class Storage:
                 )
 
     def close(self) -> None:
+        for conn in self._readers:
+            conn.close()
         self.db.close()
 
     @contextmanager
@@ -243,14 +274,49 @@ class Storage:
             return cur.rowcount == 1
 
     # assets ---------------------------------------------------------------------------------------------
-    def ensure_asset(self, entity_id: str, now_ms: int, name: str | None = None) -> None:
+    def ensure_asset(self, entity_id: str, now_ms: int, name: str | None = None, tenant: str = "") -> None:
+        """Create the asset if it does not exist (its tenant is set once, by whoever creates it)."""
         self.db.execute(
-            "INSERT OR IGNORE INTO assets (entity_id, name, created_ms) VALUES (?, ?, ?)",
-            (entity_id, name or "asset-" + entity_id[:8], now_ms),
+            "INSERT OR IGNORE INTO assets (entity_id, name, created_ms, tenant) VALUES (?, ?, ?, ?)",
+            (entity_id, name or "asset-" + entity_id[:8], now_ms, tenant),
         )
+
+    def create_asset(
+        self, entity_id: str, tenant: str, name: str, variables: list[tuple[str, str, str, str]], now_ms: int
+    ) -> None:
+        """A modelled asset with its aspects' variables [(aspect, variable, type, unit)] in one transaction.
+
+        Conflict when the id is taken; an existing asset of the same tenant only gains new variables."""
+        with self.tx() as db:
+            row = db.execute("SELECT tenant FROM assets WHERE entity_id = ?", (entity_id,)).fetchone()
+            if row is not None and row["tenant"] != tenant:
+                raise Conflict(f"asset id {entity_id} is taken")
+            db.execute(
+                "INSERT OR IGNORE INTO assets (entity_id, name, created_ms, tenant) VALUES (?, ?, ?, ?)",
+                (entity_id, name, now_ms, tenant),
+            )
+            for aspect, var, type_, unit in variables:
+                old = self.prop(entity_id, aspect, var)
+                if old is not None and (old["type"], old["unit"]) != (type_, unit):
+                    raise Conflict(
+                        f"variable {aspect}.{var} exists as {old['type']} {old['unit']!r}; cannot redefine it"
+                    )
+                self.add_prop(entity_id, aspect, var, type_, unit)
 
     def asset(self, entity_id: str) -> dict[str, Any] | None:
         return self.one("SELECT * FROM assets WHERE entity_id = ?", entity_id)
+
+    def assets(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        if tenant is None:
+            return self.all("SELECT * FROM assets ORDER BY created_ms, entity_id")
+        return self.all("SELECT * FROM assets WHERE tenant = ? ORDER BY created_ms, entity_id", tenant)
+
+    def aspect_names(self, entity_id: str) -> list[str]:
+        rows = self.all(
+            "SELECT DISTINCT property_set FROM properties WHERE entity_id = ? ORDER BY property_set",
+            entity_id,
+        )
+        return [str(r["property_set"]) for r in rows]
 
     def prop(self, entity_id: str, pset: str, prop: str) -> dict[str, Any] | None:
         return self.one(
@@ -368,32 +434,69 @@ class Storage:
     ) -> list[dict[str, Any]]:
         return self._agent_rows("readings", "ts_ms, data_point_id", agent_id, from_ms, to_ms)
 
-    def asset_values(
-        self, entity_id: str, pset: str, from_ms: int, to_ms: int, limit: int, newest_first: bool
+    def _reader(self) -> sqlite3.Connection:
+        """A connection of the calling thread for reads run off the event loop (asyncio.to_thread)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            self._local.conn = conn
+            self._readers.append(conn)
+        return conn
+
+    def asset_page(
+        self,
+        entity_id: str,
+        pset: str,
+        after_ms: int,
+        upto_ms: int,
+        limit: int,
+        descending: bool,
+        props: list[str] | None,
     ) -> list[dict[str, Any]]:
-        """Rows of up to `limit` distinct timestamps in [from, to)."""
-        order = "DESC" if newest_first else "ASC"
-        stamps = self.all(
-            "SELECT DISTINCT ts_ms FROM asset_values WHERE entity_id = ? AND property_set = ? AND ts_ms >= ?"
-            f" AND ts_ms < ? ORDER BY ts_ms {order} LIMIT ?",
-            entity_id,
-            pset,
-            from_ms,
-            to_ms,
-            limit,
-        )
+        """Rows of the first `limit` distinct timestamps in (after, upto] (IoT Time Series bounds), in the
+        chosen order, only of `props` when given. Thread-safe: runs on the calling thread's connection."""
+        db = self._reader()
+        only = ""
+        args: list[Any] = [entity_id, pset, after_ms, upto_ms]
+        if props:
+            only = " AND property IN ({})".format(",".join("?" * len(props)))
+            args += props
+        order = "DESC" if descending else "ASC"
+        stamps = db.execute(
+            "SELECT DISTINCT ts_ms FROM asset_values WHERE entity_id = ? AND property_set = ? AND ts_ms > ?"
+            f" AND ts_ms <= ?{only} ORDER BY ts_ms {order} LIMIT ?",
+            (*args, limit),
+        ).fetchall()
         if not stamps:
             return []
-        lo = min(s["ts_ms"] for s in stamps)
-        hi = max(s["ts_ms"] for s in stamps)
-        return self.all(
+        lo = min(r["ts_ms"] for r in stamps)
+        hi = max(r["ts_ms"] for r in stamps)
+        rows = db.execute(
             "SELECT * FROM asset_values WHERE entity_id = ? AND property_set = ? AND ts_ms >= ? AND ts_ms <= ?"
-            " ORDER BY ts_ms, property",
-            entity_id,
-            pset,
-            lo,
-            hi,
-        )
+            f"{only} ORDER BY ts_ms {order}, property",
+            (entity_id, pset, lo, hi, *args[4:]),
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def latest_values(
+        self, entity_id: str, pset: str, after_ms: int, upto_ms: int, props: list[str] | None
+    ) -> list[dict[str, Any]]:
+        """The newest row of each property with a timestamp in (after, upto] (IoT Time Series latestValue)."""
+        db = self._reader()
+        only = ""
+        args: list[Any] = [entity_id, pset, after_ms, upto_ms]
+        if props:
+            only = " AND property IN ({})".format(",".join("?" * len(props)))
+            args += props
+        rows = db.execute(
+            "SELECT v.* FROM asset_values v JOIN (SELECT property, MAX(ts_ms) AS ts FROM asset_values"
+            f" WHERE entity_id = ? AND property_set = ? AND ts_ms > ? AND ts_ms <= ?{only} GROUP BY property) m"
+            " ON v.property = m.property AND v.ts_ms = m.ts WHERE v.entity_id = ? AND v.property_set = ?"
+            " ORDER BY v.ts_ms, v.property",
+            (*args, entity_id, pset),
+        ).fetchall()
+        return [dict(r) for r in rows]
 
     # events ---------------------------------------------------------------------------------------------
     def upsert_event(self, row: dict[str, Any]) -> bool:
@@ -495,11 +598,102 @@ class Storage:
             since_ms,
         )
 
+    def add_activation(
+        self, row: dict[str, Any], per_tenant: int, now_ms: int, lifetime_ms: int
+    ) -> str | None:
+        """Insert an activation unless the agent has one or its tenant has `per_tenant` active ones; returns
+        None when inserted, else the reason. Activations older than `lifetime_ms` no longer count."""
+        with self.tx() as db:
+            self.expire_activations(now_ms, lifetime_ms)
+            if db.execute("SELECT 1 FROM activations WHERE agent_id = ?", (row["agent_id"],)).fetchone():
+                return "exists"
+            active = db.execute(
+                "SELECT COUNT(*) FROM activations WHERE tenant = ? AND status = 'ACTIVE'", (row["tenant"],)
+            ).fetchone()[0]
+            if row["status"] == "ACTIVE" and active >= per_tenant:
+                return "limit"
+            db.execute(
+                "INSERT INTO activations (id, agent_id, tenant, status, created_ms, active_since_ms) VALUES"
+                " (:id, :agent_id, :tenant, :status, :created_ms, :active_since_ms)",
+                row,
+            )
+        return None
+
+    def expire_activations(self, now_ms: int, lifetime_ms: int) -> None:
+        """An activation switches itself off `lifetime_ms` after it was switched on."""
+        self.db.execute(
+            "UPDATE activations SET status = 'INACTIVE' WHERE status = 'ACTIVE' AND active_since_ms <= ?",
+            (now_ms - lifetime_ms,),
+        )
+
+    def set_activation(self, activation_id: str, status: str, now_ms: int) -> None:
+        self.db.execute(
+            "UPDATE activations SET status = ?, active_since_ms = CASE WHEN ? = 'ACTIVE' AND status != 'ACTIVE'"
+            " THEN ? ELSE active_since_ms END WHERE id = ?",
+            (status, status, now_ms, activation_id),
+        )
+
+    def delete_activation(self, activation_id: str) -> None:
+        self.db.execute("DELETE FROM activations WHERE id = ?", (activation_id,))
+
     def activation(self, activation_id: str) -> dict[str, Any] | None:
         return self.one("SELECT * FROM activations WHERE id = ?", activation_id)
 
+    def activations_of_agent(self, agent_id: str) -> list[dict[str, Any]]:
+        return self.all("SELECT * FROM activations WHERE agent_id = ?", agent_id)
+
     def activations(self, tenant: str) -> list[dict[str, Any]]:
         return self.all("SELECT * FROM activations WHERE tenant = ? ORDER BY created_ms, id", tenant)
+
+    # apps (Token Manager credentials) ---------------------------------------------------------------------
+    def create_app(
+        self, client_id: str, tenant: str, name: str, version: str, secret_hash: str, now_ms: int
+    ) -> None:
+        try:
+            self.db.execute(
+                "INSERT INTO apps (client_id, tenant, app_name, app_version, secret_hash, created_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (client_id, tenant, name, version, secret_hash, now_ms),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"an app named {name!r} already exists in tenant {tenant!r}") from exc
+
+    def app(self, client_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM apps WHERE client_id = ?", client_id)
+
+    def apps(self) -> list[dict[str, Any]]:
+        return self.all(
+            "SELECT client_id, tenant, app_name, app_version, created_ms FROM apps ORDER BY created_ms"
+        )
+
+    # import jobs (IoT TS Bulk) ---------------------------------------------------------------------------
+    def add_import_job(self, row: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT INTO import_jobs (id, tenant, entity_id, property_set, status, message, request, created_ms,"
+            " modified_ms) VALUES (:id, :tenant, :entity_id, :property_set, :status, :message, :request,"
+            " :created_ms, :modified_ms)",
+            row,
+        )
+
+    def finish_import_job(
+        self,
+        job_id: str,
+        status: str,
+        message: str,
+        rows: list[tuple[str, str, str, int, str, str]],
+        now_ms: int,
+    ) -> None:
+        """Store an import job's values and its final status in one transaction (all or nothing)."""
+        with self.tx() as db:
+            if rows:
+                self.upsert_asset_values(rows)
+            db.execute(
+                "UPDATE import_jobs SET status = ?, message = ?, modified_ms = ? WHERE id = ?",
+                (status, message, now_ms, job_id),
+            )
+
+    def import_job(self, job_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM import_jobs WHERE id = ?", job_id)
 
     # faults ---------------------------------------------------------------------------------------------
     def add_fault(

@@ -5,9 +5,12 @@
         ...                                       # point the agent at sg.base_url, trust sg.ca_der
         assert sg.timeseries(config["content"]["clientId"])
 
-Keyword options: `host`, `plain_http` and `port` go to the command line; any other name is a setting
-(see southgate.settings.Settings, e.g. `require_mapping=False`, `secret_lifetime_s=3600`,
+Keyword options: `host`, `plain_http`, `port` and `auto_assets` go to the command line; any other name is a
+setting (see southgate.settings.Settings, e.g. `require_mapping=False`, `secret_lifetime_s=3600`,
 `clock_offset_s=-600`, `rate_limit=5`) applied before the context is entered.
+
+The helper serves with `--auto-assets` (mappings create the assets they name) unless `auto_assets=False`:
+tests that are not about the asset model need no modelling step; `make demo` and the asset tests model first.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-CLI_OPTIONS = ("host", "plain_http", "port")
+CLI_OPTIONS = ("host", "plain_http", "port", "auto_assets")
 
 
 class SouthgateError(RuntimeError):
@@ -67,6 +70,8 @@ class RunningSouthgate:
         ]
         if self.cli_options.get("plain_http"):
             cmd.append("--plain-http")
+        if self.cli_options.get("auto_assets", True):
+            cmd.append("--auto-assets")
         with open(out_path, "wb") as out, open(self.log_path, "ab") as err:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + self.startup_timeout_s
@@ -162,6 +167,27 @@ class RunningSouthgate:
         if entity_id:
             body["entityId"] = entity_id
         return dict(self.admin("POST", "/admin/agents", body))
+
+    def create_asset(
+        self,
+        name: str,
+        variables: list[tuple[str, str, str, str]],
+        asset_id: str | None = None,
+        tenant: str | None = None,
+    ) -> dict[str, Any]:
+        """Model an asset: variables are (aspect, variable, type, unit); returns it with its assetId."""
+        aspects: dict[str, list[dict[str, str]]] = {}
+        for aspect, var, type_, unit in variables:
+            aspects.setdefault(aspect, []).append({"name": var, "dataType": type_, "unit": unit})
+        body: dict[str, Any] = {
+            "name": name,
+            "aspects": [{"name": a, "variables": v} for a, v in aspects.items()],
+        }
+        if asset_id:
+            body["assetId"] = asset_id
+        if tenant:
+            body["tenant"] = tenant
+        return dict(self.admin("POST", "/api/assetmanagement/v3/assets", body))
 
     def agent_config(self, agent_id: str) -> dict[str, Any]:
         """A boarding configuration with a fresh IAT if the last one was used (re-onboarding)."""

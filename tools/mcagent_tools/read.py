@@ -1,0 +1,80 @@
+"""Read an asset's aspect back as applications do: IoT Time Series, page by page, with app credentials.
+
+mcagent read --southgate ./sg-data --app app.json --asset ID --aspect UnixNode --from 2026-12-01T00:00:00Z \\
+             --to 2026-12-02T00:00:00Z --format csv
+mcagent read --base-url https://gateway.eu1.mindsphere.io --app app.json --asset ID --aspect A --from F --to T
+
+`--southgate DIR` takes the base URL and CA of the southgate serving DIR (and its admin token when no --app
+is given); against Insights Hub give `--base-url` and the app credentials (`clientId`, `clientSecret`,
+`tenant`, `appName`, `appVersion`, as `southgate app create` writes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from insights_read import AppCredentials, ReadClient, ReadError, render, run_sync
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--asset", required=True, help="the asset id (entityId, 32 hex)")
+    p.add_argument("--aspect", required=True, help="the aspect (propertySetName)")
+    p.add_argument("--from", dest="from_", required=True, metavar="ISO", help="exclusive start, ISO 8601")
+    p.add_argument("--to", required=True, metavar="ISO", help="inclusive end, ISO 8601")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--select", help="comma-separated variables (default: all)")
+    p.add_argument(
+        "--limit", type=int, help="records per request (at most 2000; pages follow the Link header)"
+    )
+    p.add_argument("--bulk", action="store_true", help="read through IoT TS Bulk (ranges under 90 days)")
+    p.add_argument("--base-url", help="the gateway URL, e.g. https://gateway.eu1.mindsphere.io")
+    p.add_argument("--app", type=Path, help="app credentials JSON (southgate app create --out app.json)")
+    p.add_argument("--ca", help="a CA certificate (PEM) to trust besides the system's")
+    p.add_argument("--southgate", type=Path, metavar="DIR", help="read from the southgate serving DIR")
+
+
+def _client(args: argparse.Namespace) -> ReadClient:
+    base_url, ca, token = args.base_url, args.ca, None
+    if args.southgate is not None:
+        try:
+            base_url = base_url or json.loads((args.southgate / "server.json").read_text())["base_url"]
+        except (OSError, ValueError, KeyError):
+            raise ValueError(
+                f"{args.southgate}: no server.json; start `southgate serve --data DIR` once"
+            ) from None
+        ca = ca or str(args.southgate / "ca.pem")
+        if args.app is None:
+            token = (args.southgate / "admin-token").read_text().strip()
+    if not base_url:
+        raise ValueError("give --base-url (or --southgate DIR)")
+    if args.app is not None:
+        return ReadClient(base_url, credentials=AppCredentials.load(args.app), ca_file=ca)
+    if token is None:
+        raise ValueError("give --app app.json (app credentials)")
+    return ReadClient(base_url, token=token, ca_file=ca)
+
+
+async def _read(args: argparse.Namespace) -> list[dict[str, Any]]:
+    async with _client(args) as client:
+        if args.bulk:
+            return await client.bulk_timeseries(
+                args.asset, args.aspect, args.from_, args.to, limit=args.limit
+            )
+        select = [s for s in (args.select or "").split(",") if s] or None
+        return await client.timeseries(
+            args.asset, args.aspect, args.from_, args.to, limit=args.limit, select=select
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        records = run_sync(_read(args))
+    except (ValueError, OSError, ReadError) as exc:
+        print(f"mcagent read: {exc}", file=sys.stderr)
+        return 1
+    print(render(records, args.format))
+    return 0
