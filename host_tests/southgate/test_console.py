@@ -194,6 +194,9 @@ def test_login_page_shows_nothing_and_sets_a_strict_cookie(setup: Setup) -> None
     body = f"token={setup.sg.admin_token}&next=https://evil.example/".encode()
     ok = setup.http.request("POST", f"{CONSOLE}/login", body, form)
     assert ok.status == 303 and ok.headers["location"] == "/console/"  # no open redirect
+    crlf = f"token={setup.sg.admin_token}&next=/console/%0d%0aX-Evil:1".encode()
+    r = setup.http.request("POST", f"{CONSOLE}/login", crlf, form)  # answered, not a dropped connection
+    assert r.status == 303 and r.headers["location"] == "/console/" and "x-evil" not in r.headers
     cookie = ok.headers["set-cookie"]
     for flag in ("HttpOnly", "SameSite=Strict", "Secure", "Path=/console"):
         assert flag.lower() in cookie.lower(), cookie

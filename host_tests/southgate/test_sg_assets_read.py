@@ -363,6 +363,11 @@ def test_import_jobs_validated_and_imported(msg: RunningSouthgate, tmp_path: Pat
                         {"entity": asset, "propertySetName": "nope", "timeseriesFiles": files("a", recs)}
                     ]
                 },
+                "same_file_twice": {
+                    "data": [
+                        {"entity": asset, "propertySetName": "env", "timeseriesFiles": files("a", recs) * 2}
+                    ]
+                },
             }.items():
                 try:
                     await c._request("POST", "/api/iottsbulk/v3/importJobs", body=body)
@@ -380,6 +385,7 @@ def test_import_jobs_validated_and_imported(msg: RunningSouthgate, tmp_path: Pat
     assert "missing.json" in got["mixed"]["message"]
     assert got["unknown"]["status"] == "ERROR" and "'pressure'" in got["unknown"]["message"]
     assert (got["too_many"], got["two_targets"], got["no_aspect"]) == (400, 400, 404)
+    assert got["same_file_twice"] == 400
     # the jobs that failed imported nothing: still the five records of the good one
     lo, hi = iso(day - timedelta(days=1)), iso(day + timedelta(days=1, hours=1))
     stored = msg.admin("GET", f"/api/iottsbulk/v3/timeseries/{asset}/env?from={lo}&to={hi}")
@@ -470,3 +476,52 @@ def test_old_data_dirs_gain_tenants_of_assets(tmp_path: Path) -> None:
     assert svc.storage.asset("cd" * 16)["tenant"] == "devtenant"  # type: ignore[index]
     assert svc.storage.activation("x")["active_since_ms"] == 5  # type: ignore[index]
     svc.close()
+
+
+def test_agents_write_only_onto_assets_of_their_tenant(msg: RunningSouthgate) -> None:
+    # An asset modelled in tenant A has no agent bound to it yet: an agent of tenant B still cannot put a
+    # file or an event onto it (404: it is not told the asset exists), an agent of tenant A can.
+    asset = msg.create_asset("shared-looking", ENV_VARS, tenant="tenanta")["assetId"]
+    intruder = Agent(msg, tenant="tenantb").onboard().login()
+    r = intruder.http.request("PUT", f"/api/iotfile/v3/files/{asset}/evil.json", b"{}", token=intruder.token)
+    assert r.status == 404, r.data
+    event = {
+        "entityId": asset,
+        "sourceType": "Agent",
+        "sourceId": "x",
+        "source": "x",
+        "severity": 20,
+        "description": "x",
+        "timestamp": iso(datetime.now(timezone.utc)),
+    }
+    r = intruder.http.json("POST", "/api/eventmanagement/v3/events", event, token=intruder.token)
+    assert r.status == 404, r.data
+    owner = Agent(msg, tenant="tenanta").onboard().login()
+    r = owner.http.request("PUT", f"/api/iotfile/v3/files/{asset}/ok.json", b"{}", token=owner.token)
+    assert r.status == 201, r.data
+
+
+def test_timestamps_outside_years_1_to_9999_are_refused(msg: RunningSouthgate) -> None:
+    # A zone offset can push a well-formed date past year 1: refused with a 400, never stored (a stored one
+    # would break every listing that shows it).
+    a = Agent(msg).onboard().login()
+    entity = a.config_entity()
+    r = a.http.request(
+        "PUT",
+        f"/api/iotfile/v3/files/{entity}/early.txt",
+        b"x",
+        headers={"timestamp": "0001-01-01T00:00:00+01:00"},
+        token=a.token,
+    )
+    assert r.status == 400, r.data
+    event = {
+        "entityId": entity,
+        "sourceType": "Agent",
+        "sourceId": "x",
+        "source": "x",
+        "severity": 20,
+        "description": "x",
+        "timestamp": "0001-01-01T00:00:00+00:01",
+    }
+    assert a.http.json("POST", "/api/eventmanagement/v3/events", event, token=a.token).status == 400
+    assert msg.admin("GET", f"/admin/agents/{a.id}/files") is not None

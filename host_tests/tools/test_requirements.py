@@ -104,7 +104,7 @@ def test_every_installed_third_party_import_is_pinned(code: Path, files: tuple[P
     """
     provided = importlib.metadata.packages_distributions()
     pinned = set().union(*(_names(f) for f in files))
-    local = {"mcagent_tools", "southgate"}
+    local = {"mcagent_tools", "southgate", "insights_read"}
     for module in sorted(_imports(code, skip=("upy",)) - local - set(sys.stdlib_module_names)):
         dists = {canonicalize_name(d) for d in provided.get(module, [])}
         if dists:

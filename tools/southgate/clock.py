@@ -38,8 +38,14 @@ class ServerClock:
         return formatdate(self.now(), usegmt=True)
 
 
+MIN_MS = -62135596800000  # 0001-01-01T00:00:00Z: what a timestamp may name (parse_iso refuses the rest)
+MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+
+
 def iso_ms(epoch_ms: int) -> str:
-    """Unix milliseconds -> 'YYYY-MM-DDTHH:MM:SS.sssZ' (the protocol's timestamp form)."""
+    """Unix milliseconds -> 'YYYY-MM-DDTHH:MM:SS.sssZ' (the protocol's timestamp form); clamped to the years
+    1-9999, so a stored value can never break a page or an answer."""
+    epoch_ms = min(max(int(epoch_ms), MIN_MS), MAX_MS)
     dt = datetime.fromtimestamp(epoch_ms // 1000, tz=timezone.utc)
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{epoch_ms % 1000:03d}Z"
 
@@ -62,7 +68,10 @@ def parse_iso(text: str) -> int:
         sign = -1 if zone[0] == "-" else 1
         digits = zone[1:].replace(":", "")
         offset_s = sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
-    return (int(dt.timestamp()) - offset_s) * 1000 + ms
+    out = (int(dt.timestamp()) - offset_s) * 1000 + ms
+    if not MIN_MS <= out <= MAX_MS:  # a zone offset past year 1 or 9999
+        raise ValueError(f"timestamp out of range (years 1-9999 UTC): {text[:40]!r}")
+    return out
 
 
 def is_protocol_timestamp(text: object) -> bool:

@@ -60,6 +60,8 @@ def check_request(body: Any) -> tuple[str, str, list[FileSpec]]:
             raise bad_request(f"{where}.from/to: {exc}") from exc
         if lo > hi:
             raise bad_request(f"{where}: from must not be after to")
+        if any(f["filePath"] == seen[0] for seen in out):
+            raise bad_request(f"{where}.filePath names a file the job already lists")
         out.append((f["filePath"], lo, hi))
     return entity, pset, out
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .errors import ApiError, bad_request, forbidden, unauthorized
+from .errors import ApiError, bad_request, forbidden, not_found, unauthorized
 from .service import Service
 from .validation import Invalid, parse_json
 
@@ -64,8 +64,13 @@ def own_agent(request: web.Request, agent: dict[str, Any], agent_id: Any) -> Non
 
 
 def own_entity(request: web.Request, agent: dict[str, Any], entity_id: str) -> None:
-    """An agent may write to free assets and its own, not to another agent's asset."""
-    owner = service(request).storage.owner_of_entity(entity_id)
+    """An agent may write to free assets of its tenant and to its own, not to another agent's asset nor to
+    an asset of another tenant (which it is not told exists)."""
+    storage = service(request).storage
+    row = storage.asset(entity_id)
+    if row is not None and row.get("tenant") not in (None, agent["tenant"]):
+        raise not_found(f"asset {entity_id} not found in tenant {agent['tenant']}")
+    owner = storage.owner_of_entity(entity_id)
     if owner is not None and owner != agent["id"]:
         raise forbidden(f"entity {entity_id} belongs to another agent")
 

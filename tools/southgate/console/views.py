@@ -103,7 +103,8 @@ def login_page(request: web.Request, status: int = 200, message: str = "") -> we
 
 def _safe_next(target: str) -> str:
     """Only a console path may be where a login leads (no open redirect)."""
-    if target.startswith(PREFIX + "/") and not target.startswith("//") and "\\" not in target:
+    printable = all(" " < c < "\x7f" for c in target)  # nothing for a header to choke on
+    if printable and target.startswith(PREFIX + "/") and not target.startswith("//") and "\\" not in target:
         return target
     return PREFIX + "/"
 
