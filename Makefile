@@ -17,7 +17,7 @@ help:
 	@echo "make demo    - southgate + the real firmware on the MicroPython Unix port, with a report"
 	@echo "make test    - build .venv if needed, compile firmware with mpy-cross, run all host tests"
 	@echo "make venv    - only create/refresh .venv (console scripts land in .venv/bin/)"
-	@echo "make lint    - ruff over host tools and tests"
+	@echo "make lint    - ruff over host code and firmware, ruff format --check, mypy over tools/"
 	@echo "make compile - mpy-cross every firmware file (build/mpy/)"
 	@echo "make upy32   - 32-bit MicroPython Unix port from source, plain + firmware frozen (build/upy32/)"
 	@echo "make fit     - per board: smallest 32-bit heap for a first and a later wake vs its heap_kb (FIT_ARGS=--help)"
@@ -59,8 +59,12 @@ upy32: $(STAMP)
 fit: $(STAMP)
 	$(BIN)/python -m mcagent_tools.fit $(FIT_ARGS)
 
+# ruff over the host code (pyproject.toml) and the firmware (its MicroPython-aware firmware/ruff.toml), the
+# host code's formatting, and mypy over the host tools ([tool.mypy] in pyproject.toml).
 lint: $(STAMP)
-	$(BIN)/ruff check tools host_tests
+	$(BIN)/ruff check tools host_tests firmware
+	$(BIN)/ruff format --check tools host_tests
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python -m mcagent_tools.bench $(BENCH_ARGS)

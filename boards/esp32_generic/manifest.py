@@ -3,11 +3,8 @@
 # needed ~15 KB to import as .py, ~4 KB as .mpy, 0 frozen).
 # From a MicroPython checkout (v1.23 or newer), with ESP-IDF set up:
 #   make -C ports/esp32 BOARD=ESP32_GENERIC FROZEN_MANIFEST=/path/to/mcagent/boards/esp32_generic/manifest.py
-# Relative paths below are relative to this file. The frozen main.py runs at boot and takes precedence over
-# a main.py on the filesystem (MicroPython looks for a frozen one first); to stop it, create a file named
-# STOP on the board or hold the board.json "safe" pin low at reset.
+# Relative paths are relative to the manifest that names them. The frozen main.py runs at boot and takes
+# precedence over a main.py on the filesystem (MicroPython looks for a frozen one first); to stop it,
+# create a file named STOP on the board or hold the board.json "safe" pin low at reset.
 include("$(PORT_DIR)/boards/manifest.py")  # the port's own frozen modules (_boot, ntptime, ...)
-package("mcagent", base_path="../../firmware")
-package("sensors", base_path="../../firmware")
-package("runtime", base_path="../../firmware")
-module("main.py", base_path="../../firmware")
+include("../manifest_mcagent.py")  # mcagent, sensors, runtime and main.py, shared by every board

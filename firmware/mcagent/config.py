@@ -90,7 +90,8 @@ def parse(doc, source="agentconfig.json"):
     if client_id is not None:
         bad = [c for c in client_id if c not in _ID_CHARS]
         if bad or len(client_id) > 64:
-            problems.append('"content.clientId" must be the agent id (normally 32 hex characters), got %r' % client_id)
+            problems.append('"content.clientId" must be the agent id (normally 32 hex characters), got %r'
+                            % client_id)
 
     tenant = _text(content, "tenant", problems, "the tenant name")
 
@@ -100,8 +101,8 @@ def parse(doc, source="agentconfig.json"):
             profiles = [profiles]
         if not isinstance(profiles, list) or PROFILE not in profiles:
             problems.append(
-                '"content.clientCredentialProfile" is %s: only %s agents are supported; create the agent with '
-                "the SHARED_SECRET security profile" % (json.dumps(profiles), PROFILE)
+                '"content.clientCredentialProfile" is %s: only %s agents are supported; '
+                "create the agent with the SHARED_SECRET security profile" % (json.dumps(profiles), PROFILE)
             )
 
     expiration_ms = None

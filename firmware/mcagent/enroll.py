@@ -21,7 +21,9 @@ from mcagent.identity import (
 
 _KEEP_PREVIOUS = const(5)  # earlier registration answers kept for recovery (as the Node.js library does)
 PREVIOUS = "previous"  # state file of those answers: read only to recover, so a wake does not hold them
-_FORM = "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion="
+_FORM = ("grant_type=client_credentials"
+         "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"
+         "&client_assertion=")
 
 
 def _json(resp):
@@ -204,10 +206,10 @@ def fetch_token(ident):
 def _token_answer(resp):
     """(Authorization value "Bearer <token>", expires_in) of a token answer.
 
-    The usual answer, {"access_token":"<JWT>",...,"expires_in":N,...} in a buffer of our own, is read in place:
-    "Bearer " is written over the 7 bytes before the token and the header value taken as one string, so the
-    ~1 KB token is not held as a parsed object, a str and a header value at once (this is the peak of a
-    wake that fetches a token). Anything else goes through the JSON parser."""
+    The usual answer, {"access_token":"<JWT>",...,"expires_in":N,...} in a buffer of our own, is read in
+    place: "Bearer " is written over the 7 bytes before the token and the header value taken as one string,
+    so the ~1 KB token is not held as a parsed object, a str and a header value at once (this is the peak of
+    a wake that fetches a token). Anything else goes through the JSON parser."""
     b = resp.body
     i = b.find(b'"access_token":"') if isinstance(b, bytearray) and not resp.truncated else -1
     if i >= 0:

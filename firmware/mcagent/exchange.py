@@ -1,4 +1,5 @@
-"""Pending store records -> the multipart/mixed body of POST /api/mindconnect/v3/exchange (docs/protocol.md §D).
+"""Pending store records -> the multipart/mixed body of POST /api/mindconnect/v3/exchange
+(docs/protocol.md §D).
 
 Why two passes: the body is never held in RAM. `compose()` reads the pending records once to decide where
 the batch ends (byte budget) and to compute the exact Content-Length; `Body.write_to(write)` reads the same
@@ -240,9 +241,11 @@ class Body:
         """The framing of item gi before (head=True) or after its payload."""
         ib = self._inner + str(gi).encode()
         if head:
-            for part in (b"--", self.outer, b"\r\nContent-Type: multipart/related;boundary=", ib, b"\r\n\r\n--", ib,
-                         b"\r\nContent-Type: application/vnd.siemens.mindsphere.meta+json\r\n\r\n", g[2], b"\r\n--",
-                         ib, b"\r\nContent-Type: application/octet-stream\r\n\r\n" if g[0] == KIND_FILE
+            for part in (b"--", self.outer, b"\r\nContent-Type: multipart/related;boundary=", ib,
+                         b"\r\n\r\n--", ib,
+                         b"\r\nContent-Type: application/vnd.siemens.mindsphere.meta+json\r\n\r\n", g[2],
+                         b"\r\n--", ib,
+                         b"\r\nContent-Type: application/octet-stream\r\n\r\n" if g[0] == KIND_FILE
                          else b"\r\nContent-Type: application/json\r\n\r\n["):
                 out.put(part)
         else:
@@ -300,7 +303,8 @@ class Body:
                     new = g is None
                     if new:
                         if kind == KIND_SAMPLE:
-                            meta = (_META + b'standardTimeSeries","version":"1.0","details":{"configurationId":'
+                            meta = (_META + b'standardTimeSeries","version":"1.0",'
+                                    b'"details":{"configurationId":'
                                     + cjson.quote(key.configuration_id).encode() + b"}}}")
                         else:
                             meta = _META + (b'businessEvent","version":"2.0","details":{}}}' if key

@@ -1,4 +1,5 @@
-"""Who the agent is to the service: onboarding, access tokens, secret rotation and recovery (docs/protocol.md §A-§C).
+"""Who the agent is to the service: onboarding, access tokens, secret rotation and recovery
+(docs/protocol.md §A-§C).
 
 Rules, in the order they apply (each one is there because an agent in the field got locked out without it):
 - Onboard once with the IAT (201); the registration is saved atomically before anything else happens.

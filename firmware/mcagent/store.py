@@ -1,4 +1,5 @@
-"""Append-only flash log of readings, events and file references; nothing leaves it before the server said 200.
+"""Append-only flash log of readings, events and file references; nothing leaves it before the server
+said 200.
 
 Why a log of small CRC'd records in 4 KiB segment files: on littlefs an append only becomes visible at the
 file's next commit (flush/close), a cut leaves a whole-record prefix, and a new file's directory entry is
@@ -231,8 +232,8 @@ class Record:
         p = 27 + k
         k2 = b[p] | (b[p + 1] << 8)
         q = p + 2 + k2
-        return (struct.unpack_from("<q", b, 0)[0], bytes(b[8:24]), b[24], _text(b, 27, k), _text(b, p + 2, k2),
-                _text(b, q + 1, b[q]))
+        return (struct.unpack_from("<q", b, 0)[0], bytes(b[8:24]), b[24], _text(b, 27, k),
+                _text(b, p + 2, k2), _text(b, q + 1, b[q]))
 
     def file(self):
         """(ts_ms, size, path, name, mime)."""

@@ -45,8 +45,9 @@ def _full_form(desc):
 def parse_datapoints(datapoints, configuration_id=None):
     """(configuration_id, [(id, type), ...]) from (id, type) pairs, {"id","type"} dicts or a DSC dict.
 
-    The DSC form is the JSON of docs/protocol.md §E.1: {"configurationId", "dataSources": [{"dataPoints": [...]}]},
-    or the compact description mcagent.dsc accepts (dataSources / dataPoints as dicts, type shortcuts).
+    The DSC form is the JSON of docs/protocol.md §E.1:
+    {"configurationId", "dataSources": [{"dataPoints": [...]}]}, or the compact description mcagent.dsc
+    accepts (dataSources / dataPoints as dicts, type shortcuts).
     """
     if isinstance(datapoints, dict) and not _full_form(datapoints):
         # The compact description mcagent.dsc accepts (dicts, shortcuts): its own reader expands it.
@@ -73,7 +74,8 @@ def parse_datapoints(datapoints, configuration_id=None):
         if not isinstance(dp_id, str) or not dp_id:
             raise S.StoreError("data point id must be a non-empty string: %r" % (dp_id,))
         if dp_type not in S.TYPES:
-            raise S.StoreError("data point %s: unknown type %r (one of %s)" % (dp_id, dp_type, ", ".join(S.TYPES)))
+            raise S.StoreError("data point %s: unknown type %r (one of %s)"
+                               % (dp_id, dp_type, ", ".join(S.TYPES)))
         if dp_id in seen:
             raise S.StoreError("data point %s configured twice" % dp_id)
         seen[dp_id] = 1
@@ -92,7 +94,8 @@ def check_args(st, datapoints, configuration_id, capacity_bytes):
     if not 256 <= st.segment_bytes <= 65535:
         raise S.StoreError("segment_bytes must be 256..65535")
     if capacity_bytes < 2 * st.segment_bytes:
-        raise S.StoreError("capacity_bytes must hold at least two segments (%d bytes)" % (2 * st.segment_bytes))
+        raise S.StoreError("capacity_bytes must hold at least two segments (%d bytes)"
+                           % (2 * st.segment_bytes))
     cid, pairs = parse_datapoints(datapoints, configuration_id)
     return S.Config(cid, pairs)
 

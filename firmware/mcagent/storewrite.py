@@ -1,5 +1,5 @@
-"""The append side of the flash log (mcagent.store): checking and framing readings, events and file references,
-rolling segments over and applying the capacity policy.
+"""The append side of the flash log (mcagent.store): checking and framing readings, events and file
+references, rolling segments over and applying the capacity policy.
 
 Apart from the store because an upload - the heap peak of a wake - only reads the log: the store imports
 this module on the first append and releases it before an upload (Store.release_writer). It works on the

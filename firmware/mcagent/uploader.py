@@ -232,8 +232,8 @@ class Uploader:
                     1,
                     "mcagent: exchange batch rejected (HTTP %d), %s"
                     % (status, "kept in quarantine" if path else "dropped: no room on flash to keep it"),
-                    {"file": path.rsplit("/", 1)[-1] if path else None, "records": body.records, "status": status,
-                     "message": msg},
+                    {"file": path.rsplit("/", 1)[-1] if path else None, "records": body.records,
+                     "status": status, "message": msg},
                 )
             elif status == 429:
                 failures += 1

@@ -17,9 +17,10 @@ starts; sampling and schedule are released before an upload and the upload's mod
 upload - the wake's heap peak - holds little more than the agent's data path.
 """
 
+from micropython import const
+
 from mcagent import compat
 from mcagent.clock import SANE_AFTER_S, Clock, iso_ms
-from micropython import const
 
 NODE_DIR = "node"  # the runtime's own state (schedule, counters), apart from the agent's
 ERR_CAP_MS = const(3600000)

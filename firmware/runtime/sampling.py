@@ -4,8 +4,9 @@
 Loaded while a cycle samples and released before its upload (the heap peak of a wake): see runtime.node.
 """
 
-from mcagent import compat
 from micropython import const
+
+from mcagent import compat
 
 _PENDING_MAX = const(24)  # samples held in RAM while the clock is unknown
 

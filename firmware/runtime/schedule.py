@@ -4,9 +4,10 @@ long the node may sleep. Functions of the node's saved schedule (node.st), its b
 Loaded while a cycle decides and released before its upload (the heap peak of a wake): see runtime.node.
 """
 
+from micropython import const
+
 from mcagent import compat
 from mcagent.clock import iso_ms
-from micropython import const
 
 _MAX_WAIT_MS = const(43200000)  # 12 h: wake at least this often (clock check, rotation window, ticks wrap)
 _ROTATE_WINDOW_MAX_S = const(3600)  # wake at the latest this long before the secret expires

@@ -103,7 +103,8 @@ def load_state(node):
     if st["saved_ms"] > now + 300000:
         # The clock went backwards (power loss reset the RTC): the saved times belong to another
         # timeline. Start the schedule afresh; counters stay.
-        for k in ("next_sample_ms", "last_upload_ms", "retry_at_ms", "last_health_ms", "ntp_ms", "rot_check_ms"):
+        for k in ("next_sample_ms", "last_upload_ms", "retry_at_ms", "last_health_ms", "ntp_ms",
+                  "rot_check_ms"):
             st[k] = fresh[k]
     if node.cold:
         st["retry_at_ms"] = 0

@@ -13,7 +13,7 @@ def workdir(tmp_path) -> str:
 
 # Each firmware area keeps its host-side fixtures in its own module; they are gathered here.
 from fixtures_core import *  # noqa: E402,F403
+from fixtures_data import *  # noqa: E402,F403
 from fixtures_http import *  # noqa: E402,F403
 from fixtures_identity import *  # noqa: E402,F403
 from fixtures_store import *  # noqa: E402,F403
-from fixtures_data import *  # noqa: E402,F403

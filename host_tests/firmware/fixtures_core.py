@@ -7,6 +7,7 @@ import hmac
 import random
 
 import pytest
+
 from vectors import ASSERTION_INPUTS
 
 

@@ -91,7 +91,8 @@ def _seeded_southgate(root: Path, names: tuple[str, ...], expired: bool) -> Any:
     kwargs: dict[str, Any] = {}
     if expired:
         now = datetime.datetime.now(datetime.timezone.utc)
-        kwargs = {"not_before": now - datetime.timedelta(days=30), "not_after": now - datetime.timedelta(days=1)}
+        kwargs = {"not_before": now - datetime.timedelta(days=30),
+                  "not_after": now - datetime.timedelta(days=1)}
     leaf = ca.issue_cert(*names, key_type=trustme.KeyType.RSA, **kwargs)
     (root / "ca.pem").write_bytes(ca.cert_pem.bytes())
     (root / "ca-key.pem").write_bytes(ca.private_key_pem.bytes())

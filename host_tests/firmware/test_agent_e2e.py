@@ -8,19 +8,17 @@ re-flush sends nothing, a 5xx or a dropped connection keeps the data, and an out
 port closed, the node rebooting meanwhile) loses nothing.
 
 Heap: each [upy] test runs with 64 KB of free heap for everything the agent does at run time
-(board_heap(HEAP_KB), as in test_identity_e2e.py): the .mpy bytecode of the resident modules is loaded first (on
-a board it would be frozen in flash), the surplus is held in a ballast. The read-back of what southgate
+(board_heap(HEAP_KB), as in test_identity_e2e.py): the .mpy bytecode of the resident modules is loaded first
+(on a board it would be frozen in flash), the surplus is held in a ballast. The read-back of what southgate
 stored is test scaffolding, not the agent's: it runs after the ballast is released.
 
 Retries never wait: the uploader's sleep is a list's append (the waits are checked, not slept).
 """
 
 import json
-import sys
 import time
 
 from checks import ON_DEMAND_CODE_KB, RUNTIME_HEAP_KB, board_heap
-
 from mcagent import Agent, clock, exchange, http, identity, store, uploader  # noqa: F401 - resident modules
 
 # The tests read southgate's admin API on the agent's connection while the ballast is held (responses of a
@@ -221,9 +219,9 @@ def test_readings_arrive_exactly(data_sg):
 def test_a_string_as_big_as_a_record_allows(data_sg):
     """A BIG_STRING of 4050 bytes (a sample record must fit one 4 KiB segment) arrives intact.
 
-    Under the 64 KB budget of board_heap(HEAP_KB) this needs the composer to stream the escaped UTF-8 straight from
-    the record buffer: copying the value whole (slice, str, quote, encode) raised MemoryError once, and the
-    record then blocked every later flush.
+    Under the 64 KB budget of board_heap(HEAP_KB) this needs the composer to stream the escaped UTF-8 straight
+    from the record buffer: copying the value whole (slice, str, quote, encode) raised MemoryError once, and
+    the record then blocked every later flush.
     """
     ballast = board_heap(HEAP_KB)
     a = make(data_sg, dsc=DSC)
@@ -435,7 +433,8 @@ def test_outage_readings_recorded_meanwhile_all_arrive(data_outage_sg):
     c.close()
 
 
-COMPACT = {"configurationId": "CF-compact", "dataSources": {"DS-board": {"DP-Int": "INT", "DP-Double": ["DOUBLE", "C"]}}}
+COMPACT = {"configurationId": "CF-compact",
+           "dataSources": {"DS-board": {"DP-Int": "INT", "DP-Double": ["DOUBLE", "C"]}}}
 
 
 def test_the_compact_dsc_form_records_and_uploads(data_sg):
@@ -457,5 +456,6 @@ def test_the_compact_dsc_form_records_and_uploads(data_sg):
     collect()
     c = http.Connection(data_sg["base_url"], [read(data_sg["ca_der"])])
     rows = Admin(data_sg, c).read("timeseries")
-    assert [(r["dataPointId"], r["value"]) for r in rows] == [("DP-Double", "1.5"), ("DP-Int", "3"), ("DP-Int", "4")]
+    assert [(r["dataPointId"], r["value"]) for r in rows] == [("DP-Double", "1.5"), ("DP-Int", "3"),
+                                                              ("DP-Int", "4")]
     c.close()

@@ -1,7 +1,6 @@
 """base64url: encode without padding, decode padded and unpadded."""
 
 from checks import raises
-
 from mcagent import b64
 
 VECTORS = [

@@ -5,7 +5,8 @@ import json
 import os
 
 import machine
-from checks import Skip, is_micropython, raises
+
+from checks import Skip, raises
 from mcagent import board, compat
 from runtime import flashimage, nodecfg
 from runtime import hw as rhw
@@ -83,7 +84,8 @@ def test_dsc_generated_from_board():
         ],
     }
     u = board.load(ROOT + "/boards/unix/board.json").dsc()
-    assert u["configurationId"] == "CF-unix" and u["propertySetName"] == "UnixNode" and len(u["entityId"]) == 32
+    assert (u["configurationId"] == "CF-unix" and u["propertySetName"] == "UnixNode"
+            and len(u["entityId"]) == 32)
     parts = u["dataSources"][1]["dataPoints"][0]
     assert parts == {"id": "DP-PartsPerMinute", "name": "PartsPerMinute", "type": "INT", "unit": "1/min",
                      "property": "PartsPerMinute"}
@@ -290,12 +292,21 @@ def _walk_py(path, rel=""):
 
 
 def _run_manifest(path):
-    """Execute a manifest.py with the freeze commands recorded instead of performed."""
+    """Execute a manifest.py with the freeze commands recorded instead of performed: (command, name, the
+    directory its paths are relative to); a local include() is followed, relative to its own file."""
     calls = []
+    here = path.rsplit("/", 1)[0]
+
+    def include(p):
+        if p.startswith("$("):
+            calls.append(("include", p, here))
+        else:
+            calls.extend(_run_manifest(here + "/" + p))
+
     env = {
-        "include": lambda p: calls.append(("include", p)),
-        "package": lambda p, files=None, base_path=".": calls.append(("package", p, base_path)),
-        "module": lambda p, base_path=".": calls.append(("module", p, base_path)),
+        "include": include,
+        "package": lambda p, files=None, base_path=".": calls.append(("package", p, here + "/" + base_path)),
+        "module": lambda p, base_path=".": calls.append(("module", p, here + "/" + base_path)),
     }
     exec(_read(path), env)
     return calls
@@ -309,7 +320,7 @@ def test_manifests_freeze_the_whole_firmware():
         assert calls[0][0] == "include" and calls[0][1].startswith("$(PORT_DIR)/"), calls
         covered = []
         for call in calls[1:]:
-            base = mdir + "/" + call[2]
+            base = call[2]
             if call[0] == "package":
                 covered += [call[1] + "/" + f for f in _walk_py(base + "/" + call[1])]
             else:

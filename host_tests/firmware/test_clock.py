@@ -1,7 +1,6 @@
 """UTC time on 1970- and 2000-epoch ports, ISO 8601 and HTTP dates, server-learned correction."""
 
 from checks import raises
-
 from mcagent import clock, compat
 
 Y2K = 946684800
@@ -67,7 +66,8 @@ def test_http_dates():
     assert clock.http_date(784111777) == "Sun, 06 Nov 1994 08:49:37 GMT"
     assert clock.parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT") == 784111777
     assert clock.parse_http_date(clock.http_date(1790000000)) == 1790000000
-    for bad in ["Sunday, 06-Nov-94 08:49:37 GMT", "Sun, 06 Foo 1994 08:49:37 GMT", "Sun, 06 Nov 1994 08:49 GMT", ""]:
+    for bad in ["Sunday, 06-Nov-94 08:49:37 GMT", "Sun, 06 Foo 1994 08:49:37 GMT",
+                "Sun, 06 Nov 1994 08:49 GMT", ""]:
         raises(ValueError, clock.parse_http_date, bad)
 
 

@@ -3,7 +3,6 @@
 import json
 
 from checks import raises
-
 from mcagent import config
 
 IAT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXNlY3JldC1wYXJ0"
@@ -64,7 +63,8 @@ def test_empty_and_broken_json(workdir):
     assert "empty" in str(e)
     e = raises(config.ConfigError, config.load, write(workdir, '{"content": {"baseUrl": "ht'))
     assert "not valid JSON" in str(e)
-    assert IAT not in str(raises(config.ConfigError, config.load, write(workdir, '{"content": {"iat": "%s"' % IAT)))
+    assert IAT not in str(raises(config.ConfigError, config.load,
+                                 write(workdir, '{"content": {"iat": "%s"' % IAT)))
 
 
 def test_not_a_boarding_configuration():
@@ -73,7 +73,8 @@ def test_not_a_boarding_configuration():
 
 
 def test_each_problem_has_its_own_message():
-    e = problems_of({"content": {"baseUrl": "ftp://x", "iat": "notajwt", "clientId": "bad id!", "tenant": ""}})
+    e = problems_of({"content": {"baseUrl": "ftp://x", "iat": "notajwt", "clientId": "bad id!",
+                                 "tenant": ""}})
     text = str(e)
     assert len(e.problems) == 4, e.problems
     assert "4 problems" in text

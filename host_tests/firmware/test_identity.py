@@ -9,7 +9,6 @@ travel costs nothing.
 import json
 
 from checks import raises
-
 from mcagent import Agent, NeedsOnboarding, b64, clock, config, dsc, identity, state
 from mcagent.hmac256 import hmac_sha256
 from mcagent.http import HttpError, TransportError
@@ -124,7 +123,8 @@ class FakeService:
             return self._issue(201)
         if path == identity.REGISTER_PATH + "/" + CLIENT and method == "PUT":
             assert json.loads(body) == {"client_id": CLIENT}
-            if bearer is not None and (bearer == self.rat or (bearer == self.prev_rat and not self.new_secret_used)):
+            if bearer is not None and (bearer == self.rat
+                                       or (bearer == self.prev_rat and not self.new_secret_used)):
                 if bearer == self.rat:
                     self.prev_rat = self.rat
                 return self._issue(200)
@@ -178,7 +178,8 @@ class FakeService:
         head, claims, sig = assertion.split(".")
         if self.secret is None:
             return Resp(401, b'{"error":"invalid_client"}')
-        good_sig = b64.urlsafe_encode(hmac_sha256(self.secret.encode(), (head + "." + claims).encode())).decode()
+        good_sig = b64.urlsafe_encode(hmac_sha256(self.secret.encode(),
+                                                  (head + "." + claims).encode())).decode()
         if sig != good_sig:
             return Resp(401, b'{"error":"invalid_client","error_description":"bad signature"}')
         c = json.loads(b64.urlsafe_decode(claims))
@@ -501,7 +502,8 @@ def test_insane_clock_without_date_header_refuses_to_sign(workdir):
     agent, svc, t = make(workdir, device_s=1000)
     svc.send_date = False
     agent.state.save("registration", {
-        "client_id": CLIENT, "secret": "s", "expires_at": 0, "rat": "r", "uri": "/u", "key_id": agent.config.key_id
+        "client_id": CLIENT, "secret": "s", "expires_at": 0, "rat": "r", "uri": "/u",
+        "key_id": agent.config.key_id,
     })
     e = raises(identity.ClockError, agent.token)
     assert "1970" in str(e)
@@ -520,7 +522,7 @@ def test_clock_10_years_ahead_is_corrected_from_401_and_kept(workdir):
     assert svc.count("POST", identity.TOKEN_PATH) == 2
     # The learned correction is kept in state.
     agent3 = reboot(workdir, agent, t)
-    agent3.identity  # loads the clock
+    _ = agent3.identity  # loads the clock
     assert abs(agent3.clock.now_s() - svc.now) <= 1
 
 
@@ -530,7 +532,7 @@ def test_correction_learned_on_an_insane_clock_is_dropped_when_the_clock_is_set(
     assert abs(agent.clock.now_s() - svc.now) <= 1
     t.unix_s = svc.now  # NTP set the clock
     again = reboot(workdir, agent, t)
-    again.identity
+    _ = again.identity  # loads the clock
     assert again.clock.correction_ms == 0
 
 
@@ -593,7 +595,8 @@ DSC = {
             "name": "DS-1",
             "description": "board sensors",
             "dataPoints": [
-                {"id": "DP-T", "name": "Temperature", "type": "DOUBLE", "unit": "C", "property": "temperature"},
+                {"id": "DP-T", "name": "Temperature", "type": "DOUBLE", "unit": "C",
+                 "property": "temperature"},
                 {"id": "DP-S", "name": "Status", "type": "STRING", "unit": ""},
             ],
         }
@@ -613,7 +616,8 @@ def test_build_full_and_compact_forms_give_the_same_text():
     from mcagent import cjson
 
     text = cjson.dumps(full)
-    assert text.startswith('{"configurationId":"CF-1","dataSources":[{"name":"DS-1","description":"board sensors",')
+    assert text.startswith('{"configurationId":"CF-1","dataSources":[{"name":"DS-1",'
+                           '"description":"board sensors",')
     assert '{"id":"DP-T","name":"Temperature","type":"DOUBLE","unit":"C"}' in text
     assert maps == [("DP-T", ENTITY, "Environment", "temperature")] and cmaps == maps
     assert types == ctypes == {"DP-T": "DOUBLE", "DP-S": "STRING"}
@@ -629,8 +633,8 @@ def test_build_rejects_bad_descriptions():
         ({"configurationId": "C", "dataSources": {"D": {"P": "INT"}, "E": {"P": "INT"}}}, "twice"),
         ({"configurationId": "C", "dataSources": {"D": {"P": ["INT", "u", "prop"]}}}, "entityId"),
         ({"configurationId": "C", "dataSources": {"D": {"P": ["INT", 5]}}}, "unit"),
-        ({"configurationId": "C", "dataSources": {"D": {"P": {"type": "INT", "mappings": [{"entityId": "e"}]}}}},
-         "propertySetName"),
+        ({"configurationId": "C",
+          "dataSources": {"D": {"P": {"type": "INT", "mappings": [{"entityId": "e"}]}}}}, "propertySetName"),
     )
     for desc, word in cases:
         e = raises(dsc.DscError, dsc.build, desc)
@@ -686,7 +690,8 @@ def test_configure_errors(workdir):
     svc.fault(dsc.MAPPINGS_PATH, 500)
     e = raises(HttpError, agent.configure, DSC)
     assert e.status == 500
-    assert agent.configure(DSC) == {"dsc": "unchanged", "mappings": 1, "existing": 0, "configurationId": "CF-1"}
+    assert agent.configure(DSC) == {"dsc": "unchanged", "mappings": 1, "existing": 0,
+                                    "configurationId": "CF-1"}
     svc.fault(dsc.dsc_path(CLIENT), 503, "GET")
     changed = dict(DSC)
     changed["configurationId"] = "CF-2"

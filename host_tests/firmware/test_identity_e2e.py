@@ -11,11 +11,9 @@ together, so lifetimes of hours pass in no time. Admin calls share the agent's c
 """
 
 import json
-import sys
 import time
 
 from checks import board_heap, raises
-
 from mcagent import Agent, NeedsOnboarding, clock, http, identity, state
 
 UPY_HEAPSIZE = "192k"  # code (~68 KB as .mpy in RAM) + the 64 KB run-time budget of board_heap()
@@ -74,7 +72,8 @@ class Admin:
     def requests(self, method, prefix):
         """Statuses of the agent-side requests since the fixture reset the counters."""
         c = self("GET", "/admin/counters")
-        return [r["status"] for r in c["per_request"] if r["method"] == method and r["path"].startswith(prefix)]
+        return [r["status"] for r in c["per_request"]
+                if r["method"] == method and r["path"].startswith(prefix)]
 
 
 def make(sg, t=None, state_dir="state", **kw):
@@ -90,7 +89,8 @@ def note(sg, *agents):
         f.write(sg["admin_token"] + "\n")
         for a in agents:
             reg = a.identity.registration() or {}
-            for v in [reg.get("secret"), reg.get("rat"), (a.identity._auth or "")[7:] or None, a.config.iat] + [
+            for v in [reg.get("secret"), reg.get("rat"), (a.identity._auth or "")[7:] or None,
+                      a.config.iat] + [
                 p.get("rat") for p in (a.identity.state.load("previous") or ())
             ]:
                 if v:

@@ -3,10 +3,9 @@
 import json
 
 from checks import raises
-from vectors import ASSERTION_INPUTS
-
 from mcagent import b64, cjson, jwt
 from mcagent.hmac256 import hmac_sha256
+from vectors import ASSERTION_INPUTS
 
 # The token for ASSERTION_INPUTS. Both interpreters must produce exactly these bytes; the host test
 # test_jwt_host.py checks it with CPython's hmac and PyJWT.

@@ -11,9 +11,10 @@ import os
 
 import esp32
 import machine
-import main
 import network
 import ntptime
+
+import main
 from checks import raises
 from mcagent import board, compat
 from mcagent.clock import SANE_AFTER_S

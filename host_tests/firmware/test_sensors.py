@@ -5,9 +5,9 @@ import json
 
 import esp32
 import machine
+
 import sensors
 from checks import raises
-from mcagent import board
 from runtime import hw as rhw
 from sensors import SensorError, adc, bme280, mcu_temp, sim
 

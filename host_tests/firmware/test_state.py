@@ -2,8 +2,7 @@
 
 import os
 
-from checks import is_micropython, raises
-
+from checks import raises
 from mcagent import cjson, state
 
 

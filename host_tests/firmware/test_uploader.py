@@ -395,7 +395,8 @@ def test_one_refused_record_costs_no_neighbour(workdir):
     assert sorted(conn.seqs()) == [i for i in range(100) if i != 37]
     assert len(st.quarantined_files()) == 1 and st.pending_count() == 0
     events = conn.events()
-    assert len(events) == 1 and events[0]["details"]["records"] == 1 and "bad value" in events[0]["details"]["message"]
+    assert (len(events) == 1 and events[0]["details"]["records"] == 1
+            and "bad value" in events[0]["details"]["message"])
     assert len(conn.requests) < 15  # a handful of halvings, then full batches again
 
 

@@ -15,11 +15,18 @@ MANIFESTS = sorted((ROOT / "boards").glob("*/manifest.py"))
 
 
 def frozen_files(manifest: Path) -> set[str]:
-    """Firmware-relative paths a manifest freezes (run with stand-ins for MicroPython's manifest API)."""
+    """Firmware-relative paths a manifest freezes (run with stand-ins for MicroPython's manifest API).
+
+    A local include() is followed, its paths relative to the included file (as MicroPython's own
+    manifestfile does); the port's manifests ($(PORT_DIR)/...) are not ours and are skipped."""
     found: set[str] = set()
 
     def base(base_path: str) -> Path:
         return (manifest.parent / base_path).resolve()
+
+    def include(path: str, **kwargs: object) -> None:
+        if not path.startswith("$("):
+            found.update(frozen_files((manifest.parent / path).resolve()))
 
     def package(
         name: str, files: list[str] | None = None, base_path: str = ".", opt: int | None = None
@@ -35,7 +42,7 @@ def frozen_files(manifest: Path) -> set[str]:
         return None
 
     code = compile(manifest.read_text(), str(manifest), "exec")
-    exec(code, {"package": package, "module": module, "include": ignore, "require": ignore,
+    exec(code, {"package": package, "module": module, "include": include, "require": ignore,
                 "freeze": ignore, "metadata": ignore, "options": type("O", (), {})()})  # fmt: skip
     return found
 

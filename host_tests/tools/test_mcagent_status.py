@@ -182,3 +182,12 @@ def test_parse_takes_the_last_block_and_the_last_json_line() -> None:
         'MCAGENT-STATUS-BEGIN\nlog line\n{"b": 2}\nMCAGENT-STATUS-END\n'
     )
     assert parse(text) == {"b": 2}
+
+
+def test_the_tools_default_state_dir_is_the_firmwares() -> None:
+    # One default name for the agent's state directory: `mcagent status` looks where the firmware writes
+    # when settings.json names none (it once looked in "mcagent", which the firmware never used).
+    from mcagent_tools import layout
+    from mcagent_tools.firmware import module
+
+    assert layout.DEFAULT_STATE_DIR == module("mcagent.board").Settings().state_dir

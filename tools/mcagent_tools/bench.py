@@ -15,6 +15,7 @@ Note the Unix port is 64-bit (8-byte words): the same objects take up to twice t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import subprocess
@@ -120,6 +121,16 @@ def smallest_steady(works: Callable[[int], bool], lo: int, hi: int, step: int, a
     return found if found <= hi else None
 
 
+def _fits_budget(backlog: Backlog, kb: int) -> bool:
+    """The backlog uploads in a 1 MB heap with a batch budget of `kb`."""
+    return backlog.upload(1024, kb) is not None
+
+
+def _fits_heap(backlog: Backlog, kb: int) -> bool:
+    """The backlog uploads with the default batch budget in a heap of `kb`."""
+    return backlog.upload(kb, None) is not None
+
+
 def flat_ram(backlogs: list[int], step: int) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="mcagent-bench-") as tmp:
@@ -140,9 +151,8 @@ def flat_ram(backlogs: list[int], step: int) -> list[dict[str, Any]]:
                 upload_s = time.monotonic() - t0
                 if full is None:
                     raise SystemExit(f"backlog {n}: upload failed even with a 64 KB budget in a 1 MB heap")
-                b = backlog
-                budget = smallest(lambda kb, b=b: b.upload(1024, kb) is not None, 8, 128, step)
-                plain = smallest(lambda kb, b=b: b.upload(kb, None) is not None, 64, 512, step)
+                budget = smallest(functools.partial(_fits_budget, backlog), 8, 128, step)
+                plain = smallest(functools.partial(_fits_heap, backlog), 64, 512, step)
                 rows.append(
                     {
                         "readings": n,

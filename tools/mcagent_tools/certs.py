@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 import ssl
@@ -123,7 +124,7 @@ def _ca_sources(search: tuple[str, ...] | None) -> Iterator[tuple[str, Callable[
     if cafile:
         files.append(Path(cafile))
     for path in files:
-        yield str(path), lambda path=path: _ders_in_file(path)
+        yield str(path), functools.partial(_ders_in_file, path)
     if getattr(ssl, "enum_certificates", None) is not None:
         yield "the Windows certificate store", _windows_store
     bundle = certifi_bundle()

@@ -35,9 +35,11 @@ CERTS_DIR = "/certs"
 INSIGHTS_HUB_ROOT_DER = "digicert-global-root-g2.der"
 
 #: Files the firmware writes (read by `mcagent status` when the firmware has no status report; names are
-#: the firmware's: see docs/boards.md). The node runtime's counters, and the agent's default state dir.
+#: the firmware's: see docs/boards.md). The node runtime's counters, and the agent's default state dir
+#: (settings.json "state_dir"; the firmware's default is mcagent.board.Settings.state_dir, a test keeps the
+#: two equal). Not "mcagent": a directory of that name in / would shadow the package in /lib.
 NODE_STATE = "/node/state"
-DEFAULT_STATE_DIR = "mcagent"
+DEFAULT_STATE_DIR = "agent-state"
 
 #: The firmware's off switch: while this file exists, main.py stays at the REPL (no agent, no watchdog).
 STOP_FILE = "/STOP"

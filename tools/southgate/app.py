@@ -11,13 +11,14 @@ import sys
 import time
 import traceback
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from . import console, faults, tokens
+from . import console, faults, importjobs, tokens
 from .counters import ConnStats, Counters, CountingHandler, counting_factory
 from .errors import ApiError
 from .routes_admin import COUNTERS_KEY
@@ -207,12 +208,11 @@ async def body_deadline(request: web.Request, handler: Handler) -> web.StreamRes
 async def freshness(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Pick up settings changed by another process (the CLI) since the last request."""
     svc = request.app[SERVICE_KEY]
-    version = svc.storage.db.execute("PRAGMA data_version").fetchone()[0]
+    version = svc.storage.data_version()
     seen = request.app[VERSION_KEY]
     if version != seen[0]:
         seen[0] = version
-        svc.settings.update(svc.storage.load_settings())
-        svc.clock.offset_s = svc.settings.clock_offset_s
+        svc.reload_settings()
     return await handler(request)
 
 
@@ -309,6 +309,21 @@ async def rate_limit(request: web.Request, handler: Handler) -> web.StreamRespon
     return await handler(request)
 
 
+async def _service_lifetime(app: web.Application) -> AsyncIterator[None]:
+    """The Service lives as long as the application: whoever runs the app (serve, a test's runner) gets
+    the shutdown right without knowing its parts. Settings are read fresh at startup (the CLI may have
+    changed them since the Service was made); at shutdown background import jobs are cancelled (they would
+    write into a closed database), then the database is closed."""
+    svc = app[SERVICE_KEY]
+    svc.reload_settings()
+    app[VERSION_KEY][0] = svc.storage.data_version()
+    try:
+        yield
+    finally:
+        await importjobs.cancel_running()
+        svc.close()
+
+
 def make_app(service: Service, counters: Counters | None = None) -> web.Application:
     app = web.Application(
         middlewares=[outer, freshness, fault_injection, rate_limit, body_deadline],
@@ -318,6 +333,7 @@ def make_app(service: Service, counters: Counters | None = None) -> web.Applicat
     app[COUNTERS_KEY] = counters or Counters()
     app[RATE_KEY] = {}
     app[VERSION_KEY] = [-1]
+    app.cleanup_ctx.append(_service_lifetime)
 
     async def stamp(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["Date"] = service.clock.http_date()
@@ -441,10 +457,9 @@ async def serve(
     finally:
         log("shutting down")
         server.close()
-        await runner.cleanup()
+        await runner.cleanup()  # runs _service_lifetime's shutdown: the Service is closed
         try:
             await asyncio.wait_for(server.wait_closed(), 3)
         except asyncio.TimeoutError:
             pass
-        service.close()
         log("stopped")

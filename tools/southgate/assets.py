@@ -16,15 +16,15 @@ from typing import Any
 
 from .errors import ApiError, bad_request, not_found
 from .service import HEX32, Service, check_tenant
-from .storage import Conflict
+from .storage import Conflict, Variable
+from .validation import TYPES
 
-TYPES = ("BOOLEAN", "INT", "LONG", "DOUBLE", "STRING", "BIG_STRING", "TIMESTAMP")
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 ASPECT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")  # no '.': it separates aspect and variable
 MAX_UNIT = 32
 
 
-def parse_variable(spec: str) -> tuple[str, str, str, str]:
+def parse_variable(spec: str) -> Variable:
     """'ASPECT.VAR:TYPE[:UNIT]' -> (aspect, variable, type, unit); ValueError says what is wrong."""
     target, sep, rest = spec.partition(":")
     if not sep:
@@ -34,7 +34,8 @@ def parse_variable(spec: str) -> tuple[str, str, str, str]:
     return check_variable(aspect if dot else "", var, type_.upper(), unit)
 
 
-def check_variable(aspect: Any, var: Any, type_: Any, unit: Any) -> tuple[str, str, str, str]:
+def check_variable(aspect: Any, var: Any, type_: Any, unit: Any) -> Variable:
+    """One variable of untrusted input (a request, the command line, a board); ValueError names the fault."""
     if not isinstance(aspect, str) or not ASPECT_RE.match(aspect):
         raise ValueError(
             f"aspect name {str(aspect)[:64]!r} must be letters, digits, '_' or '-' (at most 128)"
@@ -45,14 +46,14 @@ def check_variable(aspect: Any, var: Any, type_: Any, unit: Any) -> tuple[str, s
         raise ValueError(f"variable {aspect}.{var}: type must be one of {', '.join(TYPES)}")
     if not isinstance(unit, str) or len(unit) > MAX_UNIT or any(ord(c) < 32 for c in unit):
         raise ValueError(f"variable {aspect}.{var}: unit must be a string of at most {MAX_UNIT} characters")
-    return aspect, var, type_, unit
+    return Variable(aspect, var, type_, unit)
 
 
 def create(
     svc: Service,
     tenant: str | None,
-    name: str,
-    variables: list[tuple[str, str, str, str]],
+    name: str | None,
+    variables: list[Variable],
     asset_id: str | None = None,
 ) -> dict[str, Any]:
     """Create (or extend, same tenant) an asset with its aspects' variables; returns its JSON."""
@@ -142,7 +143,7 @@ def check_mapping_target(
         )
 
 
-def from_board(board_path: Path) -> tuple[str | None, list[tuple[str, str, str, str]]]:
+def from_board(board_path: Path) -> tuple[str | None, list[Variable]]:
     """(asset id, [(aspect, variable, type, unit)]) that a board's data points map onto, read with the
     firmware's own board.json and DSC code so the model is exactly what the agent will map."""
     from mcagent_tools.firmware import module  # noqa: PLC0415 - firmware code only when this helper runs
@@ -156,8 +157,12 @@ def from_board(board_path: Path) -> tuple[str | None, list[tuple[str, str, str, 
     except Exception as exc:  # noqa: BLE001 - the firmware's BoardError/DscError name the problem
         raise ValueError(str(exc)) from exc
     units = {dp["id"]: dp.get("unit") or "" for src in desc["dataSources"] for dp in src["dataPoints"]}
-    entities = {m[1] for m in maps}
+    # The firmware's mappings are positional (dataPointId, entityId, aspect, variable): named once, here.
+    targets = [(dp_id, entity, aspect, var) for dp_id, entity, aspect, var in maps]
+    entities = {entity for _, entity, _, _ in targets}
     if len(entities) > 1:
         raise ValueError(f"{board_path}: its data points map onto {len(entities)} assets; model each one")
-    variables = [check_variable(m[2], m[3], types[m[0]], units.get(m[0], "")) for m in maps]
+    variables = [
+        check_variable(aspect, var, types[dp_id], units.get(dp_id, "")) for dp_id, _, aspect, var in targets
+    ]
     return (entities.pop() if entities else None), variables

@@ -195,7 +195,7 @@ def _asset_command(args: argparse.Namespace, svc: Service) -> int:
     if args.asset_command == "list":
         rows = []
         for a in svc.storage.assets(args.tenant):
-            variables = [
+            listed = [
                 f"{asp}.{p['property']}:{p['type']}" + (f":{p['unit']}" if p["unit"] else "")
                 for asp in svc.storage.aspect_names(a["entity_id"])
                 for p in svc.storage.props(a["entity_id"], asp)
@@ -205,7 +205,7 @@ def _asset_command(args: argparse.Namespace, svc: Service) -> int:
                     "id": a["entity_id"],
                     "name": a["name"],
                     "tenant": a["tenant"],
-                    "variables": " ".join(variables),
+                    "variables": " ".join(listed),
                 }
             )
         print(readback.render(rows, "table", ["id", "name", "tenant", "variables"]))

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from .clock import parse_iso
 from .errors import bad_request
 from .service import HEX32, Service
+from .storage import AssetValue
 from .validation import Invalid, check_value, parse_json
 
 MAX_FILES = 100
@@ -26,7 +27,22 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_REASONS = 10
 _TASKS: set[asyncio.Task[None]] = set()  # running jobs, kept referenced until they end
 
-FileSpec = tuple[str, int, int]
+
+class FileSpec(NamedTuple):
+    """One file of an import job: its IoT File path and the [from, to] its records must span."""
+
+    path: str
+    from_ms: int
+    to_ms: int
+
+
+async def cancel_running() -> None:
+    """Cancel the jobs still running and wait for them (the server shuts down; a cancelled job stays
+    SUBMITTED in the database, as one cut by a crash would)."""
+    tasks = list(_TASKS)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def check_request(body: Any) -> tuple[str, str, list[FileSpec]]:
@@ -60,9 +76,9 @@ def check_request(body: Any) -> tuple[str, str, list[FileSpec]]:
             raise bad_request(f"{where}.from/to: {exc}") from exc
         if lo > hi:
             raise bad_request(f"{where}: from must not be after to")
-        if any(f["filePath"] == seen[0] for seen in out):
+        if any(f["filePath"] == seen.path for seen in out):
             raise bad_request(f"{where}.filePath names a file the job already lists")
-        out.append((f["filePath"], lo, hi))
+        out.append(FileSpec(f["filePath"], lo, hi))
     return entity, pset, out
 
 
@@ -78,7 +94,7 @@ async def _run(svc: Service, job_id: str, entity: str, pset: str, files: list[Fi
     variables = {p["property"]: p["type"] for p in st.props(entity, pset)}
     blobs: list[tuple[FileSpec, str | None]] = []
     for spec in files:
-        row = st.file(entity, spec[0])
+        row = st.file(entity, spec.path)
         blobs.append((spec, None if row is None else str(svc.files_dir / row["blob"])))
     now = svc.clock.now_ms()
     try:
@@ -88,7 +104,8 @@ async def _run(svc: Service, job_id: str, entity: str, pset: str, files: list[Fi
     if reasons:
         st.finish_import_job(job_id, "ERROR", "; ".join(reasons[:MAX_REASONS]), [], svc.clock.now_ms())
     else:
-        st.finish_import_job(
+        await asyncio.to_thread(  # up to 100 files of rows in one transaction: off the event loop
+            st.finish_import_job,
             job_id,
             "SUCCESS",
             f"imported {len(rows)} values from {len(files)} file(s)",
@@ -103,9 +120,9 @@ def _validate(
     blobs: list[tuple[FileSpec, str | None]],
     variables: dict[str, str],
     now_ms: int,
-) -> tuple[list[tuple[str, str, str, int, str, str]], list[str]]:
+) -> tuple[list[AssetValue], list[str]]:
     """(rows to store, reasons it fails); reads and checks every file (runs off the event loop)."""
-    rows: list[tuple[str, str, str, int, str, str]] = []
+    rows: list[AssetValue] = []
     reasons: list[str] = []
     day: int | None = None
     for (path, lo, hi), blob in blobs:
@@ -148,7 +165,7 @@ def _record(
     variables: dict[str, str],
     entity: str,
     pset: str,
-    rows: list[tuple[str, str, str, int, str, str]],
+    rows: list[AssetValue],
 ) -> int:
     if not isinstance(rec, dict):
         raise Invalid(f"record {i} is not an object")
@@ -169,7 +186,7 @@ def _record(
         qc = rec.get(key + "_qc", 0)
         if isinstance(qc, bool) or not isinstance(qc, int):
             raise Invalid(f"record {i}: {key}_qc must be an integer")
-        rows.append((entity, pset, key, ts, json.dumps(value), str(qc)))
+        rows.append(AssetValue(entity, pset, key, ts, json.dumps(value), str(qc)))
     return ts
 
 

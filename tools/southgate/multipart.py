@@ -30,13 +30,23 @@ work, for tests) and refuses more than ``max_bytes`` in total with :class:`TooLa
 
 from __future__ import annotations
 
-import datetime as _dt
-import functools
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from .validation import (
+    JSON_TYPES,
+    KNOWN_VERSIONS,
+    Invalid,
+    JsonRefused,
+    check_dsc,
+    check_events,
+    check_timeseries,
+    iso_key,
+    loads_untrusted,
+)
 
 __all__ = [
     "MAX_BYTES",
@@ -52,15 +62,6 @@ __all__ = [
 MAX_BYTES = 10 * 1024 * 1024
 META_CONTENT_TYPE = "application/vnd.siemens.mindsphere.meta+json"
 
-# Types whose payload southgate decodes and checks, with the versions it knows (§D.2 table).
-_JSON_TYPES: dict[str, tuple[str, ...]] = {
-    "standardTimeSeries": ("1.0",),
-    "businessEvent": ("1.0", "2.0"),
-    "dataSourceConfiguration": ("1.0",),
-}
-_KNOWN_VERSIONS: dict[str, tuple[str, ...]] = {**_JSON_TYPES, "file": ("1.0",)}
-_SEVERITIES = {"1.0": (1, 2, 3), "2.0": (20, 30, 40)}
-_DSC_TYPES = ("INT", "LONG", "DOUBLE", "BOOLEAN", "STRING", "BIG_STRING", "TIMESTAMP")
 _IDENTITY_ENCODINGS = ("7bit", "8bit", "binary")
 
 _MAX_HEADER_BYTES = 16 * 1024  # one part's header section
@@ -75,7 +76,6 @@ _BOUNDARY_RE = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:
 _HEADER_NAME_RE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _BLANK_RE = re.compile(rb"(?:\r?\n)*")
 _AFTER_CLOSE_RE = re.compile(rb"[ \t]*(?:\r?\n)*")
-_ISO_RE = re.compile(r"(\d{4}-\d{2}-\d{2})T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.(\d{1,9}))?Z\Z")
 
 
 class MultipartError(ValueError):
@@ -433,8 +433,8 @@ class ExchangeParser:
         if line[:1] in (b" ", b"\t"):
             if not self._headers:
                 raise self._err(f"malformed header line {_show(line)}")
-            name, value = self._headers[-1]
-            self._headers[-1] = (name, value + " " + line.strip().decode("latin-1"))
+            prev_name, prev_value = self._headers[-1]
+            self._headers[-1] = (prev_name, prev_value + " " + line.strip().decode("latin-1"))
             return
         name, colon, value = line.partition(b":")
         name = name.rstrip(b" \t")
@@ -490,7 +490,7 @@ class ExchangeParser:
                 raise self._err(
                     f"Content-Type {_clip(raw)!r}: nested multipart is not allowed (two levels only)"
                 )
-            if self._ptype in _JSON_TYPES and media != "application/json":
+            if self._ptype in JSON_TYPES and media != "application/json":
                 raise self._err(
                     f"Content-Type {_clip(raw)!r} for a {self._ptype} item, expected application/json"
                 )
@@ -571,7 +571,7 @@ class ExchangeParser:
             details = {}
         elif not isinstance(details, dict):
             raise self._err('"payload.details" must be an object')
-        known = _KNOWN_VERSIONS.get(ptype)
+        known = KNOWN_VERSIONS.get(ptype)
         if known is not None and pversion not in known:
             supported = ", ".join(known)
             raise self._err(f"{ptype} version {_clip(pversion)!r} not supported (supported: {supported})")
@@ -582,7 +582,7 @@ class ExchangeParser:
             name = details.get("fileName")
             if not isinstance(name, str) or not name:
                 raise self._err('"payload.details.fileName" must be a non-empty string for a file item')
-            if _iso_key(details.get("creationDate")) is None:
+            if iso_key(details.get("creationDate")) is None:
                 raise self._err(
                     '"payload.details.creationDate" must be an ISO 8601 UTC timestamp'
                     " like 2024-05-01T12:00:00.000Z"
@@ -596,7 +596,7 @@ class ExchangeParser:
 
     def _payload_done(self, content: bytes) -> None:
         parsed: Any = None
-        if self._ptype in _JSON_TYPES:
+        if self._ptype in JSON_TYPES:
             label = f"item {self._item_no}: {self._ptype} payload"
 
             def err(msg: str) -> MultipartError:
@@ -605,13 +605,13 @@ class ExchangeParser:
             parsed = _decode_json(content, err)
             try:
                 if self._ptype == "standardTimeSeries":
-                    _check_timeseries(parsed)
+                    check_timeseries(parsed)
                 elif self._ptype == "businessEvent":
-                    _check_events(parsed, self._pversion)
+                    check_events(parsed, self._pversion)
                 else:
-                    _check_dsc(parsed)
-            except _Invalid as e:
-                raise err(f"{e.path}: {e.msg}" if e.path else e.msg) from None
+                    check_dsc(parsed)
+            except Invalid as e:
+                raise err(str(e)) from None
         self._done.append(
             ExchangeItem(
                 meta=self._meta,
@@ -655,232 +655,8 @@ def _boundary_bytes(boundary: str, where: str) -> bytes:
     return boundary.encode("ascii")
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _lone_surrogate(text: str, value: Any) -> bool:
-    """True if JSON text decoded to value holds a lone surrogate escape (a \\ud800 without its pair): not
-    Unicode text, and no store or log can encode it. Only walks the value when the text has such escapes."""
-    if not _SURROGATE_ESCAPE.search(text):
-        return False
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str):
-            if _SURROGATE.search(v):
-                return True
-        elif isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    return False
-
-
-class JsonRefused(ValueError):
-    """Untrusted JSON southgate will not take; the message is the reason. utf8: it was not even UTF-8."""
-
-    def __init__(self, reason: str, utf8: bool = True) -> None:
-        super().__init__(reason)
-        self.utf8 = utf8
-
-
-def loads_untrusted(data: bytes | bytearray | str) -> Any:
-    """The one JSON loader for untrusted input (bodies, meta and payload parts, token segments): JsonRefused
-    for text that is not UTF-8, not JSON, nested too deeply, holds NaN/Infinity, a number with too many
-    digits or a lone surrogate escape."""
-    if isinstance(data, str):
-        text = data
-    else:
-        try:
-            text = bytes(data).decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise JsonRefused(f"not UTF-8 (byte {e.start})", utf8=False) from None
-    try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise JsonRefused("nested too deeply") from None
-    except ValueError as e:  # JSONDecodeError, NaN/Infinity, the int digit limit of Python 3.11+
-        if "integer string conversion" in str(e):
-            raise JsonRefused("a number has too many digits") from None
-        raise JsonRefused(str(e)[:120]) from None
-    if _lone_surrogate(text, value):
-        raise JsonRefused("a lone surrogate escape: not Unicode text")
-    return value
-
-
 def _decode_json(content: bytes, err: Callable[[str], MultipartError]) -> Any:
     try:
         return loads_untrusted(content)
     except JsonRefused as e:
         raise err(f"not JSON ({e})" if e.utf8 else str(e)) from None
-
-
-def _iso_key(value: Any) -> str | None:
-    """Canonical form of a ``YYYY-MM-DDTHH:MM:SS[.fraction]Z`` timestamp (equal instants, equal keys), or
-    None if ``value`` is not one. The usual millisecond form is its own key, so no new string is kept."""
-    if not isinstance(value, str):
-        return None
-    m = _ISO_RE.match(value)
-    if not m or not _valid_date(m.group(1)):
-        return None
-    frac = m.group(2)
-    if frac is not None and len(frac) == 3:
-        return value
-    digits = (frac or "").ljust(9, "0")
-    return value[:19] + "." + digits[:3] + digits[3:].rstrip("0") + "Z"
-
-
-@functools.lru_cache(maxsize=4096)
-def _valid_date(text: str) -> bool:
-    try:
-        _dt.date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
-
-
-class _Invalid(Exception):
-    def __init__(self, path: str, msg: str) -> None:
-        super().__init__(path, msg)
-        self.path = path
-        self.msg = msg
-
-
-_TS_HINT = "must be an ISO 8601 UTC timestamp like 2024-05-01T12:00:00.000Z"
-
-
-def _string(obj: dict[str, Any], key: str, path: str, *, empty: bool = False, optional: bool = False) -> None:
-    if key not in obj:
-        if optional:
-            return
-        raise _Invalid(path, f"{key!r} missing")
-    v = obj[key]
-    if not isinstance(v, str):
-        raise _Invalid(f"{path}.{key}" if path else key, f"must be a string, got {_clip(json.dumps(v))}")
-    if not empty and not v:
-        raise _Invalid(f"{path}.{key}" if path else key, "must not be empty")
-
-
-def _check_timeseries(doc: Any) -> None:
-    if not isinstance(doc, list):
-        raise _Invalid("", "must be a JSON array of {timestamp, values}")
-    first: dict[str, int] = {}  # timestamp key -> index of the first element with it
-    repeated: dict[str, set[str]] = {}  # data point ids seen so far at timestamps that occur more than once
-    for k, rec in enumerate(doc):
-        if type(rec) is not dict:
-            raise _Invalid(f"[{k}]", "must be an object {timestamp, values}")
-        key = _iso_key(rec.get("timestamp"))
-        if key is None:
-            raise _Invalid(f"[{k}].timestamp", _TS_HINT if "timestamp" in rec else "missing")
-        values = rec.get("values")
-        if type(values) is not list:
-            raise _Invalid(f"[{k}].values", "must be an array" if "values" in rec else "missing")
-        ids: set[str] = set()
-        for j, v in enumerate(values):
-            # Fast path first: ~10^5 values per 10 MiB body.
-            dp = v.get("dataPointId") if type(v) is dict else None
-            if not (
-                type(dp) is str and dp and type(v.get("value")) is str and type(v.get("qualityCode")) is str
-            ):
-                q = f"[{k}].values[{j}]"
-                if not isinstance(v, dict):
-                    raise _Invalid(q, "must be an object {dataPointId, value, qualityCode}")
-                _string(v, "dataPointId", q)
-                _string(v, "value", q, empty=True)
-                _string(v, "qualityCode", q, empty=True)
-            if dp in ids:
-                raise _Invalid(
-                    f"[{k}].values[{j}].dataPointId",
-                    f"duplicate dataPointId {_clip(dp)!r} at {rec['timestamp']}",
-                )
-            ids.add(dp)
-        if key not in first:
-            first[key] = k
-            continue
-        # The same instant in another element: no data point twice across them either.
-        earlier = repeated.get(key)
-        if earlier is None:
-            earlier = repeated[key] = {v["dataPointId"] for v in doc[first[key]]["values"]}
-        for j, v in enumerate(values):
-            if v["dataPointId"] in earlier:
-                raise _Invalid(
-                    f"[{k}].values[{j}].dataPointId",
-                    f"duplicate dataPointId {_clip(v['dataPointId'])!r} at {rec['timestamp']}",
-                )
-        earlier |= ids
-
-
-def _check_events(doc: Any, version: str) -> None:
-    if not isinstance(doc, list):
-        raise _Invalid("", "must be a JSON array of events")
-    allowed = _SEVERITIES[version]
-    for k, ev in enumerate(doc):
-        p = f"[{k}]"
-        if not isinstance(ev, dict):
-            raise _Invalid(p, "must be an object")
-        if "timestamp" not in ev:
-            raise _Invalid(p + ".timestamp", "missing")
-        if _iso_key(ev["timestamp"]) is None:
-            raise _Invalid(p + ".timestamp", _TS_HINT)
-        if "severity" not in ev:
-            raise _Invalid(p + ".severity", "missing")
-        sev = ev["severity"]
-        if isinstance(sev, bool) or not isinstance(sev, int) or sev not in allowed:
-            one_of = "/".join(str(a) for a in allowed)
-            raise _Invalid(
-                p + ".severity",
-                f"must be one of {one_of} for businessEvent version {version}, got {_clip(json.dumps(sev))}",
-            )
-        _string(ev, "type", p)
-        _string(ev, "version", p)
-        _string(ev, "id", p, optional=True)
-        _string(ev, "correlationId", p, optional=True)
-        _string(ev, "description", p, empty=True, optional=True)
-        if len(ev.get("description", "")) >= 256:
-            n = len(ev["description"])
-            raise _Invalid(p + ".description", f"must be shorter than 256 characters (has {n})")
-        if "details" in ev and not isinstance(ev["details"], dict):
-            raise _Invalid(p + ".details", "must be an object")
-
-
-def _check_dsc(doc: Any) -> None:
-    if not isinstance(doc, dict):
-        raise _Invalid("", "must be a JSON object {configurationId, dataSources}")
-    _string(doc, "configurationId", "")
-    sources = doc.get("dataSources")
-    if not isinstance(sources, list):
-        raise _Invalid("dataSources", "must be an array" if "dataSources" in doc else "missing")
-    ids: set[str] = set()
-    for k, ds in enumerate(sources):
-        p = f"dataSources[{k}]"
-        if not isinstance(ds, dict):
-            raise _Invalid(p, "must be an object")
-        _string(ds, "name", p)
-        _string(ds, "description", p, empty=True, optional=True)
-        if "customData" in ds and not isinstance(ds["customData"], dict):
-            raise _Invalid(p + ".customData", "must be an object")
-        points = ds.get("dataPoints")
-        if not isinstance(points, list):
-            raise _Invalid(p + ".dataPoints", "must be an array" if "dataPoints" in ds else "missing")
-        for j, dp in enumerate(points):
-            q = f"{p}.dataPoints[{j}]"
-            if not isinstance(dp, dict):
-                raise _Invalid(q, "must be an object")
-            _string(dp, "id", q)
-            _string(dp, "name", q)
-            _string(dp, "description", q, empty=True, optional=True)
-            _string(dp, "unit", q, empty=True)
-            if dp.get("type") not in _DSC_TYPES:
-                got = _clip(json.dumps(dp.get("type")))
-                raise _Invalid(q + ".type", f"must be one of {', '.join(_DSC_TYPES)}, got {got}")
-            if "customData" in dp and not isinstance(dp["customData"], dict):
-                raise _Invalid(q + ".customData", "must be an object")
-            if dp["id"] in ids:
-                raise _Invalid(q + ".id", f"duplicate data point id {_clip(dp['id'])!r}")
-            ids.add(dp["id"])

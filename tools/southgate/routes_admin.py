@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -64,14 +65,15 @@ async def read_back(request: web.Request) -> web.Response:
     agent = svc.agent_or_404(request.match_info["agent_id"])
     what = request.match_info["what"]
     lo, hi = _range(request)
+    # Read-back answers grow with what the agent sent: read on a worker thread, off the event loop.
     if what == "timeseries":
-        return json_response(readback.timeseries(svc.storage, agent["id"], lo, hi))
+        return json_response(await asyncio.to_thread(readback.timeseries, svc.storage, agent["id"], lo, hi))
     if what == "events":
-        return json_response(readback.events(svc.storage, agent["id"], lo, hi))
+        return json_response(await asyncio.to_thread(readback.events, svc.storage, agent["id"], lo, hi))
     if what == "files":
-        return json_response(readback.files(svc.storage, agent["id"], lo, hi))
+        return json_response(await asyncio.to_thread(readback.files, svc.storage, agent["id"], lo, hi))
     if what == "diagnostics":
-        return json_response(readback.diagnostics(svc.storage, agent["id"]))
+        return json_response(await asyncio.to_thread(readback.diagnostics, svc.storage, agent["id"]))
     if what == "dsc":
         row = svc.storage.dsc(agent["id"])
         from .configs import dsc_json

@@ -14,6 +14,7 @@ from aiohttp import web
 from . import assets
 from .errors import bad_request
 from .routes_read import read_auth
+from .storage import Variable
 from .webutil import json_body, json_response, service
 
 routes = web.RouteTableDef()
@@ -21,11 +22,11 @@ AM = "/api/assetmanagement/v3/assets"
 MAX_VARIABLES = 1000
 
 
-def _variables(body: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+def _variables(body: dict[str, Any]) -> list[Variable]:
     aspects = body.get("aspects", [])
     if not isinstance(aspects, list):
         raise bad_request("aspects must be a list of {name, variables: [{name, dataType, unit}]}")
-    out: list[tuple[str, str, str, str]] = []
+    out: list[Variable] = []
     for a in aspects:
         if not isinstance(a, dict) or not isinstance(a.get("variables", []), list):
             raise bad_request("each aspect must be {name, variables: [{name, dataType, unit}]}")

@@ -12,12 +12,13 @@ import aiohttp
 from aiohttp import web
 
 from . import assets, configs
-from .clock import iso_ms, parse_iso
+from .clock import iso_ms
 from .errors import ApiError, bad_request, forbidden, not_found
 from .ingest import ingest
 from .multipart import ExchangeParser, MultipartError, TooLarge
 from .service import HEX32
 from .storage import Conflict
+from .validation import STANDARD_EVENT_TYPE, Invalid, check_api_event
 from .webutil import agent_auth, json_body, json_response, own_agent, own_entity, page, service
 
 routes = web.RouteTableDef()
@@ -90,7 +91,8 @@ async def exchange(request: web.Request) -> web.StreamResponse:
     except MultipartError as exc:
         raise bad_request(str(exc)) from exc
     correlation = request.headers.get("Correlation-ID") or str(uuid.uuid4())
-    ingest(svc, agent, items, correlation[:64])
+    # Up to 10 MiB of items become ~10^5 rows: stored on a worker thread, the event loop keeps serving.
+    await asyncio.to_thread(ingest, svc, agent, items, correlation[:64])
     return web.Response(status=200)
 
 
@@ -233,9 +235,6 @@ async def delete_mapping(request: web.Request) -> web.Response:
 
 
 # events -----------------------------------------------------------------------------------------------
-STANDARD_EVENT_TYPE = "com.siemens.mindsphere.eventmgmt.event.type.MindSphereStandardEvent"
-
-
 @routes.post("/api/eventmanagement/v3/events")
 async def post_event(request: web.Request) -> web.Response:
     agent = agent_auth(request)
@@ -246,25 +245,11 @@ async def post_event(request: web.Request) -> web.Response:
     if not isinstance(entity, str) or not HEX32.match(entity):
         raise bad_request("entityId must be 32 lowercase hex characters")
     own_entity(request, agent, entity)
-    ts = event.get("timestamp")
     try:
-        ts_ms = parse_iso(ts)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise bad_request(f"timestamp: {exc}") from exc
-    severity = event.get("severity", 20)
-    if isinstance(severity, bool) or not isinstance(severity, int) or not 0 <= severity <= 99:
-        raise bad_request("severity must be an integer (20 error, 30 warning, 40 information)")
-    desc = event.get("description", "")
-    if not isinstance(desc, str) or len(desc) > 255:
-        raise bad_request("description must be a string of at most 255 characters")
-    type_id = event.get("typeId", STANDARD_EVENT_TYPE)
-    if type_id != STANDARD_EVENT_TYPE:
-        raise bad_request(f"only the standard event type {STANDARD_EVENT_TYPE} is known here")
-    for key in ("source", "sourceType", "sourceId", "code", "correlationId"):
-        if key in event and not isinstance(event[key], str):
-            raise bad_request(f"{key} must be a string")
-    if "acknowledged" in event and not isinstance(event["acknowledged"], bool):
-        raise bad_request("acknowledged must be true or false")
+        ts_ms, severity, desc = check_api_event(event)
+    except Invalid as exc:
+        raise bad_request(str(exc)) from exc
+    type_id = STANDARD_EVENT_TYPE
     svc = service(request)
     now = svc.clock.now_ms()
     stored = dict(event)

@@ -53,8 +53,8 @@ class Service:
         self.keys = certs.load_or_create(self.data_dir, cert_names)
         self.storage = Storage(self.data_dir / "southgate.db")
         self.settings = Settings()
-        self.settings.update(self.storage.load_settings())
-        self.clock = ServerClock(self.settings.clock_offset_s)
+        self.clock = ServerClock(0)
+        self.reload_settings()
         self.files_dir = certs.ensure_dir(self.data_dir / "files")
         self.base_url = self._remembered_base_url()
         self.auto_assets = False  # serve --auto-assets: mappings create the asset, aspect, variable they name
@@ -64,6 +64,11 @@ class Service:
         self.storage.close()
 
     # settings -------------------------------------------------------------------------------------------
+    def reload_settings(self) -> None:
+        """Take the settings as stored (another process, the CLI, may have changed them)."""
+        self.settings.update(self.storage.load_settings())
+        self.clock.offset_s = self.settings.clock_offset_s
+
     def change_settings(self, changes: dict[str, Any]) -> dict[str, Any]:
         self.settings.update(changes)
         self.clock.offset_s = self.settings.clock_offset_s
@@ -83,8 +88,9 @@ class Service:
 
     # agents ---------------------------------------------------------------------------------------------
     def create_agent(
-        self, name: str, tenant: str | None = None, entity_id: str | None = None
+        self, name: str | None, tenant: str | None = None, entity_id: str | None = None
     ) -> dict[str, Any]:
+        """A new agent (its asset too, unless given); name, tenant and entityId as sent: checked here."""
         if not isinstance(name, str) or not name.strip() or len(name) > 128:
             raise bad_request("agent name must be a non-empty string of at most 128 characters")
         tenant = check_tenant(tenant)

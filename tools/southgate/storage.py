@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -111,6 +111,16 @@ CREATE TABLE IF NOT EXISTS faults (
 """
 
 
+# Data point types a chart can draw, and how a stored text value becomes a number in SQL.
+NUMERIC = {
+    "DOUBLE": "CAST(value AS REAL)",
+    "INT": "CAST(value AS REAL)",
+    "LONG": "CAST(value AS REAL)",
+    "BOOLEAN": "CASE value WHEN 'true' THEN 1.0 ELSE 0.0 END",
+}
+RAW_FACTOR = 2  # a chart range with up to RAW_FACTOR points per pixel is sent as it is
+
+
 class Conflict(Exception):
     """A uniqueness rule was violated (name taken, mapping exists, ...)."""
 
@@ -119,8 +129,43 @@ def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
+class Reading(NamedTuple):
+    """One stored time series value of an agent's data point (the readings table's columns, in order)."""
+
+    agent_id: str
+    data_point_id: str
+    ts_ms: int
+    value: str
+    quality: str
+    received_ms: int
+
+
+class AssetValue(NamedTuple):
+    """One value of an asset's aspect variable (the asset_values table's columns, in order)."""
+
+    entity_id: str
+    property_set: str
+    property: str
+    ts_ms: int
+    value: str  # JSON text of the typed value
+    quality: str
+
+
+class Variable(NamedTuple):
+    """A typed variable of an asset's aspect (the asset model)."""
+
+    aspect: str
+    variable: str
+    type: str
+    unit: str
+
+
 class Storage:
-    """Thin typed wrapper over the database; every method is one short statement or transaction."""
+    """Thin typed wrapper over the database; every method is one short statement or transaction.
+
+    No SQL runs outside this class. Each thread gets its own connection and transaction depth: the event
+    loop's thread the one opened here, worker threads (asyncio.to_thread, for big reads and inserts) their
+    own on first use, so a transaction never spans threads and SQLite's locking keeps writers apart."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -128,16 +173,31 @@ class Storage:
         if new:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
             os.close(fd)
-        self.db = sqlite3.connect(str(path), isolation_level=None, timeout=30, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=OFF")
-        self.db.executescript(SCHEMA)
-        self._depth = 0
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._conns: list[sqlite3.Connection] = []
+        db = self._connect()
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA foreign_keys=OFF")
+        db.executescript(SCHEMA)
         self._migrate()
+
+    def _connect(self) -> sqlite3.Connection:
+        """Open the calling thread's connection (autocommit: tx() says where a transaction is)."""
+        conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA synchronous=NORMAL")
+        self._local.conn = conn
+        self._local.depth = 0
+        with self._lock:
+            self._conns.append(conn)
+        return conn
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The calling thread's connection (opened on a thread's first use)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        return conn if conn is not None else self._connect()
 
     def _migrate(self) -> None:
         """Bring a data directory made by an older southgate up to date (idempotent, keeps all data).
@@ -182,40 +242,48 @@ class Storage:
                 )
 
     def close(self) -> None:
-        for conn in self._readers:
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
             conn.close()
-        self.db.close()
+        self._local = threading.local()
+
+    def data_version(self) -> int:
+        """Changes whenever another connection (the CLI, a worker thread) commits: time to reload settings."""
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (nested calls join the outer one)."""
-        if self._depth:
-            self._depth += 1
+        """One write transaction on the calling thread's connection (nested calls join the outer one)."""
+        db = self.db
+        local = self._local
+        if local.depth:
+            local.depth += 1
             try:
-                yield self.db
+                yield db
             finally:
-                self._depth -= 1
+                local.depth -= 1
             return
-        self.db.execute("BEGIN IMMEDIATE")
-        self._depth = 1
+        db.execute("BEGIN IMMEDIATE")
+        local.depth = 1
         try:
-            yield self.db
+            yield db
         except BaseException:
-            self._depth = 0
-            self.db.execute("ROLLBACK")
+            local.depth = 0
+            db.execute("ROLLBACK")
             raise
-        self._depth = 0
-        self.db.execute("COMMIT")
+        local.depth = 0
+        db.execute("COMMIT")
 
-    def one(self, sql: str, *args: Any) -> dict[str, Any] | None:
+    def _one(self, sql: str, *args: Any) -> dict[str, Any] | None:
         return _row(self.db.execute(sql, args).fetchone())
 
-    def all(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+    def _all(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.execute(sql, args).fetchall()]
 
     # settings -------------------------------------------------------------------------------------------
     def load_settings(self) -> dict[str, Any]:
-        return {r["key"]: json.loads(r["value"]) for r in self.all("SELECT key, value FROM settings")}
+        return {r["key"]: json.loads(r["value"]) for r in self._all("SELECT key, value FROM settings")}
 
     def save_settings(self, values: dict[str, Any]) -> None:
         with self.tx() as db:
@@ -237,11 +305,11 @@ class Storage:
             raise Conflict(f"an agent named {name!r} already exists in tenant {tenant!r}") from exc
 
     def agent(self, agent_id: str) -> dict[str, Any] | None:
-        return self.one("SELECT * FROM agents WHERE id = ?", agent_id)
+        return self._one("SELECT * FROM agents WHERE id = ?", agent_id)
 
     def entity_tenants(self, entity_id: str) -> set[str]:
         """Tenants whose agents map data points onto an entity (an asset belongs to one tenant)."""
-        rows = self.all(
+        rows = self._all(
             "SELECT DISTINCT a.tenant AS tenant FROM mappings m JOIN agents a ON a.id = m.agent_id"
             " WHERE m.entity_id = ?",
             entity_id,
@@ -250,11 +318,11 @@ class Storage:
 
     def owner_of_entity(self, entity_id: str) -> str | None:
         """The agent an entity belongs to (its bound asset, or the agent's own id as entity), if any."""
-        row = self.one("SELECT id FROM agents WHERE id = ? OR entity_id = ? LIMIT 1", entity_id, entity_id)
+        row = self._one("SELECT id FROM agents WHERE id = ? OR entity_id = ? LIMIT 1", entity_id, entity_id)
         return row["id"] if row else None
 
     def agents(self) -> list[dict[str, Any]]:
-        return self.all("SELECT * FROM agents ORDER BY created_ms, id")
+        return self._all("SELECT * FROM agents ORDER BY created_ms, id")
 
     def update_agent(self, agent_id: str, **fields: Any) -> None:
         cols = ", ".join(f"{k} = ?" for k in fields)
@@ -282,7 +350,7 @@ class Storage:
         )
 
     def create_asset(
-        self, entity_id: str, tenant: str, name: str, variables: list[tuple[str, str, str, str]], now_ms: int
+        self, entity_id: str, tenant: str, name: str, variables: list[Variable], now_ms: int
     ) -> None:
         """A modelled asset with its aspects' variables [(aspect, variable, type, unit)] in one transaction.
 
@@ -304,22 +372,22 @@ class Storage:
                 self.add_prop(entity_id, aspect, var, type_, unit)
 
     def asset(self, entity_id: str) -> dict[str, Any] | None:
-        return self.one("SELECT * FROM assets WHERE entity_id = ?", entity_id)
+        return self._one("SELECT * FROM assets WHERE entity_id = ?", entity_id)
 
     def assets(self, tenant: str | None = None) -> list[dict[str, Any]]:
         if tenant is None:
-            return self.all("SELECT * FROM assets ORDER BY created_ms, entity_id")
-        return self.all("SELECT * FROM assets WHERE tenant = ? ORDER BY created_ms, entity_id", tenant)
+            return self._all("SELECT * FROM assets ORDER BY created_ms, entity_id")
+        return self._all("SELECT * FROM assets WHERE tenant = ? ORDER BY created_ms, entity_id", tenant)
 
     def aspect_names(self, entity_id: str) -> list[str]:
-        rows = self.all(
+        rows = self._all(
             "SELECT DISTINCT property_set FROM properties WHERE entity_id = ? ORDER BY property_set",
             entity_id,
         )
         return [str(r["property_set"]) for r in rows]
 
     def prop(self, entity_id: str, pset: str, prop: str) -> dict[str, Any] | None:
-        return self.one(
+        return self._one(
             "SELECT * FROM properties WHERE entity_id = ? AND property_set = ? AND property = ?",
             entity_id,
             pset,
@@ -333,7 +401,7 @@ class Storage:
         )
 
     def props(self, entity_id: str, pset: str) -> list[dict[str, Any]]:
-        return self.all(
+        return self._all(
             "SELECT * FROM properties WHERE entity_id = ? AND property_set = ? ORDER BY property",
             entity_id,
             pset,
@@ -341,7 +409,7 @@ class Storage:
 
     # data source configuration --------------------------------------------------------------------------
     def dsc(self, agent_id: str) -> dict[str, Any] | None:
-        return self.one("SELECT * FROM dsc WHERE agent_id = ?", agent_id)
+        return self._one("SELECT * FROM dsc WHERE agent_id = ?", agent_id)
 
     def put_dsc(self, agent_id: str, dsc_id: str, etag: int, body: dict[str, Any], now_ms: int) -> None:
         self.db.execute(
@@ -362,13 +430,13 @@ class Storage:
         for key, value in filters.items():
             sql += f" AND {cols[key]} = ?"
             args.append(value)
-        return self.all(sql + " ORDER BY created_ms, id", *args)
+        return self._all(sql + " ORDER BY created_ms, id", *args)
 
     def mappings_of_point(self, agent_id: str, dp_id: str) -> list[dict[str, Any]]:
-        return self.all("SELECT * FROM mappings WHERE agent_id = ? AND data_point_id = ?", agent_id, dp_id)
+        return self._all("SELECT * FROM mappings WHERE agent_id = ? AND data_point_id = ?", agent_id, dp_id)
 
     def mappings_of_property(self, entity_id: str, pset: str, prop: str) -> list[dict[str, Any]]:
-        return self.all(
+        return self._all(
             "SELECT * FROM mappings WHERE entity_id = ? AND property_set = ? AND property = ?",
             entity_id,
             pset,
@@ -376,7 +444,7 @@ class Storage:
         )
 
     def mapping(self, mapping_id: str) -> dict[str, Any] | None:
-        return self.one("SELECT * FROM mappings WHERE id = ?", mapping_id)
+        return self._one("SELECT * FROM mappings WHERE id = ?", mapping_id)
 
     def add_mapping(self, row: dict[str, Any]) -> None:
         self.db.execute(
@@ -401,14 +469,14 @@ class Storage:
         return int(row[0])
 
     # time series ----------------------------------------------------------------------------------------
-    def upsert_readings(self, rows: Iterable[tuple[str, str, int, str, str, int]]) -> None:
+    def upsert_readings(self, rows: Iterable[Reading]) -> None:
         self.db.executemany(
             "INSERT OR REPLACE INTO readings (agent_id, data_point_id, ts_ms, value, quality, received_ms)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             rows,
         )
 
-    def upsert_asset_values(self, rows: Iterable[tuple[str, str, str, int, str, str]]) -> None:
+    def upsert_asset_values(self, rows: Iterable[AssetValue]) -> None:
         self.db.executemany(
             "INSERT OR REPLACE INTO asset_values (entity_id, property_set, property, ts_ms, value, quality)"
             " VALUES (?, ?, ?, ?, ?, ?)",
@@ -427,22 +495,12 @@ class Storage:
         if to_ms is not None:
             sql += " AND ts_ms < ?"
             args.append(to_ms)
-        return self.all(f"{sql} ORDER BY {order}", *args)
+        return self._all(f"{sql} ORDER BY {order}", *args)
 
     def readings(
         self, agent_id: str, from_ms: int | None = None, to_ms: int | None = None
     ) -> list[dict[str, Any]]:
         return self._agent_rows("readings", "ts_ms, data_point_id", agent_id, from_ms, to_ms)
-
-    def _reader(self) -> sqlite3.Connection:
-        """A connection of the calling thread for reads run off the event loop (asyncio.to_thread)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            self._local.conn = conn
-            self._readers.append(conn)
-        return conn
 
     def asset_page(
         self,
@@ -455,8 +513,8 @@ class Storage:
         props: list[str] | None,
     ) -> list[dict[str, Any]]:
         """Rows of the first `limit` distinct timestamps in (after, upto] (IoT Time Series bounds), in the
-        chosen order, only of `props` when given. Thread-safe: runs on the calling thread's connection."""
-        db = self._reader()
+        chosen order, only of `props` when given. Runs on the calling thread's connection (off the loop)."""
+        db = self.db
         only = ""
         args: list[Any] = [entity_id, pset, after_ms, upto_ms]
         if props:
@@ -483,7 +541,7 @@ class Storage:
         self, entity_id: str, pset: str, after_ms: int, upto_ms: int, props: list[str] | None
     ) -> list[dict[str, Any]]:
         """The newest row of each property with a timestamp in (after, upto] (IoT Time Series latestValue)."""
-        db = self._reader()
+        db = self.db
         only = ""
         args: list[Any] = [entity_id, pset, after_ms, upto_ms]
         if props:
@@ -498,11 +556,113 @@ class Storage:
         ).fetchall()
         return [dict(r) for r in rows]
 
+    # console reads (they grow with what agents sent: callers run them off the event loop) ------------------
+    def chart_series(
+        self, agent_id: str, points: list[tuple[str, str]], from_ms: int, to_ms: int, width: int
+    ) -> list[dict[str, Any]]:
+        """For each (data point id, type): timestamps and values in [from, to), at most ~2 per pixel.
+
+        A range with more points than the chart has pixels comes back as the minimum and the maximum of each
+        pixel's bucket, each at its own timestamp, so a spike stays visible and the answer's size depends on
+        the chart's width, not on how much is stored."""
+        return [
+            self._one_series(agent_id, dp_id, NUMERIC[type_], from_ms, to_ms, width)
+            for dp_id, type_ in points
+        ]
+
+    def _one_series(
+        self, agent_id: str, dp_id: str, expr: str, from_ms: int, to_ms: int, width: int
+    ) -> dict[str, Any]:
+        db = self.db
+        where = "agent_id = ? AND data_point_id = ? AND ts_ms >= ? AND ts_ms < ?"
+        args: tuple[Any, ...] = (agent_id, dp_id, from_ms, to_ms)
+        count = int(db.execute(f"SELECT COUNT(*) FROM readings WHERE {where}", args).fetchone()[0])
+        if count <= RAW_FACTOR * width:
+            rows = db.execute(
+                f"SELECT ts_ms, {expr} FROM readings WHERE {where} ORDER BY ts_ms", args
+            ).fetchall()
+            return {
+                "x": [r[0] for r in rows],
+                "y": [r[1] for r in rows],
+                "count": count,
+                "downsampled": False,
+            }
+        # Bucket i holds ts in [from + i*span/width, from + (i+1)*span/width). SQLite returns the bare column
+        # ts_ms of the row that gave the MIN (or MAX) when the query has that one aggregate: two queries.
+        bucket = "((ts_ms - ?) * ?) / ?"
+        span = to_ms - from_ms
+        picked: dict[int, dict[int, float]] = {}
+        for agg in ("MIN", "MAX"):
+            sql = f"SELECT {bucket} AS b, ts_ms, {agg}({expr}) FROM readings WHERE {where} GROUP BY b"
+            for b, ts, value in db.execute(sql, (from_ms, width, span, *args)):
+                picked.setdefault(b, {})[ts] = value
+        x: list[int] = []
+        y: list[float] = []
+        for b in sorted(picked):
+            for ts in sorted(picked[b]):
+                x.append(ts)
+                y.append(picked[b][ts])
+        return {"x": x, "y": y, "count": count, "downsampled": True}
+
+    def reading_bounds(self, agent_id: str) -> tuple[int | None, int | None]:
+        """Oldest and newest reading of an agent (the 'all' range of a chart)."""
+        row = self.db.execute(
+            "SELECT MIN(ts_ms), MAX(ts_ms) FROM readings WHERE agent_id = ?", (agent_id,)
+        ).fetchone()
+        return row[0], row[1]
+
+    def latest_readings(self, agent_id: str) -> list[dict[str, Any]]:
+        """The newest reading of each data point of an agent."""
+        db = self.db
+        points = [
+            r[0]
+            for r in db.execute("SELECT DISTINCT data_point_id FROM readings WHERE agent_id = ?", (agent_id,))
+        ]
+        out = []
+        for dp in sorted(points):
+            row = db.execute(
+                "SELECT data_point_id, ts_ms, value, quality FROM readings WHERE agent_id = ? AND"
+                " data_point_id = ? ORDER BY ts_ms DESC LIMIT 1",
+                (agent_id, dp),
+            ).fetchone()
+            out.append(dict(row))
+        return out
+
+    def agent_overview(self) -> dict[str, dict[str, Any]]:
+        """Per agent: readings, events and files stored, and its latest diagnostic (a problem first)."""
+        stats: dict[str, dict[str, Any]] = {}
+
+        def entry(agent_id: str) -> dict[str, Any]:
+            return stats.setdefault(
+                agent_id, {"readings": 0, "events": 0, "files": 0, "diagnostics": 0, "last_diagnostic": None}
+            )
+
+        db = self.db
+        for table in ("readings", "events", "files", "diagnostics"):
+            for agent_id, n in db.execute(f"SELECT agent_id, COUNT(*) FROM {table} GROUP BY agent_id"):
+                entry(agent_id)[table] = n
+        for problems in (False, True):  # the latest problem overrides the latest of all
+            cond = "WHERE severity != 'INFO'" if problems else ""
+            rows = db.execute(
+                "SELECT d.agent_id, d.severity, d.message, d.ts_ms FROM diagnostics d JOIN (SELECT"
+                f" agent_id, MAX(id) AS id FROM diagnostics {cond} GROUP BY agent_id) m ON d.id = m.id"
+            )
+            for r in rows:
+                entry(r["agent_id"])["last_diagnostic"] = dict(r)
+        return stats
+
+    def recent(self, table: str, agent_id: str, limit: int) -> list[dict[str, Any]]:
+        """The newest `limit` events or diagnostics of an agent, newest first."""
+        order = {"events": "ts_ms DESC, id DESC", "diagnostics": "id DESC"}[table]
+        return self._all(
+            f"SELECT * FROM {table} WHERE agent_id = ? ORDER BY {order} LIMIT ?", agent_id, limit
+        )
+
     # events ---------------------------------------------------------------------------------------------
     def upsert_event(self, row: dict[str, Any]) -> bool:
         """Store an event; a re-sent one (same id, same agent) replaces itself. False, and nothing written,
         when the id is another agent's event: one agent never replaces another's."""
-        other = self.one("SELECT agent_id FROM events WHERE id = ?", row["id"])
+        other = self._one("SELECT agent_id FROM events WHERE id = ?", row["id"])
         if other is not None and other["agent_id"] != row["agent_id"]:
             return False
         self.db.execute(
@@ -520,7 +680,7 @@ class Storage:
 
     # files ----------------------------------------------------------------------------------------------
     def file(self, entity_id: str, path: str) -> dict[str, Any] | None:
-        return self.one("SELECT * FROM files WHERE entity_id = ? AND path = ?", entity_id, path)
+        return self._one("SELECT * FROM files WHERE entity_id = ? AND path = ?", entity_id, path)
 
     def upsert_file(self, row: dict[str, Any]) -> None:
         self.db.execute(
@@ -536,11 +696,11 @@ class Storage:
 
     def files(self, agent_id: str | None = None, entity_id: str | None = None) -> list[dict[str, Any]]:
         if entity_id is not None:
-            return self.all("SELECT * FROM files WHERE entity_id = ? ORDER BY path", entity_id)
-        return self.all("SELECT * FROM files WHERE agent_id = ? ORDER BY received_ms, id", agent_id)
+            return self._all("SELECT * FROM files WHERE entity_id = ? ORDER BY path", entity_id)
+        return self._all("SELECT * FROM files WHERE agent_id = ? ORDER BY received_ms, id", agent_id)
 
     def upload(self, entity_id: str, path: str) -> dict[str, Any] | None:
-        return self.one("SELECT * FROM uploads WHERE entity_id = ? AND path = ?", entity_id, path)
+        return self._one("SELECT * FROM uploads WHERE entity_id = ? AND path = ?", entity_id, path)
 
     def put_upload(self, entity_id: str, path: str, agent_id: str, now_ms: int, meta: dict[str, Any]) -> None:
         self.db.execute(
@@ -569,7 +729,7 @@ class Storage:
         )
 
     def custom_items(self, agent_id: str) -> list[dict[str, Any]]:
-        return self.all("SELECT * FROM custom_items WHERE agent_id = ? ORDER BY id", agent_id)
+        return self._all("SELECT * FROM custom_items WHERE agent_id = ? ORDER BY id", agent_id)
 
     # diagnostics ----------------------------------------------------------------------------------------
     def add_diagnostic(
@@ -592,7 +752,7 @@ class Storage:
         if not agent_ids:
             return []
         marks = ",".join("?" * len(agent_ids))
-        return self.all(
+        return self._all(
             f"SELECT * FROM diagnostics WHERE agent_id IN ({marks}) AND ts_ms >= ? ORDER BY id",
             *agent_ids,
             since_ms,
@@ -637,13 +797,13 @@ class Storage:
         self.db.execute("DELETE FROM activations WHERE id = ?", (activation_id,))
 
     def activation(self, activation_id: str) -> dict[str, Any] | None:
-        return self.one("SELECT * FROM activations WHERE id = ?", activation_id)
+        return self._one("SELECT * FROM activations WHERE id = ?", activation_id)
 
     def activations_of_agent(self, agent_id: str) -> list[dict[str, Any]]:
-        return self.all("SELECT * FROM activations WHERE agent_id = ?", agent_id)
+        return self._all("SELECT * FROM activations WHERE agent_id = ?", agent_id)
 
     def activations(self, tenant: str) -> list[dict[str, Any]]:
-        return self.all("SELECT * FROM activations WHERE tenant = ? ORDER BY created_ms, id", tenant)
+        return self._all("SELECT * FROM activations WHERE tenant = ? ORDER BY created_ms, id", tenant)
 
     # apps (Token Manager credentials) ---------------------------------------------------------------------
     def create_app(
@@ -659,10 +819,10 @@ class Storage:
             raise Conflict(f"an app named {name!r} already exists in tenant {tenant!r}") from exc
 
     def app(self, client_id: str) -> dict[str, Any] | None:
-        return self.one("SELECT * FROM apps WHERE client_id = ?", client_id)
+        return self._one("SELECT * FROM apps WHERE client_id = ?", client_id)
 
     def apps(self) -> list[dict[str, Any]]:
-        return self.all(
+        return self._all(
             "SELECT client_id, tenant, app_name, app_version, created_ms FROM apps ORDER BY created_ms"
         )
 
@@ -680,7 +840,7 @@ class Storage:
         job_id: str,
         status: str,
         message: str,
-        rows: list[tuple[str, str, str, int, str, str]],
+        rows: list[AssetValue],
         now_ms: int,
     ) -> None:
         """Store an import job's values and its final status in one transaction (all or nothing)."""
@@ -693,7 +853,7 @@ class Storage:
             )
 
     def import_job(self, job_id: str) -> dict[str, Any] | None:
-        return self.one("SELECT * FROM import_jobs WHERE id = ?", job_id)
+        return self._one("SELECT * FROM import_jobs WHERE id = ?", job_id)
 
     # faults ---------------------------------------------------------------------------------------------
     def add_fault(
@@ -706,7 +866,7 @@ class Storage:
         return int(cur.lastrowid or 0)
 
     def faults(self) -> list[dict[str, Any]]:
-        rows = self.all("SELECT * FROM faults WHERE remaining > 0 ORDER BY id")
+        rows = self._all("SELECT * FROM faults WHERE remaining > 0 ORDER BY id")
         for r in rows:
             r["params"] = json.loads(r["params"])
         return rows

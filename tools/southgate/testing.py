@@ -23,6 +23,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -171,7 +172,7 @@ class RunningSouthgate:
     def create_asset(
         self,
         name: str,
-        variables: list[tuple[str, str, str, str]],
+        variables: Sequence[tuple[str, str, str, str]],
         asset_id: str | None = None,
         tenant: str | None = None,
     ) -> dict[str, Any]:

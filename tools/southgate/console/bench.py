@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..service import Service
+from ..storage import Reading
 from ..testing import RunningSouthgate
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -45,7 +46,9 @@ def fill(data_dir: Path, readings: int) -> str:
         start = now - (readings - 1) * 1000
         with svc.storage.tx():
             svc.storage.upsert_readings(
-                (agent["id"], "DP-bench", start + i * 1000, repr(round(20 + (i % 3600) / 100, 2)), "0", now)
+                Reading(
+                    agent["id"], "DP-bench", start + i * 1000, repr(round(20 + (i % 3600) / 100, 2)), "0", now
+                )
                 for i in range(readings)
             )
         return str(agent["id"])

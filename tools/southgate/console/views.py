@@ -23,8 +23,8 @@ from aiohttp import web
 
 from ..clock import iso_ms, parse_iso
 from ..service import Service
+from ..storage import NUMERIC, Storage
 from ..webutil import SERVICE_KEY
-from . import queries
 from .auth import AUTH_KEY, COOKIE, is_admin_token, set_session_cookie
 
 PREFIX = "/console"
@@ -87,8 +87,8 @@ def _svc(request: web.Request) -> Service:
     return request.config_dict[SERVICE_KEY]
 
 
-def _db(request: web.Request) -> Path:
-    return _svc(request).storage.path
+def _db(request: web.Request) -> Storage:
+    return _svc(request).storage
 
 
 def not_found(what: str) -> web.Response:
@@ -187,7 +187,7 @@ def _agent_row(agent: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
 
 async def _agent_rows(request: web.Request, tenant: str | None = None) -> list[dict[str, Any]]:
     svc = _svc(request)
-    stats = await asyncio.to_thread(queries.agent_overview, _db(request))
+    stats = await asyncio.to_thread(_db(request).agent_overview)
     agents = [a for a in svc.storage.agents() if tenant is None or a["tenant"] == tenant]
     return [_agent_row(a, stats.get(a["id"], {})) for a in agents]
 
@@ -280,7 +280,7 @@ def charts(svc: Service, agent_id: str) -> list[dict[str, Any]]:
     mapped: set[str] = set()
     for m in svc.storage.mappings(agent_id):
         dp = points.get(m["data_point_id"])
-        if dp is None or dp["type"] not in queries.NUMERIC:
+        if dp is None or dp["type"] not in NUMERIC:
             continue
         mapped.add(m["data_point_id"])
         traces = by_aspect.setdefault((m["entity_id"], m["property_set"]), [])
@@ -296,7 +296,7 @@ def charts(svc: Service, agent_id: str) -> list[dict[str, Any]]:
     loose = [
         {"id": dp_id, "name": dp["name"], "type": dp["type"], "unit": dp["unit"]}
         for dp_id, dp in sorted(points.items())
-        if dp_id not in mapped and dp["type"] in queries.NUMERIC
+        if dp_id not in mapped and dp["type"] in NUMERIC
     ]
     if loose:
         out.append({"key": "-", "title": "Data points without a mapping", "traces": loose})
@@ -339,10 +339,10 @@ async def agent_page(request: web.Request) -> web.Response:
     svc = _svc(request)
     db = _db(request)
     now = svc.clock.now_ms()
-    stats = await asyncio.to_thread(queries.agent_overview, db)
-    latest = await asyncio.to_thread(queries.latest_values, db, agent["id"])
-    events = await asyncio.to_thread(queries.recent, db, "events", agent["id"], RECENT_ROWS)
-    diagnostics = await asyncio.to_thread(queries.recent, db, "diagnostics", agent["id"], RECENT_ROWS)
+    stats = await asyncio.to_thread(db.agent_overview)
+    latest = await asyncio.to_thread(db.latest_readings, agent["id"])
+    events = await asyncio.to_thread(db.recent, "events", agent["id"], RECENT_ROWS)
+    diagnostics = await asyncio.to_thread(db.recent, "diagnostics", agent["id"], RECENT_ROWS)
     points = data_points(svc, agent["id"])
     newest = max((r["ts_ms"] for r in latest), default=None)
     default_span = "1h" if newest is None or newest >= now - SPANS_MS["1h"] else "all"
@@ -430,10 +430,10 @@ async def series(request: web.Request) -> web.Response:
     now = svc.clock.now_ms()
     bounds: tuple[int | None, int | None] = (None, None)
     if request.query.get("span") == "all":
-        bounds = await asyncio.to_thread(queries.time_bounds, _db(request), agent["id"])
+        bounds = await asyncio.to_thread(_db(request).reading_bounds, agent["id"])
     lo, hi = _chart_range(request, now, bounds)
     points = [(t["id"], t["type"]) for t in chart["traces"]]
-    data = await asyncio.to_thread(queries.series, _db(request), agent["id"], points, lo, hi, width)
+    data = await asyncio.to_thread(_db(request).chart_series, agent["id"], points, lo, hi, width)
     traces = [dict(meta, **d) for meta, d in zip(chart["traces"], data, strict=True)]
     return web.json_response({"from": lo, "to": hi, "now": now, "traces": traces})
 
@@ -444,7 +444,7 @@ async def latest(request: web.Request) -> web.Response:
     if agent is None:
         raise web.HTTPNotFound(text="no such agent")
     svc = _svc(request)
-    rows = await asyncio.to_thread(queries.latest_values, _db(request), agent["id"])
+    rows = await asyncio.to_thread(_db(request).latest_readings, agent["id"])
     row = _agent_row(agent, {})
     return web.json_response(
         {
