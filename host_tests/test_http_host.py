@@ -15,7 +15,7 @@ from support.tls_servers import HTTPTestServer, TestCerts
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
-OURS = ["http.py", "httputil.py", "compat.py"]
+OURS = ["http.py", "httputil.py", "httpsetup.py", "compat.py"]
 HEAP = "64k"  # the heap of the project's end-to-end acceptance runs (this workload needs ~56k)
 
 # Runs inside `micropython -X heapsize=64k`: TLS, keep-alive, streamed uploads, bounded answers.
@@ -109,6 +109,6 @@ def test_tls_client_fits_a_small_heap(tls_server: tuple[HTTPTestServer, TestCert
 
 
 def test_http_code_never_prints() -> None:
-    for name in ("http.py", "httputil.py"):
+    for name in ("http.py", "httputil.py", "httpsetup.py"):
         text = (FIRMWARE / "mcagent" / name).read_text()
         assert not re.search(r"\bprint\s*\(|print_exception|sys\.std", text), name

@@ -1,17 +1,59 @@
-"""The rarely needed parts of mcagent.http, imported on first use (a board pays heap for them only then):
-the CONNECT proxy tunnel, Retry-After parsing and the texts of HTTP errors."""
+"""The rarely needed half of mcagent.http, imported on first use (a board pays heap for it only then): the
+CONNECT proxy tunnel, absolute request URLs, bodies without a plain Content-Length (chunked, read until
+close), Retry-After, and the making of every error with its message.
 
-from mcagent.http import HttpError, ProtocolError, ProxyError
+It reads and writes through the connection's own buffer and state (conn._mv[_r0:_r1], conn._put, ...).
+The exception classes stay in mcagent.http, so `except` clauses match whichever module raised."""
+
+from mcagent import compat, http
+from mcagent.http import MAX_HEAD, HttpError, TransportError, split_url
+
+# the texts of http.Connection._phase (0 connect, 1 proxy, 2 TLS, 3 send, 4 wait, 5 body)
+PHASES = ("connect", "proxy CONNECT", "TLS handshake", "send", "wait for response", "read body")
+_HEX = "0123456789abcdefABCDEF"
+
+_ERROR_CLASSES = ("TlsVerifyError", "Timeout", "ProtocolError", "ProxyError")
+
+
+def exc_class(name):
+    """The TransportError subclass http.<name>, made on first use (http.__getattr__) and kept in http."""
+    if name not in _ERROR_CLASSES:
+        raise AttributeError(name)
+    cls = type(name, (TransportError,), {"__module__": "mcagent.http"})
+    setattr(http, name, cls)
+    return cls
+
+
+# -- connection set-up -----------------------------------------------------------------------------------
+
+
+def hostport(conn):
+    """The origin as 'host:port' ('[::1]:443' for IPv6): what CONNECT asks for, and messages name."""
+    h = conn.host
+    return "%s:%d" % ("[%s]" % h if ":" in h else h, conn.port)
+
+
+def on_origin(conn, url):
+    """The path of an absolute URL on conn's origin (ValueError for another origin or a relative path)."""
+    if "://" not in url:
+        raise ValueError("request path must start with /")
+    u = split_url(url)
+    if (u[0] == "https") != conn.tls or u[1].lower() != conn.host.lower() or u[2] != conn.port:
+        raise ValueError("URL not on this connection's origin")
+    return u[3]
 
 
 def tunnel(conn):
     """Ask conn's proxy for a tunnel to conn's origin; the TLS handshake then runs through it."""
-    conn._phase = "proxy CONNECT"
+    conn._phase = 1  # PHASES[1]
+    conn._io = compat.SockIO(conn._sock, int(conn.timeout_s * 1000))
+    conn._io.deadline = conn._deadline
+    target = hostport(conn)
     put = conn._put
     put("CONNECT ")
-    put(conn._hostport)
+    put(target)
     put(" HTTP/1.1\r\nHost: ")
-    put(conn._hostport)
+    put(target)
     user = conn._proxy[4]
     if user is not None:
         import binascii
@@ -23,11 +65,11 @@ def tunnel(conn):
     conn._flush()
     status, reason, _, _ = conn._head()
     if not 200 <= status < 300:
-        e = ProxyError("proxy refused CONNECT to %s: %d %s" % (conn._hostport, status, reason))
+        e = http.ProxyError("proxy refused CONNECT to %s: %d %s" % (target, status, reason))
         e.status = status
         raise e
     if conn._r0 != conn._r1:
-        raise ProtocolError("proxy sent bytes after accepting CONNECT")
+        raise http.ProtocolError("proxy sent bytes after accepting CONNECT")
 
 
 def unquote(s):
@@ -43,6 +85,170 @@ def unquote(s):
             out.append(b[i])
             i += 1
     return out.decode()
+
+
+# -- errors ----------------------------------------------------------------------------------------------
+
+
+def net_error(conn, e, target=None):
+    """The exception to raise for e, met by conn: an OSError becomes a Timeout or TransportError saying where
+    and in which phase, a certificate refused in the TLS handshake a TlsVerifyError; others stay as they are.
+    target: when connecting failed, the address tried (conn._proxy or (_, host, port)); e None: the name had
+    no address."""
+    if e is None:
+        return TransportError("cannot resolve %s" % target[1])
+    phase = conn._phase
+    if phase == 2 and isinstance(e, compat.TLS_VERIFY_ERRORS):  # in the TLS handshake
+        return http.TlsVerifyError("%s: certificate refused: %s" % (hostport(conn), str(e).strip()))
+    if isinstance(e, TransportError) or not isinstance(e, OSError):
+        return e
+    if target is not None:
+        where = "%s:%d" % (target[1], target[2])
+    else:
+        where = hostport(conn) if phase < 3 else conn._what  # opening a connection, or a request
+    where += ": " + PHASES[phase]
+    if compat.is_timeout(e):
+        if "deadline" in str(e):
+            return http.Timeout(
+                "%s: not done within the request's deadline of %ss" % (where, conn.deadline_s)
+            )
+        return http.Timeout("%s: timed out after %ss" % (where, conn.timeout_s))
+    return TransportError("%s: %s" % (where, e))
+
+
+# The errors http and this module raise with a fixed text, by key (http passes the key: a short name costs
+# it less heap than the text): (class, text). A str class names an http.TransportError subclass; with a
+# connection, the text follows its request ("METHOD /path: ...").
+_ERRORS = {
+    "token": (ValueError, "bad character in method or header name"),
+    "path": (ValueError, "space or control character in request path"),
+    "crlf": (ValueError, "CR/LF in a header value"),
+    "ours": (ValueError, "%s is set by the connection"),  # arg: the header's name
+    "length": (ValueError, "streaming body length must be an int >= 0"),
+    "fewer": (ValueError, "streaming body wrote %d of its %d bytes"),  # arg: (written, length)
+    "more": (ValueError, "streaming body wrote more than its length"),
+    "resolve": (TransportError, "cannot resolve %s: %s"),  # arg: (host, error)
+    "closed": (TransportError, "connection closed by the server (%s)"),  # arg: the phase
+    "status": ("ProtocolError", "no HTTP/1.x status line"),
+    "header": ("ProtocolError", "bad header line"),
+    "head": ("ProtocolError", "response head over %d bytes" % MAX_HEAD),
+    "content-length": ("ProtocolError", "bad Content-Length"),
+    "chunk": ("ProtocolError", "bad chunk size"),
+    "chunk end": ("ProtocolError", "chunk without CRLF"),
+}
+
+
+def error(why, conn=None, arg=None):
+    """The exception for `why`, a key of _ERRORS ("closed" with conn: the phase is filled in). arg: what
+    the text's %s/%d take."""
+    if why == "closed":
+        arg = PHASES[conn._phase]
+    cls, text = _ERRORS[why]
+    if arg is not None:
+        text = text % arg
+    if conn is not None:
+        text = conn._what + ": " + text
+    return (getattr(http, cls) if isinstance(cls, str) else cls)(text)
+
+
+def ascii_text(b):
+    """bytes that are not UTF-8 -> str, other bytes as '?'."""
+    return "".join([chr(c) if c < 128 else "?" for c in b])
+
+
+# -- bodies without a plain Content-Length ---------------------------------------------------------------
+
+
+def read_body(conn, resp, method, max_body):
+    """Read the body of an answer other than a plain Content-Length within max_body into resp (up to
+    max_body; the rest drained up to conn.drain_max, else the connection is closed): none (HEAD, 204,
+    304, 101), chunked, until close, longer than max_body, a repeated Content-Length. True if the
+    connection can carry another request."""
+    headers = resp.headers
+    te = headers.get("transfer-encoding")
+    cl = headers.get("content-length")
+    if method == "HEAD" or resp.status in (101, 204, 304):
+        return resp.status != 101
+    limit = max_body + conn.drain_max
+    total = 0
+    keep = True
+    if te is None and cl is not None:
+        cl = [v.strip() for v in cl.split(",")]  # "5, 5": a repeated header with one value is allowed
+        if not cl[0].isdigit() or any(v != cl[0] for v in cl):
+            raise error("content-length", conn)
+        total = int(cl[0])
+        body = bytearray(min(total, max_body))  # the body's final buffer, as http does
+        conn._take(len(body), memoryview(body))
+        if total - len(body) > conn.drain_max:  # draining would cost more than a new connection
+            keep = False
+        else:
+            conn._take(total - len(body))
+        if body:
+            resp.body = body
+        resp.truncated = total > len(body)
+        return keep
+    body = bytearray()
+    if te is not None and te.lower().rstrip().endswith("chunked"):
+        while True:
+            conn._budget = len(conn._buf)
+            size = conn._line().split(";")[0].strip()
+            if not size or any(c not in _HEX for c in size):
+                raise error("chunk", conn)
+            size = int(size, 16)
+            if not size:
+                break
+            k = min(size, max_body - len(body))
+            total += size
+            if total > limit:  # too much to drain: keep what fits, then close
+                _keep(conn, body, k)
+                keep = False
+                break
+            _keep(conn, body, k)
+            conn._take(size - k)
+            conn._budget = 3
+            if conn._line():
+                raise error("chunk end", conn)
+        if keep:
+            conn._budget = MAX_HEAD
+            while conn._line():  # trailers: read and dropped
+                pass
+    else:  # the body ends when the server closes the connection
+        keep = False
+        while total <= limit:
+            if conn._r0 == conn._r1:
+                n = conn._io.recv_into(conn._mv)
+                if not n:
+                    break
+                conn._r0, conn._r1 = 0, n
+            k = conn._r1 - conn._r0
+            total += k
+            _keep(conn, body, min(k, max_body - len(body)))
+            conn._r0 = conn._r1
+    if body:
+        resp.body = bytes(body)
+    resp.truncated = total > len(body)
+    return keep
+
+
+def _keep(conn, body, n):
+    """Append the next n body bytes to body."""
+    while n > 0:
+        if conn._r0 == conn._r1:
+            conn._fill()
+        r0 = conn._r0
+        k = min(n, conn._r1 - r0)
+        body.extend(conn._mv[r0 : r0 + k])
+        conn._r0 = r0 + k
+        n -= k
+
+
+# -- answers ---------------------------------------------------------------------------------------------
+
+
+def retry_after(resp):
+    """Response.retry_after: seconds from its Retry-After header (delay or HTTP date), or None."""
+    h = resp.headers
+    return parse_retry_after(h["retry-after"], h.get("date")) if "retry-after" in h else None
 
 
 def parse_retry_after(value, date=None, now_s=None):

@@ -106,6 +106,15 @@ def test_split_url():
         raises(ValueError, http.split_url, bad)
 
 
+def test_error_classes_made_on_first_use_stay_the_same():
+    """Timeout, TlsVerifyError, ProtocolError, ProxyError are made by httputil when first needed (heap) and
+    kept in http: the same class for every except clause, whichever module raised."""
+    for name in ("Timeout", "TlsVerifyError", "ProtocolError", "ProxyError"):
+        cls = getattr(http, name)
+        assert cls is getattr(http, name) and issubclass(cls, http.TransportError) and cls.__name__ == name
+    raises(AttributeError, getattr, http, "NoSuchThing")
+
+
 # -- happy paths --------------------------------------------------------------------------------------
 
 
