@@ -10,28 +10,16 @@ for tests and tools (every board facility comes in through `hw`, the agent throu
 
 import sys
 
-from mcagent import ConfigError, compat
+from mcagent import compat
 from runtime.node import NODE_DIR, Node  # noqa: F401 (the runtime's public names)
 
 
 def configure(board, settings):
-    """(board, settings) as the runtime uses them: from paths (node.json, compiled from board.json and
-    settings.json when needed), from decoded documents (checked here), or as they are if already loaded."""
+    """(board, settings) as the runtime uses them: from paths, from decoded documents (checked) or as they
+    are if already loaded (runtime.start, released after use)."""
     if hasattr(board, "sample_ms") and not hasattr(board, "points"):
         return board, settings
-    from runtime import nodecfg
-
-    try:
-        if board is None or isinstance(board, str):
-            return nodecfg.load(board or "board.json", settings or "settings.json")
-        if isinstance(settings, str):
-            from mcagent.board import load_settings
-
-            settings = load_settings(settings)
-        return nodecfg.from_docs(board, settings)
-    finally:
-        nodecfg = None
-        compat.unload("runtime.nodecfg")
+    return compat.call_cold("runtime.start", "configure", board, settings)
 
 
 def run(board=None, settings=None, hw=None, agent_factory=None, max_cycles=None, stop=None, log=None,
@@ -61,29 +49,18 @@ def run(board=None, settings=None, hw=None, agent_factory=None, max_cycles=None,
 
 
 def device_main():
-    """On a board (boot runs main.py): files from the flash root, the real modules."""
-    from runtime.hw import Hardware
-
-    hw = Hardware.detect()
-    try:
-        b, settings = configure(None, None)
-    except ConfigError as e:
-        print("mcagent: not starting:", e)
+    """On a board (boot runs main.py): files from the flash root, the real modules (runtime.start)."""
+    prepared = compat.call_cold("runtime.start", "prepare")
+    if prepared is None:
         return None
-    if compat.exists("STOP") or (b.safe_pin is not None and hw.pin_low(b.safe_pin)):
-        print("mcagent: STOP file or safe pin: staying at the REPL")
-        return None
+    b, settings, hw = prepared
     try:
         return run(b, settings, hw)
     except ValueError as e:  # agentconfig.json missing or wrong: raised before the watchdog starts
         print("mcagent: not starting:", e)
         return None
     except Exception as e:  # after the watchdog started: do not let it reset us in a tight loop
-        from mcagent.runlog import RunLog, describe
-
-        RunLog(settings.runlog).add("boot: " + describe(e))
-        compat.print_exception(e)
-        hw.deepsleep(600000)
+        compat.call_cold("runtime.start", "crashed", e, settings, hw)
 
 
 def main(argv=None, agent_factory=None):

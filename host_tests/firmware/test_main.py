@@ -483,6 +483,30 @@ def test_config_errors_stop_before_the_watchdog(workdir):
     assert machine.sim.wdt is None  # nothing will reset the board: it waits at the REPL for a fix
 
 
+def test_board_entry_stays_at_the_repl_on_stop_or_a_wrong_board(workdir):
+    # main.device_main (a board's boot): a STOP file or a board.json with a wrong field keeps the node at
+    # the REPL (returns, nothing started, no watchdog) instead of resetting in a loop.
+    fresh()
+    here = os.getcwd()
+    os.chdir(workdir)
+    try:
+        with open("board.json", "w") as f:
+            f.write(json.dumps(board_doc()))
+        with open("settings.json", "w") as f:
+            f.write(json.dumps(SETTINGS))
+        with open("STOP", "w") as f:
+            f.write("")
+        assert main.device_main() is None and machine.sim.wdt is None
+        os.remove("STOP")
+        doc = board_doc()
+        doc["schedule"]["sleep"] = "hibernate"
+        with open("board.json", "w") as f:
+            f.write(json.dumps(doc))
+        assert main.device_main() is None and machine.sim.wdt is None
+    finally:
+        os.chdir(here)
+
+
 def test_runlog_ring_is_bounded(workdir):
     log = RunLog(workdir + "/rl.txt", max_bytes=300, per_boot=50)
     for i in range(40):
