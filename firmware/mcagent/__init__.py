@@ -13,10 +13,18 @@
 Parts are created on first use and share one keep-alive connection (`agent.conn`). Modules needed once
 (config parsing, DSC building) are unloaded after a successful use: bytecode loaded from .mpy lives in the
 heap, and ~14 KB back matters on a 64 KB board. Their exception classes live here, so `except` clauses keep
-matching after a module was unloaded and loaded again.
+matching after a module was unloaded and loaded again. What a wake needs once or never (status, reading the CA
+certificates, error texts) is in mcagent.agentutil, loaded per use and released at once.
 """
 
 VERSION = "0.1.0"
+
+
+def _cold(fn, *args):
+    """fn(*args) of mcagent.agentutil (the rare paths), loaded for the call and released at once."""
+    from mcagent import compat
+
+    return compat.call_cold("mcagent.agentutil", fn, *args)
 
 
 class ConfigError(ValueError):
@@ -25,11 +33,7 @@ class ConfigError(ValueError):
     def __init__(self, source, problems):
         self.source = source
         self.problems = problems
-        if len(problems) == 1:
-            text = "%s: %s" % (source, problems[0])
-        else:
-            text = "%s has %d problems:\n  - %s" % (source, len(problems), "\n  - ".join(problems))
-        super().__init__(text)
+        super().__init__(_cold("config_error_text", source, problems))
 
 
 class BoardError(ConfigError):
@@ -65,26 +69,6 @@ class AgentConfig:
         return "<AgentConfig %s tenant=%s base=%s>" % (self.client_id, self.tenant, self.base_url)
 
 
-def _unload(name):
-    """Forget a one-shot submodule so its bytecode can be collected (it is imported again if needed)."""
-    from mcagent import compat
-
-    compat.unload("mcagent." + name)
-
-
-def _read_ca(item):
-    if isinstance(item, (bytes, bytearray)):
-        return bytes(item)
-    try:
-        with open(item, "rb") as f:
-            der = f.read()
-    except OSError:
-        raise ValueError("CA certificate %s cannot be read" % item)
-    if der[:5] == b"-----":
-        raise ValueError("CA certificate %s is PEM: MicroPython needs DER (openssl x509 -outform der)" % item)
-    return der
-
-
 class Agent:
     """One MindConnect agent: its configuration, identity and connection.
 
@@ -97,10 +81,9 @@ class Agent:
     def __init__(self, config="agentconfig.json", state="state-dir", ca=None, proxy=None, timeout_s=30,
                  clock=None, conn=None, store="store", dsc=None, store_options=None, upload_options=None):
         if isinstance(config, str):
-            from mcagent.config import load
+            from mcagent import compat
 
-            config = load(config)
-            _unload("config")
+            config = compat.call_cold("mcagent.config", "load", config)
         self.config = config
         if isinstance(ca, (str, bytes, bytearray)):
             ca = [ca]
@@ -144,17 +127,14 @@ class Agent:
     def conn(self):
         """The one keep-alive connection every request of this agent goes through (opened on first use)."""
         if self._conn is None:
-            from mcagent.http import Connection
-
-            self._conn = Connection(self.config.base_url, [_read_ca(c) for c in self._ca], self.proxy,
-                                    self.timeout_s)
+            self._conn = self._connect(self.config.base_url)
         return self._conn
 
     def _connect(self, url):
         """A connection of its own to another origin (the gateway may name one for rotations)."""
-        from mcagent.http import Connection
+        from mcagent.http import Connection  # before the CAs are read: http is not loaded beside agentutil
 
-        return Connection(url, [_read_ca(c) for c in self._ca], self.proxy, self.timeout_s)
+        return Connection(url, _cold("read_cas", self._ca), self.proxy, self.timeout_s)
 
     @property
     def identity(self):
@@ -191,10 +171,10 @@ class Agent:
     def configure(self, dsc, force=False):
         """PUT the data source configuration (a §E dict, or the compact form described in mcagent.dsc)
         if it changed since the last PUT, and create its mappings. Returns a summary dict."""
-        from mcagent.dsc import configure
+        from mcagent import compat
 
-        summary = configure(self.request, self.state, self.config.client_id, dsc, force)
-        _unload("dsc")
+        summary = compat.call_cold("mcagent.dsc", "configure", self.request, self.state,
+                                   self.config.client_id, dsc, force)
         self.configuration_id = summary["configurationId"]
         if self._dsc is None:
             self._dsc = dsc  # the store learns the data points' types from it (either form)
@@ -211,8 +191,7 @@ class Agent:
         """The power-loss-safe flash buffer (mcagent.store.Store), opened (and recovered) on first use."""
         if isinstance(self._store, str):
             if self._dsc is None:
-                raise DscError("the agent needs its data source configuration before record(): "
-                               "Agent(dsc=...) or agent.configure(dsc)")
+                _cold("no_dsc")  # raises DscError
             from mcagent.store import Store
 
             dsc = self._dsc() if callable(self._dsc) else self._dsc
@@ -253,8 +232,10 @@ class Agent:
         needed again: a node calls this after its upload, as it then samples or sleeps. (Modules you
         imported yourself stay loaded; calling this would then load a second copy on the next flush.)"""
         self.commit()
-        _unload("uploader")
-        _unload("exchange")
+        from mcagent import compat
+
+        compat.unload("mcagent.uploader")
+        compat.unload("mcagent.exchange")
 
     def commit(self):
         """Make everything recorded so far durable, and let the GC have the append code until the next

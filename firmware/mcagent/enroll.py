@@ -7,23 +7,64 @@ client-assertion signing it pulls in: jwt, hmac256, b64), so an ordinary later w
 
 from micropython import const
 
-from mcagent import NeedsOnboarding, cjson
+from mcagent import NeedsOnboarding, cjson, compat
 from mcagent.clock import iso_ms
 from mcagent.http import HttpError, TransportError
-from mcagent.identity import (
-    REGISTER_PATH,
-    ROTATION_RETRY_S,
-    TOKEN_MARGIN_S,
-    TOKEN_PATH,
-    ProtocolError,
-    http_error,
-)
+from mcagent.identity import ClockError, ProtocolError, http_error
 
+REGISTER_PATH = "/api/agentmanagement/v3/register"
+TOKEN_PATH = "/api/agentmanagement/v3/oauth/token"
+TOKEN_KEY_PATH = "/api/agentmanagement/v3/oauth/token_key"
+TOKEN_MARGIN_S = const(60)  # a cached token is renewed this long before it expires
+ROTATION_RETRY_S = const(600)  # a refused rotation (secret still valid) is tried again after this
 _KEEP_PREVIOUS = const(5)  # earlier registration answers kept for recovery (as the Node.js library does)
 PREVIOUS = "previous"  # state file of those answers: read only to recover, so a wake does not hold them
 _FORM = ("grant_type=client_credentials"
          "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"
          "&client_assertion=")
+
+
+def call(ident, method, path, headers, body=None, max_body=2048):
+    """A request on the agent's connection; an absolute URL on another origin (a registration_client_uri
+    may name one) goes over a connection of its own, verified like any other (Identity's connect)."""
+    try:
+        resp = ident.conn.request(method, path, headers, body, max_body)
+    except ValueError:
+        if "://" not in path or ident._connect is None:
+            raise
+        conn = ident._connect(path)
+        try:
+            resp = conn.request(method, path, headers, body, max_body)
+        finally:
+            conn.close()
+    if resp.status != 401:  # on 401 the caller decides whether the clock is to blame
+        ident.observe(resp)
+    return resp
+
+
+def ensure_sane_clock(ident):
+    """Before signing: make sure the clock is after 2024, asking the server for its time if not."""
+    if not ident.clock.is_sane():
+        ident.observe(ident.conn.request("GET", TOKEN_KEY_PATH, None, None, 64))
+        if not ident.clock.is_sane():
+            raise ClockError("device clock says %s and the server sent no usable Date: set the time"
+                             % iso_ms(ident.clock.now_ms()))
+
+
+def save_registration(ident, reg):
+    ident.state.save("registration", reg)
+    ident._reg = reg
+    return reg
+
+
+def keep_token(ident, auth, expires_ms):
+    """Cache a new access token, its Authorization value "Bearer <token>" (in RAM and in state, for the
+    next wake)."""
+    ident._auth = None  # drop the old one before building the new one
+    ident._auth = auth
+    ident._token_expires_ms = expires_ms
+    ident.state.save("token", {"client_id": ident.config.client_id,
+                               "token": memoryview(compat.utf8(auth))[7:], "expires_ms": expires_ms})
 
 
 def _json(resp):
@@ -48,14 +89,14 @@ def onboard(ident):
             raise
         # A new key that does not work, beside a registration that may: keep going, don't retry it.
         reg["bad_key"] = ident.config.key_id
-        ident.save_registration(reg)
+        save_registration(ident, reg)
         return False
     return True
 
 
 def register(ident):
     cfg = ident.config
-    resp = ident.call("POST", REGISTER_PATH,
+    resp = call(ident, "POST", REGISTER_PATH,
                       {"Authorization": "Bearer " + cfg.iat, "Content-Type": "application/json"}, b"{}")
     if resp.status in (400, 401, 403, 409):
         exp = cfg.expiration_ms
@@ -66,7 +107,7 @@ def register(ident):
     if resp.status != 201:
         raise http_error(resp, "onboarding")
     ident.invalidate_token()
-    return ident.save_registration(from_answer(ident, _json(resp), None))
+    return save_registration(ident, from_answer(ident, _json(resp), None))
 
 
 def from_answer(ident, doc, old):
@@ -109,13 +150,13 @@ def rotate_with(ident, reg, cand):
     the next token request that is refused knows a recovery is due, not a guess (see fetch_token)."""
     if not reg.get("rotating"):
         reg["rotating"] = True
-        ident.save_registration(reg)
-    resp = ident.call("PUT", cand["uri"], {"Authorization": "Bearer " + cand["rat"],
+        save_registration(ident, reg)
+    resp = call(ident, "PUT", cand["uri"], {"Authorization": "Bearer " + cand["rat"],
                                            "Content-Type": "application/json"},
                       ('{"client_id":%s}' % cjson.quote(ident.config.client_id)).encode())
     if resp.status != 200:
         return resp
-    return ident.save_registration(from_answer(ident, _json(resp), reg))
+    return save_registration(ident, from_answer(ident, _json(resp), reg))
 
 
 def rotate(ident):
@@ -177,7 +218,7 @@ def fetch_token(ident):
     if reg is None or ident.new_key(reg):
         onboard(ident)
         reg = ident.registration()
-    ident.ensure_sane_clock()
+    ensure_sane_clock(ident)
     from mcagent import jwt  # the signing code, only for this (onboarding does not sign)
 
     relearned = recovered = False
@@ -185,7 +226,7 @@ def fetch_token(ident):
         sent_ms = ident.clock.now_ms()
         body = (_FORM + jwt.client_assertion(reg["client_id"], ident.config.tenant, reg["secret"],
                                              sent_ms // 1000)).encode()
-        resp = ident.call("POST", TOKEN_PATH, {"Content-Type": "application/x-www-form-urlencoded"}, body,
+        resp = call(ident, "POST", TOKEN_PATH, {"Content-Type": "application/x-www-form-urlencoded"}, body,
                           4096)
         if resp.status == 200:
             return accept(ident, resp, reg, sent_ms)
@@ -238,12 +279,12 @@ def _token_answer(resp):
 def accept(ident, resp, reg, sent_ms):
     auth, life = _token_answer(resp)
     resp = None
-    ident.keep_token(auth, sent_ms + (life - min(TOKEN_MARGIN_S, life // 4)) * 1000)
+    keep_token(ident, auth, sent_ms + (life - min(TOKEN_MARGIN_S, life // 4)) * 1000)
     auth = None
     if not reg.get("used"):
         # The service has now seen the new secret: older registration tokens are dead (§B).
         reg["used"] = True
-        ident.save_registration(reg)
+        save_registration(ident, reg)
         ident.state.remove(PREVIOUS)
     # Decided after a token answer: the clock was just checked against the service's, so a wrong
     # device clock cannot trigger a needless rotation.

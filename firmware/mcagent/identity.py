@@ -24,20 +24,17 @@ to recover), "token" {client_id, token, expires_ms},
 "clock" {correction_ms, device_sane}.
 
 This module keeps what every wake uses (the cached token, the clock, the registration's expiry); the
-enrolment steps live in mcagent.enroll, loaded only when a token is to be fetched or the secret rotated.
+enrolment steps (and the requests, token caching and clock checks only they make) live in mcagent.enroll,
+loaded only when a token is to be fetched or the secret rotated; status() in mcagent.agentutil.
 """
 
 from micropython import const
 
-from mcagent.clock import SANE_AFTER_S, iso_ms
+from mcagent import compat
+from mcagent.clock import SANE_AFTER_S
 
-REGISTER_PATH = "/api/agentmanagement/v3/register"
-TOKEN_PATH = "/api/agentmanagement/v3/oauth/token"
-TOKEN_KEY_PATH = "/api/agentmanagement/v3/oauth/token_key"
-ROTATE_BEFORE_S = const(90000)  # 25 h
-LEARN_SKEW_MS = const(10000)  # a server clock this far from ours is adopted
-TOKEN_MARGIN_S = const(60)  # a cached token is renewed this long before it expires
-ROTATION_RETRY_S = const(600)  # a refused rotation (secret still valid) is tried again after this
+_ROTATE_BEFORE_S = const(90000)  # 25 h
+_LEARN_SKEW_MS = const(10000)  # a server clock this far from ours is adopted
 
 
 class ProtocolError(Exception):
@@ -50,11 +47,7 @@ class ClockError(Exception):
 
 def http_error(resp, what):
     """The error for an unexpected answer: HttpError with status, Retry-After and a body excerpt."""
-    from mcagent.http import HttpError
-
-    retry = resp.headers.get("retry-after")
-    return HttpError(resp.status, "%s: HTTP %d" % (what, resp.status),
-                     int(retry) if retry and retry.isdigit() else None, resp.body[:200])
+    return compat.call_cold("mcagent.agentutil", "http_error", resp, what)
 
 
 class Identity:
@@ -70,8 +63,7 @@ class Identity:
         self.state = state
         self._conn = conn
         self.clock = clock
-        self.last_rotation_error = None
-        self.retry_rotation_at = 0
+        self.retry_rotation_at = 0  # a refused rotation waits until then (last_rotation_error says why)
         self._reg = None
         self._auth = None  # "Bearer <token>": the cached token kept once, as the header needs it (~1 KB)
         self._token_expires_ms = 0
@@ -95,48 +87,20 @@ class Identity:
             self._conn = self._conn()
         return self._conn
 
-    def call(self, method, path, headers, body=None, max_body=2048):
-        """A request on the agent's connection; an absolute URL on another origin (a registration_client_uri
-        may name one) goes over a connection of its own, verified like any other (connect)."""
-        try:
-            resp = self.conn.request(method, path, headers, body, max_body)
-        except ValueError:
-            if "://" not in path or self._connect is None:
-                raise
-            conn = self._connect(path)
-            try:
-                resp = conn.request(method, path, headers, body, max_body)
-            finally:
-                conn.close()
-        if resp.status != 401:  # on 401 the caller decides whether the clock is to blame
-            self.observe(resp)
-        return resp
-
-    # ---- clock ---------------------------------------------------------------------------------------
-
     def observe(self, resp):
-        """Adopt the server's time from a response when ours is off by LEARN_SKEW_MS or more; the
-        correction is saved. Returns True when the clock was corrected."""
+        """Adopt the server's time from a response when ours is off by 10 s or more; the correction is
+        saved. Returns True when the clock was corrected."""
         h = resp.headers
-        before = self.clock.correction_ms
-        if not self.clock.learn_from_headers(server_time=h.get("server-time"), date=h.get("date")):
+        clock = self.clock
+        before = clock.correction_ms
+        if not clock.learn_from_headers(h.get("server-time"), h.get("date")):
             return False
-        if -LEARN_SKEW_MS < self.clock.correction_ms - before < LEARN_SKEW_MS:
-            self.clock.correction_ms = before  # within the noise of a 1-second Date: keep the old value
+        if -_LEARN_SKEW_MS < clock.correction_ms - before < _LEARN_SKEW_MS:
+            clock.correction_ms = before  # within the noise of a 1-second Date: keep the old value
             return False
-        self.state.save("clock", {"correction_ms": self.clock.correction_ms,
-                                  "device_sane": self.clock.device_ms() // 1000 >= SANE_AFTER_S})
+        self.state.save("clock", {"correction_ms": clock.correction_ms,
+                                  "device_sane": clock.device_ms() // 1000 >= SANE_AFTER_S})
         return True
-
-    def ensure_sane_clock(self):
-        """Before signing: make sure the clock is after 2024, asking the server for its time if not."""
-        if not self.clock.is_sane():
-            self.observe(self.conn.request("GET", TOKEN_KEY_PATH, None, None, 64))
-            if not self.clock.is_sane():
-                raise ClockError("device clock says %s and the server sent no usable Date: set the time"
-                                 % iso_ms(self.clock.now_ms()))
-
-    # ---- registration --------------------------------------------------------------------------------
 
     def registration(self):
         """The saved registration of this agent (dict), or None before onboarding."""
@@ -146,17 +110,10 @@ class Identity:
                 self._reg = reg
         return self._reg
 
-    def save_registration(self, reg):
-        self.state.save("registration", reg)
-        self._reg = reg
-        return reg
-
     def new_key(self, reg):
         """True when agentconfig.json holds an onboarding key this registration was not made with."""
         key = self.config.key_id
         return key != reg.get("key_id") and key != reg.get("bad_key")
-
-    # ---- rotation ------------------------------------------------------------------------------------
 
     def rotation_due_at(self, reg=None):
         """Unix seconds from which the secret should be rotated (None: never expires / not onboarded).
@@ -166,9 +123,7 @@ class Identity:
         if reg is None or not reg.get("expires_at"):
             return None
         expires = reg["expires_at"]
-        return expires - min(ROTATE_BEFORE_S, max(expires - reg.get("issued_at", expires), 0) // 2)
-
-    # ---- tokens --------------------------------------------------------------------------------------
+        return expires - min(_ROTATE_BEFORE_S, max(expires - reg.get("issued_at", expires), 0) // 2)
 
     def token(self, force=False):
         """A valid access token: the cached one, or a new one (onboarding and rotating first if due)."""
@@ -187,7 +142,7 @@ class Identity:
         return self._auth
 
     def rotation_is_due(self, reg):
-        """Due by the expiry rule and not refused a moment ago (see ROTATION_RETRY_S)."""
+        """Due by the expiry rule and not refused a moment ago (mcagent.enroll.ROTATION_RETRY_S)."""
         due = self.rotation_due_at(reg)
         now = self.clock.now_s()
         return due is not None and now >= due and now >= self.retry_rotation_at
@@ -214,24 +169,11 @@ class Identity:
 
     def _enroll(self, name, *args):
         """Run one step of mcagent.enroll, then release it and the signing code it loaded."""
-        from mcagent import compat
-
         try:
             return compat.call_cold("mcagent.enroll", name, self, *args)
         finally:
             for m in ("jwt", "hmac256", "b64"):
                 compat.unload("mcagent." + m)
-
-    def keep_token(self, token, expires_ms):
-        """Cache a new access token (in RAM and in state, for the next wake). token: the token, or already
-        the Authorization value "Bearer <token>" (mcagent.enroll builds that straight from the answer)."""
-        self._auth = None  # drop the old one before building the new one
-        self._auth = token if token.startswith("Bearer ") else "Bearer " + token
-        self._token_expires_ms = expires_ms
-        from mcagent import compat
-
-        self.state.save("token", {"client_id": self.config.client_id,
-                                  "token": memoryview(compat.utf8(self._auth))[7:], "expires_ms": expires_ms})
 
     def invalidate_token(self):
         """Forget the cached token (the service answered 401 to it)."""
@@ -241,14 +183,5 @@ class Identity:
             self.state.remove("token")
 
     def status(self):
-        """What a person may see: no secret, no token."""
-        reg = self.registration()
-        return {
-            "client_id": self.config.client_id,
-            "onboarded": reg is not None,
-            "secret_expires_at": reg.get("expires_at") if reg else None,
-            "rotation_due_at": self.rotation_due_at(reg),
-            "token_valid_until_ms": self._token_expires_ms if self._auth else None,
-            "clock_correction_ms": self.clock.correction_ms,
-            "last_rotation_error": self.last_rotation_error,
-        }
+        """What a person may see: no secret, no token (mcagent.agentutil)."""
+        return compat.call_cold("mcagent.agentutil", "status", self)

@@ -11,8 +11,11 @@ The acknowledged position (cursor) and the exact drop/quarantine counters live i
 replaced atomically (write .tmp, flush, close, rename). Acknowledged segments are deleted only after that
 file is committed, so a cut between the two just deletes them at the next boot.
 
-Boot recovery, configuration parsing and quarantine live in `storeboot` (cold code, imported when needed
-and unloaded after: RAM on a board is for data, not for code that runs once per boot).
+This module keeps only what an upload - the heap peak of a wake - runs while it streams records out and
+acknowledges them: reading, committing, the state file. The rest is cold code, imported when needed and
+unloaded right after (compat.call_cold; code deployed as .mpy lives in the heap): `storeboot` opens the
+store (argument checks, boot recovery), reads old configurations and quarantines rejected batches;
+`storeinfo` counts the backlog and reports counters; `storewrite`, the append side, goes before an upload.
 Format and recovery rules: docs/store-format.md.
 
 Wiring (done by the Agent): `record(values, timestamp_ms)` -> `append_sample(ts or clock.now_ms(), values)`,
@@ -20,37 +23,47 @@ Wiring (done by the Agent): `record(values, timestamp_ms)` -> `append_sample(ts 
 `flush()` -> `commit()` then `uploader.Uploader(store, conn, identity).flush()`.
 """
 
+
 import os
 import struct
 
 from micropython import const
 
-try:
-    from binascii import crc32 as _crc32
-except ImportError:  # ports built without binascii.crc32
-    _crc32 = None
+from mcagent import compat
 
+try:
+    from binascii import crc32
+except ImportError:  # ports built without binascii.crc32 (defined only there: elsewhere it costs no heap)
+
+    def crc32(data, crc=0):
+        """CRC-32 (IEEE, as zlib/binascii) of a bytes-like, continuing from crc."""
+        crc ^= 0xFFFFFFFF
+        for b in data:
+            crc ^= b
+            for _ in range(8):
+                crc = (crc >> 1) ^ (0xEDB88320 & -(crc & 1))
+        return crc ^ 0xFFFFFFFF
+
+
+# Record kinds (public: the composer and the append side use them).
 KIND_SAMPLE = const(1)
 KIND_EVENT = const(2)
 KIND_FILE = const(3)
 
-# Data point types as stored (code = index + 1).
-TYPES = ("DOUBLE", "INT", "LONG", "BOOLEAN", "STRING", "BIG_STRING", "TIMESTAMP")
+# Data point type codes as stored (names in storeboot.TYPES, code = index + 1).
 _T_DOUBLE = const(1)
 _T_BOOL = const(4)
 _T_STRING = const(5)
 _T_BIG_STRING = const(6)
 
-SEGMENT_BYTES = const(4096)  # one littlefs erase block on ESP32
-DEFAULT_CAPACITY = const(262144)
-DEFAULT_COMMIT_EVERY = const(10)
-DEFAULT_QUARANTINE_BYTES = const(65536)
-MAX_FILE_BYTES = const(10420224)  # 10 MiB minus 64 KiB for the multipart framing of one file item
+_SEGMENT_BYTES = const(4096)  # one littlefs erase block on ESP32
+_DEFAULT_CAPACITY = const(262144)
+_DEFAULT_COMMIT_EVERY = const(10)
+_DEFAULT_QUARANTINE_BYTES = const(65536)
 
 SEG_MAGIC = b"MCS1"
 HDR = const(16)  # segment header: magic, seq, config hash, CRC
-STATE_FMT = "<4sII12I"  # magic, cursor seq, cursor offset, counters; then CRC32
-STATE_LEN = const(64)
+STATE_LEN = const(64)  # state file: b"MCK1", cursor seq, cursor offset, 10 counters, 8 reserved, CRC32
 
 COUNTERS = (
     "dropped_readings",
@@ -63,20 +76,7 @@ COUNTERS = (
     "quarantine_evicted",
     "corrupt_segments",
     "files_missing",
-)
-DROPPED = ("dropped_readings", "dropped_events", "dropped_files")  # counters by record kind
-
-
-def crc32(data, crc=0):
-    """CRC-32 (IEEE, as zlib/binascii) of a bytes-like, continuing from crc."""
-    if _crc32 is not None:
-        return _crc32(data, crc)
-    crc ^= 0xFFFFFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0xEDB88320 & -(crc & 1))
-    return crc ^ 0xFFFFFFFF
+)  # the first three: dropped records by kind (KIND_x - 1), the next three: quarantined ones
 
 
 class StoreError(ValueError):
@@ -110,36 +110,6 @@ def write_atomic(path, data=None, producer=None):
     os.rename(tmp, path)
 
 
-def _writer():
-    """The append side of the store (mcagent.storewrite), imported on first use."""
-    from mcagent import storewrite
-
-    return storewrite
-
-
-def cold(name):
-    """Import a cold-path module of this package (see the module docstring)."""
-    return __import__("mcagent." + name, None, None, (name,))
-
-
-def unload(name):
-    """Forget a cold-path module of this package so that the GC can reclaim its code."""
-    from mcagent import compat
-
-    compat.unload("mcagent." + name)
-
-
-def names(root):
-    """Names in a directory, one at a time where the port can (a long backlog must not cost a long list)."""
-    il = getattr(os, "ilistdir", None)
-    if il is None:
-        for n in os.listdir(root):
-            yield n
-    else:
-        for e in il(root):
-            yield e[0]
-
-
 def read_full(f, mv):
     """readinto until mv is full or EOF; returns the byte count (short on a torn file)."""
     got = 0
@@ -153,22 +123,10 @@ def read_full(f, mv):
 
 
 class Config:
-    """The data point table samples refer to by position; identified on flash by the CRC32 of its text."""
+    """The data point table samples refer to by position; identified on flash by the CRC32 of its text.
 
-    def __init__(self, configuration_id, pairs):
-        from mcagent import cjson
-
-        self.configuration_id = configuration_id
-        self.ids = [p[0] for p in pairs]
-        self.types = [TYPES.index(p[1]) + 1 for p in pairs]
-        self.index = {}
-        for i in range(len(self.ids)):
-            self.index[self.ids[i]] = i
-        self.text = cjson.dumps(
-            cjson.Obj(("configurationId", configuration_id), ("dataPoints", [list(p) for p in pairs]))
-        ).encode()
-        self.hash = crc32(self.text)
-        self.qids = [cjson.quote(i).encode() for i in self.ids]  # JSON-quoted ids, ready for the composer
+    Attributes: configuration_id, ids, types (codes), index (id -> position), text, hash, qids (JSON-quoted
+    ids). Built by storeboot.config (cold: once per boot, and for an old segment's configuration)."""
 
 
 def _text(b, p, k):
@@ -366,54 +324,19 @@ class Store:
         root_dir,
         datapoints=(),
         configuration_id=None,
-        capacity_bytes=DEFAULT_CAPACITY,
+        capacity_bytes=_DEFAULT_CAPACITY,
         policy="drop_oldest",
-        commit_every=DEFAULT_COMMIT_EVERY,
-        segment_bytes=SEGMENT_BYTES,
+        commit_every=_DEFAULT_COMMIT_EVERY,
+        segment_bytes=_SEGMENT_BYTES,
         quality="0",
-        quarantine_bytes=DEFAULT_QUARANTINE_BYTES,
+        quarantine_bytes=_DEFAULT_QUARANTINE_BYTES,
     ):
-        self.root = root_dir.rstrip("/") or "/"
-        self.policy = policy
-        self.commit_every = max(1, int(commit_every))
-        self.segment_bytes = segment_bytes
-        self.quarantine_bytes = quarantine_bytes
-        self.quality = _writer().quality_code(self, "0" if quality is None else quality)
-        # Segment files are numbered _lo.._hi (empty when _lo > _hi); a gap (a damaged file moved aside)
-        # is skipped by readers. Two ints, not a list: RAM must not grow with the backlog.
-        self._lo = 1
-        self._hi = 0
-        self._f = None  # open tail segment (append mode) between commits
-        self._tail_off = 0  # valid length of the last segment
-        self._tail_hash = None  # config hash of the last segment
-        self._next_seq = 1
-        self.cursor = (0, 0)
-        self.counters = {}
-        for name in COUNTERS:
-            self.counters[name] = 0
-        self._dirty = False  # counters changed since the state file was written
-        self._pending = None  # [readings, events, files] pending, or None = unknown (count lazily)
-        self._wbuf = bytearray(128)
-        self._spare_rec = None  # a Record lent to one Reader at a time (see Reader)
-        self._uncommitted = 0
-        self.appended = 0  # appends accepted since start (RAM only; tests use these)
-        self.committed = 0  # of which committed
-        self.commits = 0
-        boot = cold("storeboot")
+        boot = compat.load("mcagent.storeboot")  # opening and recovery: cold code, once per boot
         try:
-            self.config = boot.check_args(self, datapoints, configuration_id, capacity_bytes)
-            self._configs = {self.config.hash: self.config}
-            if _T_BIG_STRING in self.config.types:
-                # Records may fill a segment: take the read buffer for that now, while the heap is young
-                # (later a fragmented heap may not have the block in one piece).
-                # One block serves both ways: an append builds and writes its record within the call, and
-                # no Reader is open then (the uploader appends its events between batches).
-                self._spare_rec = Record()
-                self._spare_rec.buf = self._wbuf = bytearray(segment_bytes - HDR)
-            self.recovered = boot.recover(self)
-            self.max_segments = boot.clamp(self, capacity_bytes // segment_bytes)
+            boot.start(self, root_dir, datapoints, configuration_id, capacity_bytes, policy, commit_every,
+                       segment_bytes, quality, quarantine_bytes)
         finally:
-            unload("storeboot")
+            compat.unload("mcagent.storeboot")
 
     def seg_path(self, seq):
         return "%s/%08x.seg" % (self.root, seq)
@@ -421,10 +344,12 @@ class Store:
     # ---- state file --------------------------------------------------------------------------------------
 
     def save_state(self):
-        vals = [self.counters[name] & 0xFFFFFFFF for name in COUNTERS]
-        vals.extend([0] * (12 - len(vals)))
         b = bytearray(STATE_LEN)
-        struct.pack_into(STATE_FMT, b, 0, b"MCK1", self.cursor[0], self.cursor[1], *vals)
+        struct.pack_into("<4sII", b, 0, b"MCK1", self.cursor[0], self.cursor[1])
+        p = 12
+        for name in COUNTERS:
+            struct.pack_into("<I", b, p, self.counters[name] & 0xFFFFFFFF)
+            p += 4
         struct.pack_into("<I", b, STATE_LEN - 4, crc32(memoryview(b)[: STATE_LEN - 4]))
         write_atomic(self.root + "/state.bin", b)
         self._dirty = False
@@ -436,27 +361,28 @@ class Store:
 
         Values are checked against the configured types (StoreError, nothing written, on a mismatch).
         """
-        return _writer().append_sample(self, ts_ms, values, quality)
+        return compat.load("mcagent.storewrite").append_sample(self, ts_ms, values, quality)
 
     def append_event(self, ts_ms, severity, description, details=None, correlation_id=None):
         """Queue a businessEvent. severity 1/2/3 (error/warning/info, v1.0) or 20/30/40 (v2.0), or a name.
 
         The event id (UUID v4) is drawn now, so a re-sent batch carries the same id.
         """
-        return _writer().append_event(self, ts_ms, severity, description, details, correlation_id)
+        return compat.load("mcagent.storewrite").append_event(self, ts_ms, severity, description, details,
+                                                               correlation_id)
 
     def append_file_ref(self, ts_ms, path, name=None, mime=None):
         """Queue a file on flash for upload as a `file` item (its bytes are read at upload time, not copied).
 
         The file must stay in place, unchanged, until it has been sent (the summary counts files_sent).
         """
-        return _writer().append_file_ref(self, ts_ms, path, name, mime)
+        return compat.load("mcagent.storewrite").append_file_ref(self, ts_ms, path, name, mime)
 
     def release_writer(self):
         """Commit, and let the GC have the append code until the next append (before an upload: the heap
         peak of a wake, which only reads the log)."""
         self.commit()
-        unload("storewrite")
+        compat.unload("mcagent.storewrite")
 
     def _close_tail(self):
         f = self._f
@@ -480,8 +406,6 @@ class Store:
     def config_for(self, h):
         cfg = self._configs.get(h)
         if cfg is None:
-            from mcagent import compat
-
             cfg = compat.call_cold("mcagent.storeboot", "load_config", self, h)
             if cfg is not None:
                 self._configs[h] = cfg
@@ -508,33 +432,27 @@ class Store:
         while self._lo < end[0] and self._lo <= self._hi:
             remove(self.seg_path(self._lo))
             self._lo += 1
-        if self._pending is not None:
+        p = self._pending
+        if p is not None:
             if counts is None:
                 self._pending = None
             else:
                 for i in range(3):
-                    self._pending[i] = max(0, self._pending[i] - counts[i])
-
-    def quarantine(self, body, end, counts):
-        """Keep a batch the service rejected in a file, then acknowledge it (see storeboot.quarantine)."""
-        from mcagent import compat
-
-        return compat.call_cold("mcagent.storeboot", "quarantine", self, body, end, counts)
-
-    def quarantined_files(self):
-        return sorted([n for n in names(self.root) if n[0] == "q" and n.endswith(".mp")])
+                    p[i] = max(0, p[i] - counts[i])
 
     def count_missing_file(self):
         self.counters["files_missing"] += 1
         self._dirty = True
 
-    def _count(self, r):
-        counts = [0, 0, 0]
-        while True:
-            rec = r.next()
-            if rec is None:
-                return counts
-            counts[rec.kind - 1] += 1
+    # ---- rare: cold code -----------------------------------------------------------------------------------
+
+    def quarantine(self, body, end, counts):
+        """Keep a batch the service rejected in a file, then acknowledge it (see storeboot.quarantine)."""
+        return compat.call_cold("mcagent.storeboot", "quarantine", self, body, end, counts)
+
+    def quarantined_files(self):
+        """Names of the quarantine files, oldest first."""
+        return compat.call_cold("mcagent.storeboot", "quarantined_files", self)
 
     def pending_count(self):
         """Records (readings + events + files) not yet acknowledged. Counted once (a scan of the backlog
@@ -542,16 +460,6 @@ class Store:
         return sum(self.stats(True, False))
 
     def stats(self, scan=True, full=True):
-        """Counters (persisted) plus pending counts (None if unknown and scan is False) and flash use."""
-        if self._pending is None and scan:
-            self._pending = self._count(self.reader())
-        p = self._pending or (None, None, None)
-        if not full:
-            return p
-        out = dict(self.counters)
-        out["pending_readings"], out["pending_events"], out["pending_files"] = p
-        out["segments"] = max(0, self._hi - self._lo + 1)
-        out["max_segments"] = self.max_segments
-        out["cursor"] = self.cursor
-        out["commits"] = self.commits
-        return out
+        """Counters (persisted) plus pending counts (None if unknown and scan is False) and flash use
+        (storeinfo.stats)."""
+        return compat.call_cold("mcagent.storeinfo", "stats", self, scan, full)

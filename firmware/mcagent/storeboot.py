@@ -1,7 +1,8 @@
-"""Cold paths of the store: argument checks, boot recovery, old configurations, quarantine.
+"""Cold paths of the store: opening it (argument checks, boot recovery), old configurations, quarantine.
 
-Imported by store.Store when needed and unloaded right after (store.cold/unload), so this code costs RAM
-only while it runs: once per boot, and when the service rejects a batch.
+Imported by store.Store when needed and unloaded right after (compat.load/unload, compat.call_cold), so this
+code costs RAM only while it runs: once per boot, when a segment of an older configuration is read, and
+when the service rejects a batch.
 
 Boot recovery brings the directory to a consistent state after a power cut at any instant and never raises
 for bad content (only for I/O errors of the filesystem itself):
@@ -23,8 +24,105 @@ for bad content (only for I/O errors of the filesystem itself):
 import os
 import struct
 
+from micropython import const
+
 from mcagent import compat
 from mcagent import store as S
+
+# Data point types as stored (code = index + 1).
+TYPES = ("DOUBLE", "INT", "LONG", "BOOLEAN", "STRING", "BIG_STRING", "TIMESTAMP")
+_T_BIG_STRING = const(6)
+
+
+def start(st, root_dir, datapoints, configuration_id, capacity_bytes, policy, commit_every, segment_bytes,
+          quality, quarantine_bytes):
+    """Store.__init__ (its arguments are documented there): check them, then recover the directory.
+
+    The append side (storewrite) is not loaded here: opening costs only this module, and an opening that
+    only reads (a flush after a restart, a status report) never loads the append code."""
+    st.root = root_dir.rstrip("/") or "/"
+    st.policy = policy
+    st.commit_every = max(1, int(commit_every))
+    st.segment_bytes = segment_bytes
+    st.quarantine_bytes = quarantine_bytes
+    st.quality = quality_code("0" if quality is None else quality)
+    # Segment files are numbered _lo.._hi (empty when _lo > _hi); a gap (a damaged file moved aside)
+    # is skipped by readers. Two ints, not a list: RAM must not grow with the backlog.
+    st._lo = 1
+    st._hi = 0
+    st._f = None  # open tail segment (append mode) between commits
+    st._tail_off = 0  # valid length of the last segment
+    st._tail_hash = None  # config hash of the last segment
+    st._next_seq = 1
+    st.cursor = (0, 0)
+    st.counters = {}
+    for name in S.COUNTERS:
+        st.counters[name] = 0
+    st._dirty = False  # counters changed since the state file was written
+    st._pending = None  # [readings, events, files] pending, or None = unknown (count lazily)
+    st._wbuf = bytearray(128)
+    st._spare_rec = None  # a Record lent to one Reader at a time (see store.Reader)
+    st._uncommitted = 0
+    st.appended = 0  # appends accepted since start (RAM only; tests use these)
+    st.committed = 0  # of which committed
+    st.commits = 0
+    st.config = check_args(st, datapoints, configuration_id, capacity_bytes)
+    st._configs = {st.config.hash: st.config}
+    if _T_BIG_STRING in st.config.types:
+        # Records may fill a segment: take the read buffer for that now, while the heap is young
+        # (later a fragmented heap may not have the block in one piece).
+        # One block serves both ways: an append builds and writes its record within the call, and
+        # no Reader is open then (the uploader appends its events between batches).
+        st._spare_rec = S.Record()
+        st._spare_rec.buf = st._wbuf = bytearray(segment_bytes - S.HDR)
+    st.recovered = recover(st)
+    st.max_segments = clamp(st, capacity_bytes // segment_bytes)
+
+
+def quality_code(quality):
+    """The default quality code as stored (storewrite.quality_code checks a sample's own the same way)."""
+    if isinstance(quality, int) and not isinstance(quality, bool):
+        quality = str(quality)
+    if not isinstance(quality, str):
+        raise S.StoreError("quality code must be a string")
+    b = quality.encode()
+    if len(b) > 32:
+        raise S.StoreError("quality code is longer than 32 bytes")
+    return b
+
+
+def config(configuration_id, pairs):
+    """A store.Config of [(id, type name), ...]."""
+    from mcagent import cjson
+
+    c = S.Config()
+    c.configuration_id = configuration_id
+    c.ids = [p[0] for p in pairs]
+    c.types = [TYPES.index(p[1]) + 1 for p in pairs]
+    c.index = {}
+    for i in range(len(c.ids)):
+        c.index[c.ids[i]] = i
+    c.text = cjson.dumps(
+        cjson.Obj(("configurationId", configuration_id), ("dataPoints", [list(p) for p in pairs]))
+    ).encode()
+    c.hash = S.crc32(c.text)
+    c.qids = [cjson.quote(i).encode() for i in c.ids]  # JSON-quoted ids, ready for the composer
+    return c
+
+
+def names(root):
+    """Names in a directory, one at a time where the port can (a long backlog must not cost a long list)."""
+    il = getattr(os, "ilistdir", None)
+    if il is None:
+        for n in os.listdir(root):
+            yield n
+    else:
+        for e in il(root):
+            yield e[0]
+
+
+def quarantined_files(st):
+    return sorted([n for n in names(st.root) if n[0] == "q" and n.endswith(".mp")])
 
 
 def _full_form(desc):
@@ -73,9 +171,9 @@ def parse_datapoints(datapoints, configuration_id=None):
             dp_id, dp_type = dp[0], dp[1]
         if not isinstance(dp_id, str) or not dp_id:
             raise S.StoreError("data point id must be a non-empty string: %r" % (dp_id,))
-        if dp_type not in S.TYPES:
+        if dp_type not in TYPES:
             raise S.StoreError("data point %s: unknown type %r (one of %s)"
-                               % (dp_id, dp_type, ", ".join(S.TYPES)))
+                               % (dp_id, dp_type, ", ".join(TYPES)))
         if dp_id in seen:
             raise S.StoreError("data point %s configured twice" % dp_id)
         seen[dp_id] = 1
@@ -97,7 +195,7 @@ def check_args(st, datapoints, configuration_id, capacity_bytes):
         raise S.StoreError("capacity_bytes must hold at least two segments (%d bytes)"
                            % (2 * st.segment_bytes))
     cid, pairs = parse_datapoints(datapoints, configuration_id)
-    return S.Config(cid, pairs)
+    return config(cid, pairs)
 
 
 def _read(path, limit):
@@ -117,7 +215,7 @@ def _decode_state(st, data):
         return False
     if S.crc32(memoryview(data)[: S.STATE_LEN - 4]) != struct.unpack_from("<I", data, S.STATE_LEN - 4)[0]:
         return False
-    fields = struct.unpack_from(S.STATE_FMT, data, 0)
+    fields = struct.unpack_from("<4sII10I", data, 0)  # magic, cursor seq, cursor offset, counters
     if fields[0] != b"MCK1":
         return False
     st.cursor = (fields[1], fields[2])
@@ -148,7 +246,7 @@ def recover(st):
     lo = hi = None
     junk = []  # short: tmp files and segments whose acknowledgement was committed before their deletion
     cfgs = []
-    for name in S.names(root):
+    for name in names(root):
         if name.endswith(".tmp"):
             junk.append(name)
             done["tmp_removed"] += 1
@@ -267,7 +365,7 @@ def load_config(st, h):
         if text is None or S.crc32(text) != h:
             return None
         doc = json.loads(text)
-        cfg = S.Config(doc["configurationId"], [(p[0], p[1]) for p in doc["dataPoints"]])
+        cfg = config(doc["configurationId"], [(p[0], p[1]) for p in doc["dataPoints"]])
         return cfg if cfg.text == text else None
     except (ValueError, KeyError, TypeError, IndexError):
         return None
@@ -282,21 +380,21 @@ def quarantine(st, body, end, counts):
     Returns the file's path, or None when the filesystem had no room for it (the records are then counted
     as dropped: a rejected batch that cannot be kept must not block the queue).
     """
-    start = st.cursor
-    path = "%s/q%08x-%08x.mp" % (st.root, start[0], start[1])
-    names = st.quarantined_files()
+    at = st.cursor
+    path = "%s/q%08x-%08x.mp" % (st.root, at[0], at[1])
+    old = quarantined_files(st)
     total = body.length
     sizes = []
-    for n in names:
+    for n in old:
         sizes.append(S.size_of(st.root + "/" + n))
         total += sizes[-1]
     i = 0
-    while total > st.quarantine_bytes and i < len(names):
-        S.remove(st.root + "/" + names[i])
+    while total > st.quarantine_bytes and i < len(old):
+        S.remove(st.root + "/" + old[i])
         total -= sizes[i]
         st.counters["quarantine_evicted"] += 1
         i += 1
-    kept = ("quarantined_readings", "quarantined_events", "quarantined_files")
+    kept = S.COUNTERS[3:6]  # quarantined_readings, _events, _files
     try:
         S.write_atomic(path, producer=body.write_to)
         st.counters["quarantined_batches"] += 1
@@ -307,7 +405,7 @@ def quarantine(st, body, end, counts):
         # as dropped and acknowledge anyway; a batch that never fits must not block everything behind it.
         S.remove(path + ".tmp")
         st.counters["quarantine_evicted"] += 1
-        kept = S.DROPPED
+        kept = S.COUNTERS  # its first three: dropped_readings, _events, _files
         path = None
     for i in range(3):
         st.counters[kept[i]] += counts[i]

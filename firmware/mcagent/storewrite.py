@@ -10,15 +10,14 @@ import struct
 
 from micropython import const
 
+from mcagent import compat
 from mcagent.store import (
-    DROPPED,
+    COUNTERS,
     HDR,
     KIND_EVENT,
     KIND_FILE,
     KIND_SAMPLE,
-    MAX_FILE_BYTES,
     SEG_MAGIC,
-    TYPES,
     Reader,
     StoreError,
     crc32,
@@ -27,6 +26,7 @@ from mcagent.store import (
 )
 
 _REC_OVERHEAD = const(8)  # record header (kind, 0, length u16) + CRC32
+_MAX_FILE_BYTES = const(10420224)  # 10 MiB minus 64 KiB for the multipart framing of one file item
 _T_DOUBLE = const(1)
 _T_INT = const(2)
 _T_BOOL = const(4)
@@ -70,7 +70,11 @@ def _check_value(dp_id, t, v):
             lim = 2147483648 if t == _T_INT else 9223372036854775808
             ok = -lim <= v < lim
     if not ok:
-        raise StoreError("%s (%s): bad value %r" % (dp_id, TYPES[t - 1], v))
+        try:  # the type names live in cold code
+            name = compat.load("mcagent.storeboot").TYPES[t - 1]
+        finally:
+            compat.unload("mcagent.storeboot")
+        raise StoreError("%s (%s): bad value %r" % (dp_id, name, v))
     return v
 
 
@@ -142,7 +146,7 @@ def append_event(store, ts_ms, severity, description, details=None, correlation_
 
     The event id (UUID v4) is drawn now, so a re-sent batch carries the same id.
     """
-    from mcagent import cjson, compat
+    from mcagent import cjson
 
     ts = _ts(ts_ms)
     sev = _SEVERITY.get(severity) if isinstance(severity, str) else severity
@@ -178,8 +182,8 @@ def append_file_ref(store, ts_ms, path, name=None, mime=None):
     """
     ts = _ts(ts_ms)
     size = size_of(path)
-    if size < 0 or size > MAX_FILE_BYTES:
-        raise StoreError("file %s: missing or larger than %d bytes" % (path, MAX_FILE_BYTES))
+    if size < 0 or size > _MAX_FILE_BYTES:
+        raise StoreError("file %s: missing or larger than %d bytes" % (path, _MAX_FILE_BYTES))
     pb = _utf8(path, "file path", 1024)
     nb = _utf8(path.rsplit("/", 1)[-1] if name is None else name, "file name", 255)
     mb = _utf8(mime or "application/octet-stream", "mime type", 255)
@@ -214,7 +218,7 @@ def _put(store, kind, n, slot):
     mv = memoryview(b)
     struct.pack_into("<I", b, 4 + n, crc32(mv[: 4 + n]))
     if not _room(store, total):
-        store.counters[DROPPED[slot]] += 1
+        store.counters[COUNTERS[slot]] += 1  # dropped_readings, _events, _files
         store._dirty = True
         ok = False
     else:
@@ -262,11 +266,12 @@ def _drop_oldest(store):
     # the counting Reader must not borrow it (it would read over the record being appended).
     spare, store._spare_rec = store._spare_rec, None
     try:
-        counts = store._count(Reader(store, max(store.cursor, (seq, 0)), (seq + 1, 0)))
+        r = Reader(store, max(store.cursor, (seq, 0)), (seq + 1, 0))
+        counts = compat.call_cold("mcagent.storeinfo", "count", r)
     finally:
         store._spare_rec = spare
     for i in range(3):
-        store.counters[DROPPED[i]] += counts[i]
+        store.counters[COUNTERS[i]] += counts[i]  # dropped_readings, _events, _files
         if store._pending is not None:
             store._pending[i] -= counts[i]
     store.cursor = (seq + 1, 0)

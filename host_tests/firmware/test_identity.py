@@ -9,7 +9,7 @@ travel costs nothing.
 import json
 
 from checks import raises
-from mcagent import Agent, NeedsOnboarding, b64, clock, config, dsc, identity, state
+from mcagent import Agent, NeedsOnboarding, b64, clock, config, dsc, enroll, identity, state
 from mcagent.hmac256 import hmac_sha256
 from mcagent.http import HttpError, TransportError
 
@@ -114,14 +114,14 @@ class FakeService:
                 return Resp(status, b'{"id":"x","message":"injected"}')
         auth = headers.get("Authorization", "")
         bearer = auth[7:] if auth.startswith("Bearer ") else None
-        if path == identity.REGISTER_PATH and method == "POST":
+        if path == enroll.REGISTER_PATH and method == "POST":
             if bearer not in self.iats or self.iats[bearer]:
                 return Resp(401, b'{"id":"1","message":"bad iat"}')
             assert body == b"{}"
             self.iats[bearer] = True
             self.prev_rat = None
             return self._issue(201)
-        if path == identity.REGISTER_PATH + "/" + CLIENT and method == "PUT":
+        if path == enroll.REGISTER_PATH + "/" + CLIENT and method == "PUT":
             assert json.loads(body) == {"client_id": CLIENT}
             if bearer is not None and (bearer == self.rat
                                        or (bearer == self.prev_rat and not self.new_secret_used)):
@@ -129,9 +129,9 @@ class FakeService:
                     self.prev_rat = self.rat
                 return self._issue(200)
             return Resp(401, b'{"id":"2","message":"bad registration token"}')
-        if path == identity.TOKEN_PATH and method == "POST":
+        if path == enroll.TOKEN_PATH and method == "POST":
             return self._token(body.decode())
-        if path == identity.TOKEN_KEY_PATH:
+        if path == enroll.TOKEN_KEY_PATH:
             return Resp(200, b'{"kty":"RSA"}')
         if path.startswith("/api/agentmanagement/v3/agents/" + CLIENT + "/dataSourceConfiguration"):
             if bearer not in self.tokens:
@@ -165,7 +165,7 @@ class FakeService:
             "client_secret_expires_at": self.secret_exp,
             "grant_types": ["client_credentials"],
             "registration_access_token": self.rat,
-            "registration_client_uri": self.rotation_origin + identity.REGISTER_PATH + "/" + CLIENT,
+            "registration_client_uri": self.rotation_origin + enroll.REGISTER_PATH + "/" + CLIENT,
             "token_endpoint_auth_method": "client_secret_jwt",
         }
         return Resp(status, _jdump(doc))
@@ -256,12 +256,12 @@ def test_onboard_once(workdir):
     assert agent.onboard() is True
     assert agent.onboard() is False
     assert reboot(workdir, agent, t).onboard() is False
-    assert svc.count("POST", identity.REGISTER_PATH) == 1
+    assert svc.count("POST", enroll.REGISTER_PATH) == 1
     m, p, h, b = svc.log[0]
     assert h["Authorization"] == "Bearer a.b.c" and h["Content-Type"] == "application/json" and b == b"{}"
     reg = agent.identity.registration()
     assert reg["secret"] == svc.secret and reg["rat"] == svc.rat
-    assert reg["uri"] == ORIGIN + identity.REGISTER_PATH + "/" + CLIENT  # as the service gave it
+    assert reg["uri"] == ORIGIN + enroll.REGISTER_PATH + "/" + CLIENT  # as the service gave it
 
 
 def test_refused_iat_is_needs_onboarding(workdir):
@@ -276,7 +276,7 @@ def test_refused_iat_is_needs_onboarding(workdir):
 
 def test_onboarding_server_error_is_http_error(workdir):
     agent, svc, t = make(workdir)
-    svc.fault(identity.REGISTER_PATH, 503)
+    svc.fault(enroll.REGISTER_PATH, 503)
     e = raises(HttpError, agent.onboard)
     assert e.status == 503
     assert agent.onboard() is True
@@ -292,13 +292,13 @@ def test_token_is_cached_and_kept_across_reboots(workdir):
     assert agent.token() == tok
     advance(svc, t, 1000)
     assert reboot(workdir, agent, t).token() == tok
-    assert svc.count("POST", identity.TOKEN_PATH) == 1
+    assert svc.count("POST", enroll.TOKEN_PATH) == 1
     m, p, h, b = svc.log[-1]
     assert h["Content-Type"] == "application/x-www-form-urlencoded" and "Authorization" not in h
     # Renewed shortly before it expires.
     advance(svc, t, 1800 - 1000 - 30)
     assert agent.token() == svc.tokens[1]
-    assert svc.count("POST", identity.TOKEN_PATH) == 2
+    assert svc.count("POST", enroll.TOKEN_PATH) == 2
 
 
 def test_secret_rotates_when_less_than_25h_left(workdir):
@@ -307,10 +307,10 @@ def test_secret_rotates_when_less_than_25h_left(workdir):
     first = svc.secret
     advance(svc, t, 7 * DAY - 25 * 3600 - 60)  # just before the 25 h mark: no rotation
     agent.token()
-    assert svc.count("PUT", identity.REGISTER_PATH) == 0
+    assert svc.count("PUT", enroll.REGISTER_PATH) == 0
     advance(svc, t, 120)
     agent.token()
-    assert svc.count("PUT", identity.REGISTER_PATH) == 1
+    assert svc.count("PUT", enroll.REGISTER_PATH) == 1
     reg = agent.identity.registration()
     assert reg["secret"] == svc.secret != first  # rotated although the cached token was still valid
     prev = agent.identity.state.load("previous")
@@ -327,21 +327,21 @@ def test_short_lived_secret_rotates_at_half_life_without_looping(workdir):
     svc = FakeService(secret_life=2 * 3600, token_life=600)
     agent, svc, t = make(workdir, svc)
     agent.token()
-    assert svc.count("PUT", identity.REGISTER_PATH) == 0
+    assert svc.count("PUT", enroll.REGISTER_PATH) == 0
     for _ in range(6):  # 6 x 20 min: rotations at 1 h and 2 h (each half-life)
         advance(svc, t, 1200)
         agent.token()
-    assert svc.count("PUT", identity.REGISTER_PATH) == 2, svc.count("PUT", identity.REGISTER_PATH)
+    assert svc.count("PUT", enroll.REGISTER_PATH) == 2, svc.count("PUT", enroll.REGISTER_PATH)
 
 
 def test_token_400_rotates_and_retries(workdir):
     agent, svc, t = make(workdir)
     agent.onboard()
-    svc.fault(identity.TOKEN_PATH, 400)
+    svc.fault(enroll.TOKEN_PATH, 400)
     tok = agent.token()
     assert tok == svc.tokens[-1]
-    assert svc.count("PUT", identity.REGISTER_PATH) == 1
-    assert svc.count("POST", identity.TOKEN_PATH) == 2
+    assert svc.count("PUT", enroll.REGISTER_PATH) == 1
+    assert svc.count("POST", enroll.TOKEN_PATH) == 2
 
 
 def test_expired_secret_after_long_sleep_is_rotated(workdir):
@@ -385,7 +385,7 @@ def test_lost_rotation_answer_then_old_secret_refused_with_401(workdir):
     agent, svc, t = make(workdir)
     agent.token()
     advance(svc, t, 6 * DAY + 3600)  # the rotation is due
-    svc.fault(identity.REGISTER_PATH + "/", -1, "PUT")  # the service rotates, its answer never arrives
+    svc.fault(enroll.REGISTER_PATH + "/", -1, "PUT")  # the service rotates, its answer never arrives
     agent.token()  # the cached token still works: the failed rotation is remembered, not raised
     assert svc.gen == 2 and agent.identity.registration()["rotating"]
     advance(svc, t, 1900)  # cached token expired; the old secret gets 401, and we know why
@@ -399,10 +399,10 @@ def test_a_token_401_does_not_rotate(workdir):
     agent, svc, t = make(workdir)
     agent.token()
     advance(svc, t, 1900)
-    svc.fault(identity.TOKEN_PATH, 401)
+    svc.fault(enroll.TOKEN_PATH, 401)
     e = raises(HttpError, agent.token)
     assert e.status == 401
-    assert svc.count("PUT", identity.REGISTER_PATH) == 0 and svc.gen == 1
+    assert svc.count("PUT", enroll.REGISTER_PATH) == 0 and svc.gen == 1
     assert agent.token() == svc.tokens[-1]  # the next try works with the same secret
 
 
@@ -420,13 +420,13 @@ def test_server_time_as_epoch_seconds_or_ms_and_date_as_fallback():
 def test_recovery_with_an_older_registration_token(workdir):
     agent, svc, t = make(workdir)
     agent.onboard()
-    svc.fault(identity.TOKEN_PATH, 400)
+    svc.fault(enroll.TOKEN_PATH, 400)
     agent.token()  # rotation: we hold gen 2, previous gen 1 is dropped once gen 2 earned a token
     # Now a rotation that the service "forgets": we hold gen 3 + prev gen 2, the service only knows gen 2.
     agent.identity.rotate()
     assert agent.identity.state.load("previous")[0]["rat"] == "rat-2"
     svc.gen, svc.secret, svc.rat, svc.prev_rat, svc.new_secret_used = 2, "lost", "rat-2", None, True
-    svc.fault(identity.TOKEN_PATH, 400)  # the token endpoint says the secret expired: recover
+    svc.fault(enroll.TOKEN_PATH, 400)  # the token endpoint says the secret expired: recover
     advance(svc, t, 1900)
     assert agent.token() == svc.tokens[-1]
     assert agent.identity.registration()["secret"] == svc.secret and svc.gen == 3
@@ -471,7 +471,7 @@ def test_new_config_for_a_live_agent_is_used_and_a_bad_one_is_not_retried(workdi
     advance(svc, t, 1900)
     assert again.token() == svc.tokens[-1]
     assert reboot(workdir, agent, t).onboard() is False
-    assert svc.count("POST", identity.REGISTER_PATH) == 3
+    assert svc.count("POST", enroll.REGISTER_PATH) == 3
 
 
 # ---- clock ---------------------------------------------------------------------------------------------
@@ -482,7 +482,7 @@ def test_insane_clock_learns_from_onboarding_answer(workdir):
     assert not agent.clock.is_sane()
     agent.token()
     assert agent.clock.is_sane()
-    assert svc.count("GET", identity.TOKEN_KEY_PATH) == 0
+    assert svc.count("GET", enroll.TOKEN_KEY_PATH) == 0
     assert abs(agent.clock.now_s() - svc.now) <= 1
 
 
@@ -494,8 +494,8 @@ def test_insane_clock_asks_the_server_before_signing(workdir):
     # Same registration, fresh state otherwise (no learned correction yet).
     again.state.save("registration", agent.identity.registration())
     assert again.token() == svc.tokens[-1]
-    assert svc.count("GET", identity.TOKEN_KEY_PATH) == 1
-    assert svc.log[-2][1] == identity.TOKEN_KEY_PATH  # before the token request
+    assert svc.count("GET", enroll.TOKEN_KEY_PATH) == 1
+    assert svc.log[-2][1] == enroll.TOKEN_KEY_PATH  # before the token request
 
 
 def test_insane_clock_without_date_header_refuses_to_sign(workdir):
@@ -507,7 +507,7 @@ def test_insane_clock_without_date_header_refuses_to_sign(workdir):
     })
     e = raises(identity.ClockError, agent.token)
     assert "1970" in str(e)
-    assert svc.count("POST", identity.TOKEN_PATH) == 0
+    assert svc.count("POST", enroll.TOKEN_PATH) == 0
 
 
 def test_clock_10_years_ahead_is_corrected_from_401_and_kept(workdir):
@@ -519,7 +519,7 @@ def test_clock_10_years_ahead_is_corrected_from_401_and_kept(workdir):
     agent2.state.remove("clock")
     assert agent2.token() == svc.tokens[-1]
     assert abs(agent2.clock.now_s() - svc.now) <= 1
-    assert svc.count("POST", identity.TOKEN_PATH) == 2
+    assert svc.count("POST", enroll.TOKEN_PATH) == 2
     # The learned correction is kept in state.
     agent3 = reboot(workdir, agent, t)
     _ = agent3.identity  # loads the clock
@@ -542,7 +542,7 @@ def test_2000_epoch_port(workdir):
     agent.token()
     advance(svc, t, 6 * DAY + 3600)
     agent.token()
-    assert svc.count("PUT", identity.REGISTER_PATH) == 1
+    assert svc.count("PUT", enroll.REGISTER_PATH) == 1
     assert agent.clock.correction_ms == 0
 
 
@@ -718,22 +718,20 @@ def test_due_rotation_that_fails_does_not_cost_the_valid_token(workdir):
     agent, svc, t = make(workdir)
     tok = agent.token()
     advance(svc, t, 6 * DAY + 60)  # rotation due; the cached token expired long ago: fetch a new one
-    svc.fault(identity.REGISTER_PATH + "/", 0)  # the rotation's connection breaks
+    svc.fault(enroll.REGISTER_PATH + "/", 0)  # the rotation's connection breaks
     tok = agent.token()
     assert tok == svc.tokens[-1]
     assert "TransportError" in agent.status()["last_rotation_error"]
     assert agent.token() == tok  # not retried at once ...
-    assert svc.count("PUT", identity.REGISTER_PATH) == 1  # (the broken one)
-    advance(svc, t, identity.ROTATION_RETRY_S)
+    assert svc.count("PUT", enroll.REGISTER_PATH) == 1  # (the broken one)
+    advance(svc, t, enroll.ROTATION_RETRY_S)
     agent.token()  # ... but after a while
-    assert svc.count("PUT", identity.REGISTER_PATH) == 2 and agent.status()["last_rotation_error"] is None
+    assert svc.count("PUT", enroll.REGISTER_PATH) == 2 and agent.status()["last_rotation_error"] is None
 
 
 def test_token_answer_read_in_place_or_parsed():
     """The usual token answer is read in place (the header value built in the answer's own buffer); any other
     shape goes through the JSON parser; an answer without a token is a ProtocolError."""
-    from mcagent import enroll
-
     body = bytearray(b'{"access_token":"eyJ0.eyJ1.sig_-","token_type":"Bearer","expires_in":1799,"jti":"x"}')
     assert enroll._token_answer(Resp(200, body)) == ("Bearer eyJ0.eyJ1.sig_-", 1799)
     spaced = bytearray(b'{"access_token": "abc", "expires_in": 60}')
@@ -778,5 +776,5 @@ def test_rotation_goes_to_the_registration_uri_as_given(workdir):
     agent.token()
     assert agent.identity.registration()["uri"].startswith("https://rotation.example.com/")
     agent.identity.rotate()
-    assert svc.count("PUT", identity.REGISTER_PATH) == 1 and svc.gen == 2
+    assert svc.count("PUT", enroll.REGISTER_PATH) == 1 and svc.gen == 2
     assert len(made) == 1 and made[0].closed == 1

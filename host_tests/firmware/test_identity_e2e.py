@@ -14,7 +14,7 @@ import json
 import time
 
 from checks import board_heap, raises
-from mcagent import Agent, NeedsOnboarding, clock, http, identity, state
+from mcagent import Agent, NeedsOnboarding, clock, enroll, http, state
 
 UPY_HEAPSIZE = "192k"  # code (~68 KB as .mpy in RAM) + the 64 KB run-time budget of board_heap()
 UPY_MPY = True
@@ -185,13 +185,13 @@ def test_rotation_forced_by_a_short_secret_lifetime(sg):
     a.token()
     reg = a.identity.registration()
     assert reg["secret"] != first and reg["expires_at"] >= int(time.time()) + t.offset_s + 3500
-    assert adm.requests("PUT", identity.REGISTER_PATH) == [200]
+    assert adm.requests("PUT", enroll.REGISTER_PATH) == [200]
     note(sg, a)
     adm.travel(t, 1900)  # the new secret earns a token, and is rotated in turn
     a.token()
     assert a.request("GET", dsc_path(sg)).status == 404
-    assert adm.requests("POST", identity.TOKEN_PATH) == [200, 200, 200]
-    assert adm.requests("PUT", identity.REGISTER_PATH) == [200, 200]
+    assert adm.requests("POST", enroll.TOKEN_PATH) == [200, 200, 200]
+    assert adm.requests("PUT", enroll.REGISTER_PATH) == [200, 200]
     note(sg, a)
     del ballast
 
@@ -202,12 +202,12 @@ def test_rotation_after_token_400(sg):
     adm = Admin(sg, a.conn)
     a.onboard()
     first = a.identity.registration()["secret"]
-    adm.fault(path=identity.TOKEN_PATH, status=400)
+    adm.fault(path=enroll.TOKEN_PATH, status=400)
     a.token()
     show(a.status())
     assert a.identity.registration()["secret"] != first
-    assert adm.requests("POST", identity.TOKEN_PATH) == [400, 200]
-    assert adm.requests("PUT", identity.REGISTER_PATH) == [200]
+    assert adm.requests("POST", enroll.TOKEN_PATH) == [400, 200]
+    assert adm.requests("PUT", enroll.REGISTER_PATH) == [200]
     assert a.request("GET", dsc_path(sg)).status == 404
     note(sg, a)
     del ballast
@@ -240,8 +240,8 @@ def test_recovery_after_the_rotation_answer_is_lost(sg):
     b.identity.invalidate_token()
     b.token()
     assert b.identity.registration()["secret"] != first
-    assert adm.requests("POST", identity.TOKEN_PATH) == [200, 401, 200]
-    assert adm.requests("PUT", identity.REGISTER_PATH) == [200, 200]
+    assert adm.requests("POST", enroll.TOKEN_PATH) == [200, 401, 200]
+    assert adm.requests("PUT", enroll.REGISTER_PATH) == [200, 200]
     assert b.request("GET", dsc_path(sg)).status == 404
     assert b.conn.handshakes == 1
     note(sg, b)
@@ -256,7 +256,7 @@ def test_401_gets_a_new_token(sg):
     adm.fault(path=dsc_path(sg), method="GET", status=401)
     assert a.request("GET", dsc_path(sg)).status == 404
     assert adm.requests("GET", dsc_path(sg)) == [401, 404]
-    assert adm.requests("POST", identity.TOKEN_PATH) == [200, 200]
+    assert adm.requests("POST", enroll.TOKEN_PATH) == [200, 200]
     note(sg, a)
     del ballast
 
@@ -277,8 +277,8 @@ def test_clock_10_years_off_is_corrected_from_the_server(sg):
     b.identity.invalidate_token()
     b.token()
     assert abs(b.clock.now_s() - time.time()) < 5
-    assert adm.requests("POST", identity.TOKEN_PATH) == [200, 401, 200]
-    assert adm.requests("PUT", identity.REGISTER_PATH) == []  # no needless rotation
+    assert adm.requests("POST", enroll.TOKEN_PATH) == [200, 401, 200]
+    assert adm.requests("PUT", enroll.REGISTER_PATH) == []  # no needless rotation
     assert make(sg, OffsetTime(YEARS_10)).token() == b.identity.token()  # the correction is kept
     note(sg, b)
     del ballast
@@ -305,7 +305,7 @@ def test_locked_out_then_reonboarded_with_a_new_config(sg):
     adm.conn = b.conn
     b.token()
     assert b.configure(dsc_for(sg))["dsc"] == "put"
-    assert adm.requests("POST", identity.REGISTER_PATH) == [201, 201]
+    assert adm.requests("POST", enroll.REGISTER_PATH) == [201, 201]
     note(sg, b)
     del ballast
 
@@ -322,7 +322,7 @@ def test_through_a_connect_proxy(sg, identity_proxy):
     a.token()
     assert a.configure(dsc_for(sg))["dsc"] == "put"
     assert a.conn.handshakes == 1
-    assert adm.requests("POST", identity.TOKEN_PATH) == [200]
+    assert adm.requests("POST", enroll.TOKEN_PATH) == [200]
     note(sg, a)
     del ballast
 

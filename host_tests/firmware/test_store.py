@@ -391,15 +391,49 @@ def test_reader_skips_a_short_middle_segment(workdir):
     assert seqs == list(range(per + 2)) + list(range(2 * per, 60)), seqs
 
 
+def test_cold_code_is_released(workdir):
+    """What an upload keeps loaded is mcagent.store alone: opening (storeboot), counting and reporting
+    (storeinfo) load their code for the call; the append side (storewrite) goes with release_writer."""
+    import sys
+
+    d = workdir + "/st"
+    _sample_store(d, 30).release_writer()
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg-seq")
+    assert st.pending_count() == 30 and st.stats()["pending_readings"] == 30 and st.quarantined_files() == []
+    st.ack(st.cursor)
+    if sys.implementation.name == "micropython":  # compat.unload is a no-op on CPython
+        cold = ("mcagent.storeboot", "mcagent.storeinfo", "mcagent.storewrite")
+        assert [m for m in cold if m in sys.modules] == [], sys.modules
+    e = raises(S.StoreError, st.append_sample, T0, {"DP-Seq": "x"})
+    assert str(e) == "DP-Seq (INT): bad value 'x'", e  # the type name comes from cold code
+
+
+class _NoCrc:
+    """A binascii without crc32 (as some ports are built)."""
+
+
 def test_crc32_fallback_matches():
-    saved = S._crc32
+    """Where binascii has no crc32, the store defines its own (only there: elsewhere it costs no heap)."""
+    import sys
+
+    import mcagent
+
+    mods = sys.modules
+    real, real_ba = mods.pop("mcagent.store"), mods.get("binascii")
+    mods["binascii"] = _NoCrc()
     try:
-        S._crc32 = None
-        slow = [S.crc32(b"123456789"), S.crc32(b"", 5), S.crc32(b"6789", S.crc32(b"12345"))]
+        slow = __import__("mcagent.store", None, None, ("store",))
     finally:
-        S._crc32 = saved
-    assert slow[0] == 0xCBF43926 == S.crc32(b"123456789")
-    assert slow[2] == 0xCBF43926
+        mods["mcagent.store"] = real
+        mcagent.store = real
+        if real_ba is None:
+            mods.pop("binascii")
+        else:
+            mods["binascii"] = real_ba
+    assert slow is not real and slow.crc32 is not real.crc32
+    got = [slow.crc32(b"123456789"), slow.crc32(b"", 5), slow.crc32(b"6789", slow.crc32(b"12345"))]
+    assert got[0] == 0xCBF43926 == S.crc32(b"123456789")
+    assert got[1] == S.crc32(b"", 5) and got[2] == 0xCBF43926
 
 
 def test_damaged_or_missing_older_segments_are_skipped(workdir):

@@ -1,0 +1,61 @@
+"""The rare paths of mcagent.Agent and mcagent.identity.Identity: what a wake needs once (reading the CA
+certificates, status) or only on errors (texts of ConfigError, DscError and HttpError). Loaded per
+use (mcagent._cold, compat.call_cold) and released at once, so the package and Identity, held through every
+wake, stay small. Nothing here imports a big module while it is loaded (that would add this module to that
+moment's heap), and no exception class lives here (except clauses must keep matching after a reload).
+"""
+
+def config_error_text(source, problems):
+    """ConfigError's message: one problem in the line, more as a list."""
+    if len(problems) == 1:
+        return "%s: %s" % (source, problems[0])
+    return "%s has %d problems:\n  - %s" % (source, len(problems), "\n  - ".join(problems))
+
+
+def _read_ca(item):
+    if isinstance(item, (bytes, bytearray)):
+        return bytes(item)
+    try:
+        with open(item, "rb") as f:
+            der = f.read()
+    except OSError:
+        raise ValueError("CA certificate %s cannot be read" % item)
+    if der[:5] == b"-----":
+        raise ValueError("CA certificate %s is PEM: MicroPython needs DER (openssl x509 -outform der)" % item)
+    return der
+
+
+def read_cas(items):
+    """The DER bytes of each CA certificate (a file path or DER bytes), for Agent._connect."""
+    return [_read_ca(c) for c in items]
+
+
+def no_dsc():
+    """Agent.store without a DSC to learn the data points from."""
+    from mcagent import DscError
+
+    raise DscError("the agent needs its data source configuration before record(): "
+                   "Agent(dsc=...) or agent.configure(dsc)")
+
+
+def http_error(resp, what):
+    """identity.http_error (see there)."""
+    from mcagent.http import HttpError
+
+    retry = resp.headers.get("retry-after")
+    return HttpError(resp.status, "%s: HTTP %d" % (what, resp.status),
+                     int(retry) if retry and retry.isdigit() else None, resp.body[:200])
+
+
+def status(ident):
+    """Identity.status: what a person may see, no secret, no token."""
+    reg = ident.registration()
+    return {
+        "client_id": ident.config.client_id,
+        "onboarded": reg is not None,
+        "secret_expires_at": reg.get("expires_at") if reg else None,
+        "rotation_due_at": ident.rotation_due_at(reg),
+        "token_valid_until_ms": ident._token_expires_ms if ident._auth else None,
+        "clock_correction_ms": ident.clock.correction_ms,
+        "last_rotation_error": getattr(ident, "last_rotation_error", None),
+    }
