@@ -79,6 +79,16 @@ def test_one_log_line_per_request(sg: RunningSouthgate) -> None:
     ]
 
 
+def test_a_path_cannot_forge_or_split_a_log_line(sg: RunningSouthgate) -> None:
+    # The log shows the path as sent (percent-encoded): a %0a or a space in it stays inside its own line.
+    http = Client(sg.base_url, sg.ca_pem)
+    forged = "/api/x%0asouthgate:%20GET%20/console/y%20500%20in=0"
+    assert http.request("GET", forged + "?key=secret").status == 404
+    log = sg.log_tail(200)
+    assert f"southgate: GET {forged} 404 in=" in log and "key=secret" not in log
+    assert not re.search(r"^southgate: GET /console/y 500", log, re.M)
+
+
 def test_unknown_route_and_method_json(sg: RunningSouthgate) -> None:
     c = Client(sg.base_url, sg.ca_pem)
     r = c.request("GET", "/api/nothing/here")

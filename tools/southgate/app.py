@@ -64,6 +64,12 @@ def log(line: str) -> None:
     print("southgate: " + line, file=sys.stderr, flush=True)
 
 
+def logged_path(request: web.Request) -> str:
+    """The path as the client sent it (percent-encoded, so a %0a or a space cannot forge or split a log
+    line), without the query (a console login key never reaches the log)."""
+    return request.raw_path.split("?", 1)[0]
+
+
 def _conn(request: web.Request) -> ConnStats | None:
     return getattr(request.protocol, "sg_stats", None)
 
@@ -108,7 +114,7 @@ async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
             status = 499
             raise
         except RecursionError:  # hostile nesting that slipped past a parser: the client's fault, not ours
-            log(f"{request.method} {request.path}: input nested too deeply")
+            log(f"{request.method} {logged_path(request)}: input nested too deeply")
             resp = ApiError(400, "request input is nested too deeply").response()
         except Exception:  # noqa: BLE001 - a bug must answer 500, not kill the connection silently
             traceback.print_exc(file=sys.stderr)
@@ -130,7 +136,7 @@ async def outer(request: web.Request, handler: Handler) -> web.StreamResponse:
         counters: Counters = request.app[COUNTERS_KEY]
         counters.record_request(conn, request.method, request.path, status, bytes_in, ms, request["agent_id"])
         who = request["agent_id"] or "-"
-        log(f"{request.method} {request.path} {status} in={bytes_in} agent={who} {ms:.1f}ms")
+        log(f"{request.method} {logged_path(request)} {status} in={bytes_in} agent={who} {ms:.1f}ms")
 
 
 def _check_headers(request: web.Request) -> None:
@@ -197,7 +203,7 @@ async def body_deadline(request: web.Request, handler: Handler) -> web.StreamRes
     except BodyTimeout:
         if not fired:
             raise
-        log(f"{request.method} {request.path}: {fired[0]}")
+        log(f"{request.method} {logged_path(request)}: {fired[0]}")
         raise ApiError(408, fired[0], close=True) from None
     finally:
         if handle is not None:
@@ -237,7 +243,7 @@ async def fault_injection(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     kind, params = chosen["kind"], chosen["params"]
     request["agent_id"] = _agent_hint(request)
-    log(f"fault {chosen['id']} ({kind}) on {request.method} {request.path}")
+    log(f"fault {chosen['id']} ({kind}) on {request.method} {logged_path(request)}")
     message = params.get("message") or f"injected fault ({kind})"
     if kind == "status":
         status = params["status"]
