@@ -82,5 +82,7 @@ class Clock:
 
     def learn_from_headers(self, server_time=None, date=None):
         """Learn from a `Server-Time` header (ISO 8601, or epoch seconds or milliseconds: MindConnect Library
-        C documents it as epoch time) or else from `Date` (HTTP); True if one was usable."""
-        return compat.call_cold("mcagent.clockutil", "learn_from_headers", self, server_time, date)
+        C documents it as epoch time) or else from `Date` (HTTP); True if one was usable. Every answer
+        carries them: mcagent.clockutil stays loaded from the first one (not read from flash per answer of
+        an upload) until the upload path is released (Agent.release)."""
+        return compat.load("mcagent.clockutil").learn_from_headers(self, server_time, date)
