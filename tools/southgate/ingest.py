@@ -10,13 +10,20 @@ import json
 import os
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from . import configs
 from .clock import parse_iso
 from .service import Service
 from .storage import AssetValue, Reading
-from .validation import Invalid, check_value, event_time_ms, typed
+from .validation import Invalid, check_value, clip, event_time_ms, typed
+
+#: Custom data (any item type without a rule of its own): limits of its type and version, and the source
+#: its drops are reported under in diagnostics (the type itself may be anything).
+MAX_CUSTOM_TYPE = 255
+MAX_CUSTOM_VERSION = 64
+CUSTOM_SOURCE = "custom"
 
 
 class Report:
@@ -104,41 +111,25 @@ def store_file(
 
 
 def ingest(service: Service, agent: dict[str, Any], items: list[Any], correlation_id: str) -> Report:
-    """Store the items of one exchange request; returns the report (already written to diagnostics)."""
+    """Store the items of one exchange request; returns the report (already written to diagnostics).
+
+    Each item goes to the rule of its payload type (RULES), anything else to the custom-data rule. A rule
+    that raises Invalid drops the item, with the reason in diagnostics under the rule's source name.
+    """
     report = Report(service, agent["id"], correlation_id)
     for index, item in enumerate(items):
         kind = item.payload_type
+        rule = RULES.get(kind)
+        source = str(kind) if rule is not None else CUSTOM_SOURCE
         try:
-            if kind == "standardTimeSeries":
-                _time_series(service, agent, item, report)
-            elif kind == "businessEvent":
-                _events(service, agent, item, report)
-            elif kind == "file":
-                _file(service, agent, item, report)
-            elif kind == "dataSourceConfiguration":
-                try:
-                    configs.apply_dsc(service.storage, agent["id"], item.parsed, service.clock.now_ms(), None)
-                    report.stored["dataSourceConfiguration"] += 1
-                except Invalid as exc:
-                    report.drop("dataSourceConfiguration", f"item {index + 1}: {exc}")
-            else:
-                service.storage.add_custom(
-                    agent["id"],
-                    str(kind),
-                    str(item.payload_version),
-                    item.details or {},
-                    item.content_type or "",
-                    bytes(item.payload),
-                    service.clock.now_ms(),
-                )
-                report.stored["custom item(s)"] += 1
+            (rule or CUSTOM_RULE)(service, agent, item, index, report)
         except Invalid as exc:
-            report.drop(str(kind), f"item {index + 1}: {exc}")
+            report.drop(source, f"item {index + 1}: {exc}")
     report.write()
     return report
 
 
-def _time_series(service: Service, agent: dict[str, Any], item: Any, report: Report) -> None:
+def _time_series(service: Service, agent: dict[str, Any], item: Any, index: int, report: Report) -> None:
     st = service.storage
     details = item.details or {}
     config_id, points = configs.dsc_points(st, agent["id"])
@@ -236,7 +227,7 @@ def _ts_rows(
                 flush()
 
 
-def _events(service: Service, agent: dict[str, Any], item: Any, report: Report) -> None:
+def _events(service: Service, agent: dict[str, Any], item: Any, index: int, report: Report) -> None:
     data = item.parsed if isinstance(item.parsed, list) else []
     now = service.clock.now_ms()
     with service.storage.tx():
@@ -262,7 +253,7 @@ def _events(service: Service, agent: dict[str, Any], item: Any, report: Report) 
             report.stored["event(s)"] += 1
 
 
-def _file(service: Service, agent: dict[str, Any], item: Any, report: Report) -> None:
+def _file(service: Service, agent: dict[str, Any], item: Any, index: int, report: Report) -> None:
     details = item.details or {}
     name = details.get("fileName")
     if not isinstance(name, str) or not name or len(name) > 1024:
@@ -289,3 +280,44 @@ def _file(service: Service, agent: dict[str, Any], item: Any, report: Report) ->
         details,
     )
     report.stored["file(s)"] += 1
+
+
+def _dsc(service: Service, agent: dict[str, Any], item: Any, index: int, report: Report) -> None:
+    # Stored like a PUT without If-Match; a DSC that breaks a rule is dropped (Invalid, by ingest).
+    configs.apply_dsc(service.storage, agent["id"], item.parsed, service.clock.now_ms(), None)
+    report.stored["dataSourceConfiguration"] += 1
+
+
+def _custom(service: Service, agent: dict[str, Any], item: Any, index: int, report: Report) -> None:
+    """Data of custom data types for custom handling: any type and version, optional details, any
+    content type, the payload kept byte for byte."""
+    type_, version, details = item.payload_type, item.payload_version, item.details
+    if not isinstance(type_, str) or not 0 < len(type_) <= MAX_CUSTOM_TYPE:
+        size = len(type_) if isinstance(type_, str) else 0
+        raise Invalid(f"custom item type must have 1 to {MAX_CUSTOM_TYPE} characters, not {size}")
+    if not isinstance(version, str) or not 0 < len(version) <= MAX_CUSTOM_VERSION:
+        size = len(version) if isinstance(version, str) else 0
+        raise Invalid(
+            f"custom item {clip(type_)!r}: version must have 1 to {MAX_CUSTOM_VERSION} characters, not {size}"
+        )
+    if details is None:
+        details = {}
+    elif not isinstance(details, dict):
+        raise Invalid(f"custom item {clip(type_)!r}: details must be an object")
+    content_type = item.content_type if isinstance(item.content_type, str) else ""
+    service.storage.add_custom(
+        agent["id"], type_, version, details, content_type, bytes(item.payload), service.clock.now_ms()
+    )
+    report.stored["custom item(s)"] += 1
+
+
+#: One rule per item type of the exchange (docs/protocol.md §D.2), all with one signature; an item of any
+#: other type is custom data (`_custom`). A rule stores what fits, reports drops, raises Invalid to drop all.
+Rule = Callable[[Service, dict[str, Any], Any, int, Report], None]
+RULES: dict[str, Rule] = {
+    "standardTimeSeries": _time_series,
+    "businessEvent": _events,
+    "file": _file,
+    "dataSourceConfiguration": _dsc,
+}
+CUSTOM_RULE: Rule = _custom

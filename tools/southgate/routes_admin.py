@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from typing import Any
 
 from aiohttp import web
 
 from . import faults, readback
 from .clock import parse_iso
-from .errors import bad_request
-from .webutil import SERVICE_KEY, admin_auth, base_url, json_body, json_response, service
+from .errors import bad_request, not_found
+from .multipart import MultipartError, parse_content_type
+from .webutil import SERVICE_KEY, admin_auth, base_url, header_text, json_body, json_response, service
 
 routes = web.RouteTableDef()
 COUNTERS_KEY: web.AppKey[Any] = web.AppKey("counters", object)
+MAX_CONTENT_TYPE = 1024  # a stored Content-Type longer than this is answered as octet-stream
 
 
 @routes.post("/admin/agents")
@@ -80,18 +84,69 @@ async def read_back(request: web.Request) -> web.Response:
 
         return json_response(dsc_json(row) if row else None)
     if what == "items":
-        return json_response(
-            [
-                {
-                    "type": r["type"],
-                    "version": r["version"],
-                    "contentType": r["content_type"],
-                    "size": len(r["payload"]),
-                }
-                for r in svc.storage.custom_items(agent["id"])
-            ]
-        )
+        full = _flag(request, "full")
+        rows = await asyncio.to_thread(svc.storage.custom_items, agent["id"])
+        return json_response([_custom_item_json(r, full) for r in rows])
     raise web.HTTPNotFound()
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "").lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise bad_request(f"{name}: expected true or false")
+
+
+def _custom_item_json(row: dict[str, Any], full: bool) -> dict[str, Any]:
+    """A custom item in a listing; `full` adds what a test needs to fetch and check it (id, details,
+    receivedMs). The short form is what the listing always answered."""
+    out: dict[str, Any] = {
+        "type": row["type"],
+        "version": row["version"],
+        "contentType": row["content_type"],
+        "size": row["size"],
+    }
+    if full:
+        out["id"] = row["id"]
+        out["details"] = json.loads(row["details"])
+        out["receivedMs"] = row["received_ms"]
+    return out
+
+
+def _payload_type(value: str) -> str:
+    """The stored Content-Type of a custom item if it is a well-formed header value, else octet-stream."""
+    if value and len(value) <= MAX_CONTENT_TYPE and header_text(value) is not None:
+        try:
+            parse_content_type(value)
+        except MultipartError:
+            pass
+        else:
+            return value.strip()
+    return "application/octet-stream"
+
+
+@routes.get("/admin/agents/{agent_id}/items/{item_id}")
+async def custom_item(request: web.Request) -> web.Response:
+    """One custom item's payload exactly as the agent sent it, as an attachment of its own Content-Type."""
+    admin_auth(request)
+    svc = service(request)
+    agent = svc.agent_or_404(request.match_info["agent_id"])
+    raw_id = request.match_info["item_id"]
+    row = None
+    if re.fullmatch(r"[0-9]{1,18}", raw_id):
+        row = await asyncio.to_thread(svc.storage.custom_item, agent["id"], int(raw_id))
+    if row is None:
+        raise not_found(f"no such custom item of agent {agent['id']}")
+    return web.Response(
+        body=bytes(row["payload"]),
+        headers={
+            "Content-Type": _payload_type(row["content_type"]),
+            "Content-Disposition": f'attachment; filename="item-{row["id"]}.bin"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 @routes.get("/admin/faults")

@@ -729,7 +729,16 @@ class Storage:
         )
 
     def custom_items(self, agent_id: str) -> list[dict[str, Any]]:
-        return self._all("SELECT * FROM custom_items WHERE agent_id = ? ORDER BY id", agent_id)
+        """An agent's custom items without their payloads (`size` instead), oldest first."""
+        return self._all(
+            "SELECT id, agent_id, type, version, details, content_type, length(payload) AS size, received_ms"
+            " FROM custom_items WHERE agent_id = ? ORDER BY id",
+            agent_id,
+        )
+
+    def custom_item(self, agent_id: str, item_id: int) -> dict[str, Any] | None:
+        """One custom item with its payload, if it is `agent_id`'s."""
+        return self._one("SELECT * FROM custom_items WHERE id = ? AND agent_id = ?", item_id, agent_id)
 
     # diagnostics ----------------------------------------------------------------------------------------
     def add_diagnostic(

@@ -137,6 +137,11 @@ class RunningSouthgate:
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
         """Call the admin API; returns the decoded JSON answer (SouthgateError on a non-2xx status)."""
+        raw = self.admin_raw(method, path, body)
+        return json.loads(raw) if raw else None
+
+    def admin_raw(self, method: str, path: str, body: Any = None) -> bytes:
+        """Call the admin API; returns the answer's bytes as they are (SouthgateError on a non-2xx)."""
         data = None if body is None else json.dumps(body).encode()
         headers = {"Authorization": "Bearer " + self.admin_token}
         if data is not None:
@@ -156,7 +161,7 @@ class RunningSouthgate:
                     raise
         if resp.status >= 300:
             raise SouthgateError(f"{method} {path} -> {resp.status} {raw.decode(errors='replace')}")
-        return json.loads(raw) if raw else None
+        return raw
 
     # conveniences ---------------------------------------------------------------------------------------
     def create_agent(
@@ -238,6 +243,15 @@ class RunningSouthgate:
             if f["path"] == path:
                 return (self.data_dir / "files" / f["blob"]).read_bytes()
         raise KeyError(path)
+
+    def custom_items(self, agent_id: str) -> list[Any]:
+        """Stored custom items, oldest first: [{"id", "type", "version", "details", "contentType", "size",
+        "receivedMs"}]; `custom_payload(agent_id, item["id"])` has the bytes."""
+        return self._read(agent_id, "items", full="1")
+
+    def custom_payload(self, agent_id: str, item_id: int) -> bytes:
+        """A custom item's payload, byte for byte as the agent sent it."""
+        return self.admin_raw("GET", f"/admin/agents/{agent_id}/items/{item_id}")
 
     def diagnostics(self, agent_id: str) -> list[Any]:
         return self._read(agent_id, "diagnostics")
