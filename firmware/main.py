@@ -66,7 +66,7 @@ def device_main():
 def main(argv=None, agent_factory=None):
     if argv is None:
         argv = sys.argv[1:] if len(sys.argv) > 1 else []
-    if argv or (compat.MICROPYTHON and sys.platform in ("linux", "darwin")):
+    if argv or compat.UNIX_PORT:
         from runtime import unix
 
         return unix.main(argv, agent_factory, run)

@@ -8,14 +8,25 @@
     agent.record({"DP-Temperature": 21.5}, timestamp_ms=None, quality=None)   # to flash only
     agent.event(severity, description, details=None)
     agent.upload_file(path, name=None, mime=None)
+    agent.custom("vibrationSpectrum", "1.0", data_or_path, "application/octet-stream", details=None)
     summary = agent.flush()  # upload everything buffered; dict with "readings_sent" and more
 
 Parts are created on first use and share one keep-alive connection (`agent.conn`). Modules needed once
 (config parsing, DSC building) are unloaded after a successful use: bytecode loaded from .mpy lives in the
-heap, and ~14 KB back matters on a 64 KB board. Their exception classes live here, so `except` clauses keep
-matching after a module was unloaded and loaded again. What a wake needs once or never (status, reading the CA
-certificates, error texts) is in mcagent.agentutil, loaded per use and released at once.
+heap, and ~14 KB back matters on a 64 KB board. Their exception classes live in mcagent.errors (re-exported
+here), so `except` clauses keep matching after a module was unloaded and loaded again. What a wake needs
+once or never (status, reading the CA certificates, error texts) is in mcagent.agentutil, loaded per use
+and released at once.
 """
+
+from mcagent.errors import (  # noqa: F401 (the package's public names)
+    AgentConfig,
+    BoardError,
+    ConfigError,
+    DscError,
+    MappingError,
+    NeedsOnboarding,
+)
 
 VERSION = "0.1.0"
 
@@ -25,48 +36,6 @@ def _cold(fn, *args):
     from mcagent import compat
 
     return compat.call_cold("mcagent.agentutil", fn, *args)
-
-
-class ConfigError(ValueError):
-    """agentconfig.json is missing or wrong; `.problems` lists each problem as its own sentence."""
-
-    def __init__(self, source, problems):
-        self.source = source
-        self.problems = problems
-        super().__init__(_cold("config_error_text", source, problems))
-
-
-class BoardError(ConfigError):
-    """board.json or settings.json is wrong; `.problems` lists one sentence per wrong field."""
-
-
-class NeedsOnboarding(Exception):
-    """The agent cannot authenticate any more (secret and registration token refused, onboarding key used
-    or expired): only a new agentconfig.json helps. Buffered data is kept; nothing is retried in a loop."""
-
-
-class DscError(ValueError):
-    """The data source configuration description is wrong; the message names the source or point."""
-
-
-class MappingError(Exception):
-    """The service refused a data point mapping (unknown asset/aspect/property, type or unit mismatch)."""
-
-
-class AgentConfig:
-    """The checked content of agentconfig.json (see mcagent.config). The IAT never shows in its repr."""
-
-    def __init__(self, base_url, iat, client_id, tenant, expiration_ms, source, key_id):
-        self.base_url = base_url
-        self.iat = iat
-        self.client_id = client_id
-        self.tenant = tenant
-        self.expiration_ms = expiration_ms  # when the IAT expires (Unix ms), None if not given
-        self.source = source
-        self.key_id = key_id  # fingerprint of the IAT: tells keys apart without storing one
-
-    def __repr__(self):
-        return "<AgentConfig %s tenant=%s base=%s>" % (self.client_id, self.tenant, self.base_url)
 
 
 class Agent:
@@ -216,6 +185,13 @@ class Agent:
     def upload_file(self, path, name=None, mime=None):
         """Queue a file on flash for upload; it is streamed from flash at flush time, so leave it in place."""
         return self.store.append_file_ref(self.clock.now_ms(), path, name, mime)
+
+    def custom(self, type_name, version, data, content_type="application/octet-stream", details=None):
+        """Queue custom data: an exchange item of your own type and version (e.g. "vibrationSpectrum",
+        "1.0") with optional details (a dict) and a raw payload of any content type. data: bytes (kept in
+        the flash record: up to ~3.9 KB) or the path of a file on flash, streamed at flush time like
+        upload_file (leave it in place). Handled by mcagent.kind_custom."""
+        return self.store.append(4, self.clock.now_ms(), type_name, version, data, content_type, details)
 
     def flush(self):
         """Commit what is buffered and upload it all (or until an error stops it). Returns the summary

@@ -1,5 +1,5 @@
 """The rare paths of mcagent.Agent and mcagent.identity.Identity: what a wake needs once (reading the CA
-certificates, status) or only on errors (texts of ConfigError, DscError and HttpError). Loaded per
+certificates, status) or only on errors (the texts of ConfigError and DscError). Loaded per
 use (mcagent._cold, compat.call_cold) and released at once, so the package and Identity, held through every
 wake, stay small. Nothing here imports a big module while it is loaded (that would add this module to that
 moment's heap), and no exception class lives here (except clauses must keep matching after a reload).
@@ -32,19 +32,10 @@ def read_cas(items):
 
 def no_dsc():
     """Agent.store without a DSC to learn the data points from."""
-    from mcagent import DscError
+    from mcagent.errors import DscError
 
     raise DscError("the agent needs its data source configuration before record(): "
                    "Agent(dsc=...) or agent.configure(dsc)")
-
-
-def http_error(resp, what):
-    """identity.http_error (see there)."""
-    from mcagent.http import HttpError
-
-    retry = resp.headers.get("retry-after")
-    return HttpError(resp.status, "%s: HTTP %d" % (what, resp.status),
-                     int(retry) if retry and retry.isdigit() else None, resp.body[:200])
 
 
 def status(ident):

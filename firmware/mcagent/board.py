@@ -8,21 +8,26 @@ ones Insights Hub expects cannot drift apart.
 This validator is host-side code first: `mcagent deploy` runs it and installs the result, `node.json`
 (see `compile`), so a board never loads these 500 lines of checks (their bytecode would cost ~20 KB of a
 64 KB heap). The node runtime falls back to it once when node.json is missing or older than the two files.
+
+The sensors are checked against their drivers (kinds, channels, options), which belong to the application
+(the `sensors` package), not to this library: whoever checks a board.json hands them in, as `drivers` (an
+object with KINDS and module(kind), e.g. the `sensors` package) or once for all calls in DRIVERS (the host
+tools do that). The data point types are mcagent.errors.TYPES (the store's list).
 """
 
 import json
 
 from micropython import const
 
-from mcagent import BoardError
+from mcagent.errors import TYPES, BoardError
 
-TYPES = ("INT", "LONG", "DOUBLE", "BOOLEAN", "STRING", "BIG_STRING", "TIMESTAMP")
 SLEEP_MODES = ("awake", "deep")
 WHEN_FULL = ("drop_oldest", "stop")
 # chip -> highest GPIO number
 CHIPS = {"esp32": 39, "esp32s2": 46, "esp32s3": 48, "esp32c3": 21, "unix": 1023}
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
 _MAX_ID = const(64)
+DRIVERS = None  # the sensor drivers parse() checks against when it is given none (see above)
 
 
 # ---- small checkers: each returns the value (or a default) and appends a sentence on a problem --------
@@ -116,12 +121,6 @@ class Point:
         self.description = description
         self.extra = extra  # mapping fields handed to the DSC as they are (property, mappings, ...)
 
-    def convert(self, value):
-        """A driver's value as the DSC type wants it (sensors.convert, which the runtime uses)."""
-        from sensors import convert
-
-        return convert(self.type, value)
-
     def __repr__(self):
         return "<Point %s %s %s>" % (self.id, self.type, self.unit)
 
@@ -209,8 +208,12 @@ _POINT = ("channel", "id", "name", "type", "unit", "description", "property", "m
           "cycle")
 
 
-def parse(doc, source="board.json"):
-    """Check a decoded board.json (dict). Returns Board or raises BoardError naming every wrong field."""
+def parse(doc, source="board.json", drivers=None):
+    """Check a decoded board.json (dict) against the sensor drivers (default: DRIVERS). Returns Board or
+    raises BoardError naming every wrong field."""
+    drivers = drivers or DRIVERS
+    if drivers is None:
+        raise TypeError("board.parse needs the sensor drivers (the sensors package): drivers= or DRIVERS")
     if not isinstance(doc, dict):
         raise BoardError(source, ["must be a JSON object"])
     p = []
@@ -237,7 +240,7 @@ def parse(doc, source="board.json"):
     if "i2c" in doc:
         b.i2c = _i2c(doc.get("i2c"), chip, "i2c", p)
 
-    _sensors(doc, b, p)
+    _sensors(doc, b, p, drivers)
 
     sch = _obj(doc, "schedule", "", p)
     _unknown(sch, _SCHEDULE, "schedule", p)
@@ -320,9 +323,8 @@ def _i2c(value, chip, where, p):
     return value
 
 
-def _sensors(doc, b, p):
-    from sensors import KINDS, module
-
+def _sensors(doc, b, p, drivers):
+    kinds = drivers.KINDS
     sensors = doc.get("sensors")
     if not isinstance(sensors, list) or not sensors:
         p.append("sensors must be a non-empty list of sensors")
@@ -336,10 +338,10 @@ def _sensors(doc, b, p):
             p.append("%s must be an object with kind, name and points" % where)
             continue
         kind = s.get("kind")
-        if kind not in KINDS:
-            p.append("%s.kind must be one of %s, got %s" % (where, ", ".join(KINDS), _show(kind)))
+        if kind not in kinds:
+            p.append("%s.kind must be one of %s, got %s" % (where, ", ".join(kinds), _show(kind)))
             continue
-        mod = module(kind)
+        mod = drivers.module(kind)
         name = s.get("name", kind)
         if _ident(name, where + ".name", p):
             if name in names:
@@ -422,9 +424,9 @@ def _read_json(path, what):
         raise BoardError(path, ["is not valid JSON (a missing comma or quote?)"])
 
 
-def load(path="board.json"):
-    """Read and check board.json. Raises BoardError naming every wrong field."""
-    return parse(_read_json(path, "board definition (boards/<name>/board.json)"), path)
+def load(path="board.json", drivers=None):
+    """Read and check board.json (against drivers, see parse). Raises BoardError naming every wrong field."""
+    return parse(_read_json(path, "board definition (boards/<name>/board.json)"), path, drivers)
 
 
 # ---- settings.json: what differs per site and node ----------------------------------------------------

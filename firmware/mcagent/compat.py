@@ -9,6 +9,8 @@ import sys
 import time
 
 MICROPYTHON = sys.implementation.name == "micropython"
+# MicroPython's Unix port (the unix board, run from a command line), not a microcontroller
+UNIX_PORT = MICROPYTHON and sys.platform in ("linux", "darwin")
 
 try:  # MicroPython >= 1.23 has the native module; CPython (and old firmware) only `ssl`.
     import tls
@@ -71,13 +73,6 @@ def tls_wrap(ctx, sock, host):
     return ctx.wrap_socket(sock, server_hostname=host)
 
 
-def sync():
-    """Ask the OS to flush filesystem buffers, where the port has such a call."""
-    fn = getattr(os, "sync", None)
-    if fn is not None:
-        fn()
-
-
 def make_private(path):
     """Restrict a file holding secrets to its owner (host filesystems; boards have no permissions).
 
@@ -128,50 +123,6 @@ def call_cold(module, fn, *args):
         return getattr(load(module), fn)(*args)
     finally:
         unload(module)
-
-
-def collect():
-    """Run the garbage collector and return free heap bytes (None where unknown, e.g. CPython)."""
-    try:
-        import gc
-
-        gc.collect()
-        return gc.mem_free() if hasattr(gc, "mem_free") else None
-    except ImportError:
-        return None
-
-
-def fsync(f):
-    """Flush a file written for durability down to the medium (a littlefs commit happens at close())."""
-    f.flush()
-    fileno = getattr(f, "fileno", None)
-    fn = getattr(os, "fsync", None)
-    if fileno is not None and fn is not None:
-        fn(fileno())
-
-
-def fsync_dir(path):
-    """Make a rename in directory path durable on POSIX hosts (no-op where directories can't be opened)."""
-    if MICROPYTHON or not hasattr(os, "O_RDONLY"):
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def mkdir_private(path):
-    """Create a directory only its owner may enter, where the platform has permissions."""
-    if MICROPYTHON:
-        os.mkdir(path)
-    else:
-        os.mkdir(path, 0o700)
 
 
 # --- socket I/O for mcagent.http (appended by the http area) ---
@@ -338,19 +289,51 @@ def sleep_ms(ms, time_module=time):
 
 
 def heap_free():
-    """Free GC heap bytes after a collection on MicroPython (the number the health event reports); None on
-    CPython, where the figure means nothing for a board and a full collection is slow."""
-    return collect() if MICROPYTHON else None
+    """Collect the garbage and return the free GC heap bytes on MicroPython (the number the health event
+    reports); None on CPython, where the figure means nothing for a board and a full collection is slow."""
+    if not MICROPYTHON:
+        return None
+    import gc
+
+    gc.collect()
+    return gc.mem_free()
 
 
-# --- filesystem helpers MicroPython's `os` lacks (os.path.exists, os.makedirs) ---
+# --- filesystem helpers MicroPython's `os` lacks (os.path.exists, getsize, makedirs) and atomic writes ---
+
+def file_size(path):
+    """The size of a file in bytes, -1 if there is none."""
+    try:
+        return os.stat(path)[6]
+    except OSError:
+        return -1
+
 
 def exists(path):
+    return file_size(path) >= 0
+
+
+def remove(path):
+    """Delete a file if it is there: True if it was deleted."""
     try:
-        os.stat(path)
+        os.remove(path)
         return True
     except OSError:
         return False
+
+
+def write_atomic(path, data=None, producer=None):
+    """Replace path with data (bytes-like) or what producer(write) writes, so that a power cut leaves the
+    old or the new content: path.tmp is written, flushed and closed (a littlefs commit), then renamed over
+    path. A cut before the rename leaves path.tmp beside the old file (its reader drops or promotes it)."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        if data is not None:
+            f.write(data)
+        if producer is not None:
+            producer(f.write)
+        f.flush()
+    os.rename(tmp, path)
 
 
 def makedirs(path, private=False):
@@ -361,8 +344,8 @@ def makedirs(path, private=False):
     if "/" in path:
         makedirs(path.rsplit("/", 1)[0], private)
     try:
-        if private:
-            mkdir_private(path)
+        if private and not MICROPYTHON:
+            os.mkdir(path, 0o700)  # only its owner may enter (boards have no permissions)
         else:
             os.mkdir(path)
     except OSError:

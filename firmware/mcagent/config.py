@@ -3,13 +3,14 @@
 Parsed and checked up front so that a wrong file fails at start-up with one message that names every
 problem, instead of a 401 or a crash half-way through onboarding. The onboarding key (IAT) is a secret:
 it never appears in a message or a repr. Needed once per start: Agent unloads this module after use,
-which is why ConfigError and AgentConfig live in the package (mcagent).
+which is why ConfigError and AgentConfig live in mcagent.errors, which stays.
 """
 
 import hashlib
 import json
 
-from mcagent import AgentConfig, ConfigError, clock
+from mcagent import clock
+from mcagent.errors import AgentConfig, ConfigError
 
 PROFILE = "SHARED_SECRET"
 _ID_CHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_"

@@ -21,9 +21,9 @@ import hashlib
 
 from micropython import const
 
-from mcagent import DscError, MappingError, cjson
+from mcagent import cjson, compat
+from mcagent.errors import TYPES, DscError, MappingError
 
-TYPES = ("INT", "LONG", "DOUBLE", "BOOLEAN", "STRING", "BIG_STRING", "TIMESTAMP")
 MAPPINGS_PATH = "/api/mindconnect/v3/dataPointMappings"
 _MAX_DSC = const(16384)  # bytes of the service's DSC we are willing to read back
 
@@ -213,9 +213,8 @@ def _server_digest(doc):
 
 
 def _error(resp, what):
-    from mcagent.identity import http_error
-
-    return http_error(resp, what)
+    """The HttpError for an unexpected answer (mcagent.httputil.http_error)."""
+    return compat.call_cold("mcagent.httputil", "http_error", resp, what)
 
 
 def configure(request, state, client_id, desc, force=False):

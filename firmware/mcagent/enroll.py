@@ -7,10 +7,11 @@ client-assertion signing it pulls in: jwt, hmac256, b64), so an ordinary later w
 
 from micropython import const
 
-from mcagent import NeedsOnboarding, cjson, compat
+from mcagent import cjson, compat
 from mcagent.clock import iso_ms
+from mcagent.errors import NeedsOnboarding
 from mcagent.http import HttpError, TransportError
-from mcagent.identity import ClockError, ProtocolError, http_error
+from mcagent.identity import ClockError, ProtocolError
 
 REGISTER_PATH = "/api/agentmanagement/v3/register"
 TOKEN_PATH = "/api/agentmanagement/v3/oauth/token"
@@ -22,6 +23,11 @@ PREVIOUS = "previous"  # state file of those answers: read only to recover, so a
 _FORM = ("grant_type=client_credentials"
          "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"
          "&client_assertion=")
+
+
+def _error(resp, what):
+    """The HttpError for an unexpected answer (mcagent.httputil.http_error, loaded for the call)."""
+    return compat.call_cold("mcagent.httputil", "http_error", resp, what)
 
 
 def call(ident, method, path, headers, body=None, max_body=2048):
@@ -105,7 +111,7 @@ def register(ident):
             "agentconfig.json for agent %s and install it; buffered data is kept."
             % (cfg.source, resp.status, " (expiry %s)" % iso_ms(exp) if exp else "", cfg.client_id))
     if resp.status != 201:
-        raise http_error(resp, "onboarding")
+        raise _error(resp, "onboarding")
     ident.invalidate_token()
     return save_registration(ident, from_answer(ident, _json(resp), None))
 
@@ -166,7 +172,7 @@ def rotate(ident):
         raise NeedsOnboarding("agent %s is not onboarded" % ident.config.client_id)
     new = rotate_with(ident, reg, reg)
     if not isinstance(new, dict):
-        raise http_error(new, "secret rotation")
+        raise _error(new, "secret rotation")
     return new
 
 
@@ -199,7 +205,7 @@ def recover(ident):
         if isinstance(new, dict):
             return new
         if new.status not in (400, 401, 403, 404):
-            raise http_error(new, "secret rotation")
+            raise _error(new, "secret rotation")
     if ident.new_key(reg):
         try:
             return register(ident)
@@ -241,7 +247,7 @@ def fetch_token(ident):
             recovered = True
             reg = recover(ident)
             continue
-        raise http_error(resp, "access token")
+        raise _error(resp, "access token")
 
 
 def _token_answer(resp):

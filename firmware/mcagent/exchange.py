@@ -12,22 +12,23 @@ Layout (strict RFC 2046: CRLF, no preamble, no epilogue, compact JSON), one item
     --R CRLF Content-Type: application/vnd.siemens.mindsphere.meta+json CRLF CRLF <meta JSON>
     CRLF --R CRLF Content-Type: <payload type> CRLF CRLF <payload> CRLF --R-- CRLF
     ... next item ... --M--
-Groups: one standardTimeSeries item per configuration id (several timestamps each), one businessEvent item
-per event version (1.0: severity 1/2/3, 2.0: 20/30/40), one `file` item per file (bytes streamed from
-flash). Boundaries are random per body (os.urandom); inner ones ("mcpart<hex>x<i>") never start with the
-outer one ("mcagent<hex>").
+Items: the records' kind modules (mcagent.kinds) say which records share an item (`key`: time series per
+configuration id, events per event version; a file or custom data record is an item of its own), the item's
+meta and content type (`group`) and each record's part of a JSON array payload (`element`); a payload kept
+in a file on flash (a file item, big custom data) is streamed from the file. Boundaries are random per body
+(os.urandom); inner ones ("mcpart<hex>x<i>") never start with the outer one ("mcagent<hex>").
 
-Heap: this module is resident for a whole flush, so it keeps only what time series and events need. File
-items and error texts are in mcagent.exchangecold, loaded per use; the buffered writer (buf_size > 0) in
-mcagent.exchangebuf. The body object follows the streaming body contract of http.py: `.length`,
-`.content_type`, `.write_to`.
+Heap: this module is resident for a whole flush; a kind's module is loaded when a record of that kind is
+first composed (a batch of time series loads only kind_sample). Streaming a file and error texts are in
+mcagent.exchangecold, loaded per use; the buffered writer (buf_size > 0) in mcagent.exchangebuf. The
+body object follows the streaming body contract of http.py: `.length`, `.content_type`, `.write_to`.
 """
 
 from binascii import hexlify
 
 from micropython import const
 
-from mcagent import cjson, clock, compat
+from mcagent import compat, kinds
 from mcagent.store import Reader
 
 # Default batch budget: see docs/store-format.md ("Batch budget") for the measurement behind it.
@@ -35,15 +36,6 @@ DEFAULT_BUDGET = const(65536)
 MAX_BODY = const(10485760)  # the service answers 413 above 10 MiB
 MAX_BUF = const(2048)
 _DEFAULT_BUF = const(1024)
-
-_SAMPLE = const(1)  # store.KIND_*
-_FILE = const(3)
-_T_DOUBLE = const(1)
-_T_BOOL = const(4)
-_T_STRING = const(5)
-_T_BIG_STRING = const(6)
-_T_TIMESTAMP = const(7)
-
 
 class BodyError(OSError):
     """The records or a file changed between the length pass and the write pass: compose again."""
@@ -76,66 +68,33 @@ class _Out:
                     w(data[i : i + MAX_BUF])
 
 
-def _key(rec):
-    """Which item a record goes in: its Config (a sample), its event version (True: 2.0), None (a file)."""
-    k = rec.kind
-    return rec.cfg if k == _SAMPLE else None if k == _FILE else rec.buf[24] >= 20  # the severity byte
+def _kind(mods, code):
+    """The module of a record kind, from mods (a list by code - 1) or loaded (released by Agent.release)."""
+    mod = mods[code - 1]
+    if mod is None:
+        mod = mods[code - 1] = compat.load(kinds.MODULES[code - 1])
+    return mod
 
 
-def _element(put, rec):
-    """One array element of a standardTimeSeries (a sample) or businessEvent (an event) payload."""
-    if rec.kind == _SAMPLE:
-        ts, quality, values = rec.sample(True)
-        cfg = rec.cfg
-        q = ',"qualityCode":%s}' % cjson.quote(quality)
-        put('{"timestamp":"%s","values":[' % clock.iso_ms(ts))
-        sep = b'{"dataPointId":'
-        for dp_id, t, v in values:
-            put(sep)
-            sep = b',{"dataPointId":'
-            put(cfg.qids[cfg.index[dp_id]])
-            put(b',"value":')
-            if t == _T_STRING or t == _T_BIG_STRING:
-                # A run of UTF-8 bytes in the record, streamed: a long string is never copied whole.
-                put(b'"')
-                start = 0
-                for i in range(len(v)):
-                    c = v[i]
-                    if c == 34 or c == 92 or c < 32:  # escaped as cjson.quote does
-                        put(v[start:i])
-                        k = '"\\\n\r\t'.find(chr(c))
-                        put("\\" + '"\\nrt'[k] if k >= 0 else "\\u%04x" % c)
-                        start = i + 1
-                put(v[start:])
-                put(b'"')
-            else:
-                if t == _T_DOUBLE:
-                    v = repr(v)  # shortest text that reads back as the same double
-                elif t == _T_BOOL:
-                    v = "true" if v else "false"
-                elif t == _T_TIMESTAMP:
-                    v = clock.iso_ms(v)
-                put('"%s"' % v)
-            put(q)
-        put(b"]}")
-        return
-    ts, eid, severity, desc, details, corr = rec.event()
-    h = hexlify(eid)  # the id was drawn when the event was recorded: retries keep it
-    put(b'{"id":"%s-%s-%s-%s-%s"' % (h[:8], h[8:12], h[12:16], h[16:20], h[20:]))
-    if corr:
-        put(',"correlationId":' + cjson.quote(corr))
-    put(',"timestamp":"%s","severity":%d,"description":%s,"type":"MindSphereStandardEvent","version":"1.0",'
-        '"details":' % (clock.iso_ms(ts), severity, cjson.quote(desc)))
-    put(details)
-    put(b"}")
+class _Item:
+    """One exchange item: records of kind code with equal key (mcagent.kinds), from position first on; meta
+    JSON and payload content type (None: a JSON array of the records' elements); path and size of a file
+    its payload streams from (path None: the elements)."""
+
+    def __init__(self, code, key, first, group):
+        self.code = code
+        self.key = key
+        self.first = first
+        self.meta, self.ctype, self.path, self.size = group
 
 
 class Body:
     """One exchange request body over the store records [start, end); see the module docstring.
 
-    Attributes: length, content_type, start, end (positions for store.ack), readings, events, files,
-    files_missing, records (all records covered), items (0: nothing to send, just acknowledge).
-    groups: [kind, key, meta, path, size] per item, key as _key gives it.
+    Attributes: length, content_type, start, end (positions for store.ack), sent (records delivered per
+    kind, index = code - 1), taken (records the batch takes off the store per kind, vanished files
+    included), files_missing (records whose file had vanished), records (all of them), items (0: nothing
+    to send, just acknowledge). groups: an _Item per item.
     """
 
     def __init__(self, store, budget, buf_size):
@@ -149,7 +108,9 @@ class Body:
         self._inner = b"mcpart" + hx + b"x"
         self.content_type = "multipart/mixed; boundary=" + self.outer.decode()
         groups = self.groups = []
-        n = [0, 0, 0, 0]  # readings, events, files, vanished files
+        sent = self.sent = [0] * len(kinds.NAMES)
+        taken = self.taken = [0] * len(kinds.NAMES)
+        mods = self._mods = [None] * len(kinds.NAMES)
         put = _Out()
         total = 4 + len(self.outer)  # the close delimiter "--M--"
         last_ts = None
@@ -159,9 +120,9 @@ class Body:
                 rec = r.next()
                 if rec is None:
                     break
-                kind = rec.kind
-                key = _key(rec)
-                if kind == _SAMPLE:
+                code = rec.kind
+                mod = _kind(mods, code)
+                if getattr(mod, "RISING", False):
                     # Sample timestamps rise strictly within a batch: a reading recorded twice (same data
                     # point and time) goes in the next batch, never twice in one exchange (the service
                     # refuses that); the later one wins there, as the service keeps the last value.
@@ -169,61 +130,52 @@ class Body:
                     if last_ts is not None and ts <= last_ts:
                         break
                     last_ts = ts
+                key = mod.key(rec)
                 put.total = 0
-                new = None
-                if kind == _FILE:
-                    g = new = _cold("file_group", rec)
-                    if g is None:  # vanished: taken off the store, reported by the uploader
-                        n[3] += 1
+                for g in groups:
+                    if g.code == code and g.key == key:
+                        put(b",")
+                        new = None
+                        break
+                else:
+                    new = mod.group(rec)
+                    if new is None:  # its file vanished: taken off the store, reported by the uploader
+                        taken[code - 1] += 1
                         self.end = rec.end
                         continue
-                    put.total = g[4]
-                else:
-                    for g in groups:
-                        if g[1] is key:
-                            put(b",")
-                            break
-                    else:
-                        if kind == _SAMPLE:
-                            meta = (b"standardTimeSeries", b"1",
-                                    b'"configurationId":' + cjson.quote(key.configuration_id).encode())
-                        else:
-                            meta = (b"businessEvent", b"2" if key else b"1", b"")
-                        g = new = [kind, key, b'{"type":"item","version":"1.0","payload":{"type":"%s",'
-                                   b'"version":"%s.0","details":{%s}}}' % meta, None, 0]
-                    _element(put, rec)
-                if new:
+                    g = new = _Item(code, key, (rec.seq, rec.off), new)
                     self._frame(put, len(groups), g, True)
                     self._frame(put, len(groups), g, False)
+                if g.path is None:
+                    mod.element(put, rec)
+                else:
+                    put.total += g.size
                 if groups and total + put.total > budget:
                     break
                 total += put.total
                 if new:
                     groups.append(g)
-                n[kind - 1] += 1
+                sent[code - 1] += 1
+                taken[code - 1] += 1
                 self.end = rec.end
         finally:
             r.close()
-        self.readings, self.events, self.files, self.files_missing = n
-        self.records = sum(n)
+        self.records = sum(taken)
+        self.files_missing = self.records - sum(sent)
         self.items = len(groups)
         self.length = total if groups else 0
 
-    def counts(self):
-        """(readings, events, files) this batch takes off the store (vanished files included)."""
-        return (self.readings, self.events, self.files + self.files_missing)
-
     def _frame(self, put, gi, g, head):
-        """The framing of item gi before (head=True) or after its payload."""
+        """The framing of item gi before (head=True) or after its payload (a JSON array without a type)."""
         ib = self._inner + str(gi).encode()
         if head:
             put(b"--%s\r\nContent-Type: multipart/related;boundary=%s\r\n\r\n--%s\r\n"
                 b"Content-Type: application/vnd.siemens.mindsphere.meta+json\r\n\r\n" % (self.outer, ib, ib))
-            put(g[2])
-            put(b"\r\n--%s\r\nContent-Type: application/%s"
-                % (ib, b"octet-stream\r\n\r\n" if g[0] == _FILE else b"json\r\n\r\n["))
+            put(g.meta)
+            put(b"\r\n--%s\r\nContent-Type: %s\r\n\r\n%s"
+                % (ib, g.ctype or b"application/json", b"" if g.ctype else b"["))
         else:
-            put(b"%s\r\n--%s--\r\n" % (b"" if g[0] == _FILE else b"]", ib))
+            put(b"%s\r\n--%s--\r\n" % (b"" if g.ctype else b"]", ib))
 
     def write_to(self, write):
         """Write the body: exactly self.length bytes, in chunks of at most MAX_BUF (or the buffer size)."""
@@ -239,21 +191,25 @@ class Body:
         put = _Out(write)
         for gi in range(len(groups)):
             g = groups[gi]
+            code, key = g.code, g.key
             self._frame(put, gi, g, True)
-            if g[0] == _FILE:
-                _cold("put_file", put, g[3], g[4], b)
+            if g.path is not None:
+                _cold("put_file", put, g.path, g.size, b)
             else:
+                mod = _kind(self._mods, code)
                 sep = b""
-                r = Reader(self.store, self.start, self.end)
+                r = Reader(self.store, g.first, self.end)
                 try:
                     while True:
                         rec = r.next()
                         if rec is None:
                             break
-                        if _key(rec) is g[1]:
+                        if rec.kind == code and mod.key(rec) == key:
                             put(sep)
                             sep = b","
-                            _element(put, rec)
+                            mod.element(put, rec)
+                            if key == g.first:  # an item of one record (keyed by its position)
+                                break
                 finally:
                     r.close()
             self._frame(put, gi, g, False)
@@ -275,5 +231,5 @@ def compose(store, budget=DEFAULT_BUDGET, buf_size=_DEFAULT_BUF):
     body = Body(store, min(budget, MAX_BODY), min(buf_size, MAX_BUF))
     if body.records:
         return body
-    store._pending = [0, 0, 0]  # nothing left after the cursor: the store knows it without a rescan
+    store._pending = [0] * len(kinds.NAMES)  # nothing after the cursor: the store knows it without a rescan
     return None

@@ -1,23 +1,7 @@
-"""The composer's rare paths (mcagent.exchange): file items and error texts. Loaded per use and unloaded
-at once: a batch of time series and events never loads it."""
+"""The composer's rare paths (mcagent.exchange): streaming a payload from a file and error texts. Loaded per
+use and unloaded at once: a batch of time series and events never loads it."""
 
-from mcagent import cjson, clock
 from mcagent.exchange import MAX_BUF, BodyError
-
-
-def file_group(rec):
-    """The group [kind, None, meta, path, size] of a file record; None if the file has vanished."""
-    import os
-
-    ts, _, path, name, mime = rec.file()
-    try:
-        size = os.stat(path)[6]
-    except OSError:
-        return None
-    meta = (b'{"type":"item","version":"1.0","payload":{"type":"file","version":"1.0","details":{"fileName":'
-            b'%s,"creationDate":"%s","fileType":%s}}}'
-            % (cjson.quote(name).encode(), clock.iso_ms(ts).encode(), cjson.quote(mime).encode()))
-    return [rec.kind, None, meta, path, size]
 
 
 def put_file(put, path, size, buf):

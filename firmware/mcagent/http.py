@@ -29,7 +29,7 @@ MAX_HEAD = const(8192)  # status line + headers (or chunked trailers) beyond thi
 _MIN_RATE = const(2048)  # bytes/s of request body the deadline allows for on top of deadline_s
 _DRAIN_MAX = const(65536)  # unread body bytes worth draining to keep a connection; beyond: close it
 
-# Connection._phase: where a request is, for error messages (texts in httputil.PHASES, same order)
+# Connection.phase: where a request is, for error messages (texts in httputil.PHASES, same order)
 _CONNECT = const(0)
 _PROXY = const(1)
 _TLS = const(2)
@@ -134,6 +134,13 @@ class Connection:
     drain_max: unread body bytes worth draining to keep the connection (64 KB; beyond: closed instead).
     Counters: handshakes (connections opened: TLS handshakes on https), requests (answers received),
     reopened (idle connections found closed by the server and replaced before sending), resent.
+
+    The buffer interface its cold half (mcagent.httputil: proxy tunnel, chunked and until-close bodies,
+    errors) works through, not meant for users: write(data) / flush() queue and send request bytes;
+    fill() reads more into the buffer, whose unread bytes are mv[r0:r1] (TransportError at the end of the
+    stream); read_line() (at most `budget` more bytes), read_head() -> (status, reason, headers, HTTP/1.0),
+    take(n, into=None) consume them; phase (where the request is: connect .. read body) and what
+    ("METHOD /path") say where an error happened.
     """
 
     def __init__(self, base_url, ca_ders=(), proxy=None, timeout_s=30, buf_size=1024, deadline_s=None):
@@ -143,7 +150,7 @@ class Connection:
         self.deadline_s = deadline_s or 4 * timeout_s
         self.drain_max = _DRAIN_MAX
         self._buf = bytearray(buf_size)
-        self._mv = memoryview(self._buf)
+        self.mv = memoryview(self._buf)
         self._sock = self._io = None
         self.handshakes = self.requests = self.reopened = self.resent = 0
 
@@ -202,7 +209,7 @@ class Connection:
             extra.append(("Content-Length", str(length)))
         if idempotent is None:
             idempotent = method in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
-        self._what = method + " " + path.split("?")[0]
+        self.what = method + " " + path.split("?")[0]
         self._deadline = compat.ticks_ms() + int((self.deadline_s + (length or 0) // _MIN_RATE) * 1000)
         retried = False
         while True:
@@ -210,7 +217,7 @@ class Connection:
                 self.close()  # the server closed it while idle: nothing was sent, any method may go again
                 self.reopened += 1
             fresh = self._io is None
-            self._r0 = self._r1 = self._w = 0  # on a reused connection, _r1 > 0 means: the answer began
+            self.r0 = self.r1 = self._w = 0  # on a reused connection, r1 > 0 means: the answer began
             if fresh:
                 self._open()
             self._io.deadline = self._deadline
@@ -225,7 +232,7 @@ class Connection:
                     raise
                 e = _cold("net_error", self, e)
                 if (
-                    not (retried or fresh or self._r1)
+                    not (retried or fresh or self.r1)
                     and type(e) is TransportError
                     and (idempotent or not sent)
                 ):
@@ -254,7 +261,7 @@ class Connection:
         return self
 
     def _open(self):
-        self._phase = _CONNECT
+        self.phase = _CONNECT
         p = self._proxy or (None, self.host, self.port)
         ms = int(self.timeout_s * 1000)
         try:
@@ -275,10 +282,12 @@ class Connection:
             raise _cold("net_error", self, err, p)
         self._sock = sock
         try:
-            if self._proxy:
-                _cold("tunnel", self)
+            if self._proxy:  # CONNECT over the plain socket first
+                self._io = compat.SockIO(sock, ms)
+                self._io.deadline = self._deadline
+                _cold("tunnel", self, self._proxy[4])
             if self._ctx is not None:
-                self._phase = _TLS  # a refused certificate: TlsVerifyError (httputil.net_error)
+                self.phase = _TLS  # a refused certificate: TlsVerifyError (httputil.net_error)
                 compat.blocking(sock, compat.time_left(self._deadline, ms) / 1000)
                 sock = self._sock = compat.tls_wrap(self._ctx, sock, self.host)
             self._io = compat.SockIO(sock, ms)
@@ -290,8 +299,8 @@ class Connection:
     # -- writing ----------------------------------------------------------------------------------
 
     def _send(self, method, path, extra, body, length):
-        self._phase = _SEND
-        put = self._put
+        self.phase = _SEND
+        put = self.write
         put(method)
         put(" ")
         put(path)
@@ -305,28 +314,28 @@ class Connection:
         put("\r\n\r\n")
         if length:
             if hasattr(body, "write_to"):
-                self._budget = length
+                self.budget = length
                 # While write_to runs, a failure is the body's (e.g. a flash read error), not the network's:
                 # it is raised as it is, never resent. _put_body clears the flag while it sends.
                 self._bad_body = True
                 body.write_to(self._put_body)
-                if self._budget:
-                    raise _cold("error", "fewer", None, (length - self._budget, length))
+                if self.budget:
+                    raise _cold("error", "fewer", None, (length - self.budget, length))
                 self._bad_body = False
             else:
                 put(body)
-        self._flush()
+        self.flush()
 
     def _put_body(self, data):
         """The write() a streaming body writes through: stops it at its length."""
-        self._budget -= len(data)
-        if self._budget < 0:
+        self.budget -= len(data)
+        if self.budget < 0:
             raise _cold("error", "more")
         self._bad_body = False  # a failure to send is the network's
-        self._put(data)
+        self.write(data)
         self._bad_body = True
 
-    def _put(self, data):
+    def write(self, data):
         """Queue bytes (or ASCII str) for the socket through the buffer; big pieces go out directly."""
         if isinstance(data, str):
             data = data.encode()
@@ -334,7 +343,7 @@ class Connection:
         w = self._w
         cap = len(self._buf)
         if w + n <= cap:
-            self._mv[w : w + n] = data
+            self.mv[w : w + n] = data
             self._w = w + n
             return
         if not isinstance(data, memoryview):
@@ -342,62 +351,62 @@ class Connection:
         i = 0
         if w:  # top the buffer up first, so TLS records stay full
             i = cap - w
-            self._mv[w:cap] = data[:i]
+            self.mv[w:cap] = data[:i]
             self._w = cap
-            self._flush()
+            self.flush()
         if n - i >= cap:
             self._io.send(data[i:])
         else:
-            self._mv[0 : n - i] = data[i:]
+            self.mv[0 : n - i] = data[i:]
             self._w = n - i
 
-    def _flush(self):
+    def flush(self):
         w = self._w
         if w:
             self._w = 0
-            self._io.send(self._mv[0:w])
+            self._io.send(self.mv[0:w])
 
-    # -- reading: the buffer holds the unread bytes _mv[_r0:_r1] ---------------------------------------
+    # -- reading: the buffer holds the unread bytes mv[r0:r1] -------------------------------------------
 
-    def _fill(self):
+    def fill(self):
         """Read more bytes into the buffer, whose bytes the caller has consumed; EOF: TransportError."""
-        n = self._io.recv_into(self._mv)
+        n = self._io.recv_into(self.mv)
         if not n:
             raise _cold("error", "closed", self)
-        self._r0 = 0
-        self._r1 = n
+        self.r0 = 0
+        self.r1 = n
 
-    def _line(self):
+    def read_line(self):
         """Next line of a head (without CRLF) as str (bytes that are not UTF-8 become '?'); ProtocolError
-        once the head passes self._budget."""
+        once the head passes self.budget."""
         line = b""
         while True:
-            r0 = self._r0
-            i = self._buf.find(b"\n", r0, self._r1)
-            end = self._r1 if i < 0 else i + 1
-            self._budget -= end - r0
-            if self._budget < 0:
+            r0 = self.r0
+            i = self._buf.find(b"\n", r0, self.r1)
+            end = self.r1 if i < 0 else i + 1
+            self.budget -= end - r0
+            if self.budget < 0:
                 raise _cold("error", "head", self)
-            line += self._mv[r0:end]
-            self._r0 = end
+            line += self.mv[r0:end]
+            self.r0 = end
             if i >= 0:
                 line = line.rstrip(b"\r\n")
                 try:
                     return line.decode()
                 except UnicodeError:
                     return _cold("ascii_text", line)
-            self._fill()
+            self.fill()
 
-    def _head(self):
+    def read_head(self):
         """Status line and headers -> (status, reason, headers, is HTTP/1.0)."""
-        self._budget = MAX_HEAD
-        line = self._line()
+        self.budget = MAX_HEAD
+        line = self.read_line()
         if len(line) < 12 or line[:7] != "HTTP/1." or line[8] != " " or not line[9:12].isdigit():
             raise _cold("error", "status", self)
         headers = {}
         last = None
         while True:
-            h = self._line()
+            h = self.read_line()
             if not h:
                 return int(line[9:12]), line[13:], headers, line[7] == "0"
             if h[0] in " \t" and last:  # obsolete line folding
@@ -411,14 +420,14 @@ class Connection:
             headers[last] = headers[last] + ", " + value if last in headers else value
 
     def _response(self, method, max_body):
-        self._phase = _WAIT
+        self.phase = _WAIT
         status = 100
         while 100 <= status < 200 and status != 101:  # 100 Continue, 103 Early Hints: not the answer
-            status, reason, headers, http10 = self._head()
-        resp = Response(status, reason, headers, self._what)
+            status, reason, headers, http10 = self.read_head()
+        resp = Response(status, reason, headers, self.what)
         conn = headers.get("connection", "").lower()
         keep = ("keep-alive" in conn) if http10 else ("close" not in conn)
-        self._phase = _BODY
+        self.phase = _BODY
         n = headers.get("content-length", "")
         if (
             n.isdigit()
@@ -430,26 +439,26 @@ class Connection:
             # The usual answer, read into its final buffer: a token answer is ~1 KB, and a bytes copy would
             # need a second block that size at once.
             body = bytearray(int(n))
-            self._take(len(body), memoryview(body))
+            self.take(len(body), memoryview(body))
             if body:
                 resp.body = body
         else:  # no body, chunked, until close, longer than max_body, a repeated Content-Length
             keep = _cold("read_body", self, resp, method, max_body) and keep
-        if not keep or self._r0 != self._r1:  # not fully read, or bytes nobody asked for
+        if not keep or self.r0 != self.r1:  # not fully read, or bytes nobody asked for
             self.close()
         return resp
 
-    def _take(self, n, into=None):
+    def take(self, n, into=None):
         """Consume the next n body bytes, copying them into the memoryview `into` (n bytes) if given."""
         i = 0
         while i < n:
-            if self._r0 == self._r1:
-                self._fill()
-            r0 = self._r0
-            k = min(n - i, self._r1 - r0)
+            if self.r0 == self.r1:
+                self.fill()
+            r0 = self.r0
+            k = min(n - i, self.r1 - r0)
             if into is not None:
-                into[i : i + k] = self._mv[r0 : r0 + k]
-            self._r0 = r0 + k
+                into[i : i + k] = self.mv[r0 : r0 + k]
+            self.r0 = r0 + k
             i += k
 
 

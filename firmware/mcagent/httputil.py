@@ -2,13 +2,14 @@
 CONNECT proxy tunnel, absolute request URLs, bodies without a plain Content-Length (chunked, read until
 close), Retry-After, and the making of every error with its message.
 
-It reads and writes through the connection's own buffer and state (conn._mv[_r0:_r1], conn._put, ...).
+It reads and writes through the connection's buffer interface (http.Connection: write, flush, read_head,
+read_line, fill, take; mv[r0:r1], budget, phase, what), never through its private members.
 The exception classes stay in mcagent.http, so `except` clauses match whichever module raised."""
 
 from mcagent import compat, http
 from mcagent.http import MAX_HEAD, HttpError, TransportError, split_url
 
-# the texts of http.Connection._phase (0 connect, 1 proxy, 2 TLS, 3 send, 4 wait, 5 body)
+# the texts of http.Connection.phase (0 connect, 1 proxy, 2 TLS, 3 send, 4 wait, 5 body)
 PHASES = ("connect", "proxy CONNECT", "TLS handshake", "send", "wait for response", "read body")
 _HEX = "0123456789abcdefABCDEF"
 
@@ -43,18 +44,16 @@ def on_origin(conn, url):
     return u[3]
 
 
-def tunnel(conn):
-    """Ask conn's proxy for a tunnel to conn's origin; the TLS handshake then runs through it."""
-    conn._phase = 1  # PHASES[1]
-    conn._io = compat.SockIO(conn._sock, int(conn.timeout_s * 1000))
-    conn._io.deadline = conn._deadline
+def tunnel(conn, user):
+    """Ask conn's proxy (its socket I/O is set up, user: the proxy URL's "user:password" or None) for a
+    tunnel to conn's origin; the TLS handshake then runs through it."""
+    conn.phase = 1  # PHASES[1]
     target = hostport(conn)
-    put = conn._put
+    put = conn.write
     put("CONNECT ")
     put(target)
     put(" HTTP/1.1\r\nHost: ")
     put(target)
-    user = conn._proxy[4]
     if user is not None:
         import binascii
 
@@ -62,13 +61,13 @@ def tunnel(conn):
         put("\r\nProxy-Authorization: Basic ")
         put(binascii.b2a_base64((unquote(u) + ":" + unquote(p)).encode(), newline=False))
     put("\r\n\r\n")
-    conn._flush()
-    status, reason, _, _ = conn._head()
+    conn.flush()
+    status, reason, _, _ = conn.read_head()
     if not 200 <= status < 300:
         e = http.ProxyError("proxy refused CONNECT to %s: %d %s" % (target, status, reason))
         e.status = status
         raise e
-    if conn._r0 != conn._r1:
+    if conn.r0 != conn.r1:
         raise http.ProtocolError("proxy sent bytes after accepting CONNECT")
 
 
@@ -93,11 +92,11 @@ def unquote(s):
 def net_error(conn, e, target=None):
     """The exception to raise for e, met by conn: an OSError becomes a Timeout or TransportError saying where
     and in which phase, a certificate refused in the TLS handshake a TlsVerifyError; others stay as they are.
-    target: when connecting failed, the address tried (conn._proxy or (_, host, port)); e None: the name had
+    target: when connecting failed, the address tried (the proxy's or (_, host, port)); e None: the name had
     no address."""
     if e is None:
         return TransportError("cannot resolve %s" % target[1])
-    phase = conn._phase
+    phase = conn.phase
     if phase == 2 and isinstance(e, compat.TLS_VERIFY_ERRORS):  # in the TLS handshake
         return http.TlsVerifyError("%s: certificate refused: %s" % (hostport(conn), str(e).strip()))
     if isinstance(e, TransportError) or not isinstance(e, OSError):
@@ -105,7 +104,7 @@ def net_error(conn, e, target=None):
     if target is not None:
         where = "%s:%d" % (target[1], target[2])
     else:
-        where = hostport(conn) if phase < 3 else conn._what  # opening a connection, or a request
+        where = hostport(conn) if phase < 3 else conn.what  # opening a connection, or a request
     where += ": " + PHASES[phase]
     if compat.is_timeout(e):
         if "deadline" in str(e):
@@ -142,12 +141,12 @@ def error(why, conn=None, arg=None):
     """The exception for `why`, a key of _ERRORS ("closed" with conn: the phase is filled in). arg: what
     the text's %s/%d take."""
     if why == "closed":
-        arg = PHASES[conn._phase]
+        arg = PHASES[conn.phase]
     cls, text = _ERRORS[why]
     if arg is not None:
         text = text % arg
     if conn is not None:
-        text = conn._what + ": " + text
+        text = conn.what + ": " + text
     return (getattr(http, cls) if isinstance(cls, str) else cls)(text)
 
 
@@ -178,11 +177,11 @@ def read_body(conn, resp, method, max_body):
             raise error("content-length", conn)
         total = int(cl[0])
         body = bytearray(min(total, max_body))  # the body's final buffer, as http does
-        conn._take(len(body), memoryview(body))
+        conn.take(len(body), memoryview(body))
         if total - len(body) > conn.drain_max:  # draining would cost more than a new connection
             keep = False
         else:
-            conn._take(total - len(body))
+            conn.take(total - len(body))
         if body:
             resp.body = body
         resp.truncated = total > len(body)
@@ -190,8 +189,8 @@ def read_body(conn, resp, method, max_body):
     body = bytearray()
     if te is not None and te.lower().rstrip().endswith("chunked"):
         while True:
-            conn._budget = len(conn._buf)
-            size = conn._line().split(";")[0].strip()
+            conn.budget = len(conn.mv)
+            size = conn.read_line().split(";")[0].strip()
             if not size or any(c not in _HEX for c in size):
                 raise error("chunk", conn)
             size = int(size, 16)
@@ -204,26 +203,26 @@ def read_body(conn, resp, method, max_body):
                 keep = False
                 break
             _keep(conn, body, k)
-            conn._take(size - k)
-            conn._budget = 3
-            if conn._line():
+            conn.take(size - k)
+            conn.budget = 3
+            if conn.read_line():
                 raise error("chunk end", conn)
         if keep:
-            conn._budget = MAX_HEAD
-            while conn._line():  # trailers: read and dropped
+            conn.budget = MAX_HEAD
+            while conn.read_line():  # trailers: read and dropped
                 pass
     else:  # the body ends when the server closes the connection
         keep = False
         while total <= limit:
-            if conn._r0 == conn._r1:
-                n = conn._io.recv_into(conn._mv)
-                if not n:
+            if conn.r0 == conn.r1:
+                try:
+                    conn.fill()
+                except TransportError:  # only the end of the stream (read errors are OSError)
                     break
-                conn._r0, conn._r1 = 0, n
-            k = conn._r1 - conn._r0
+            k = conn.r1 - conn.r0
             total += k
             _keep(conn, body, min(k, max_body - len(body)))
-            conn._r0 = conn._r1
+            conn.r0 = conn.r1
     if body:
         resp.body = bytes(body)
     resp.truncated = total > len(body)
@@ -233,12 +232,12 @@ def read_body(conn, resp, method, max_body):
 def _keep(conn, body, n):
     """Append the next n body bytes to body."""
     while n > 0:
-        if conn._r0 == conn._r1:
-            conn._fill()
-        r0 = conn._r0
-        k = min(n, conn._r1 - r0)
-        body.extend(conn._mv[r0 : r0 + k])
-        conn._r0 = r0 + k
+        if conn.r0 == conn.r1:
+            conn.fill()
+        r0 = conn.r0
+        k = min(n, conn.r1 - r0)
+        body.extend(conn.mv[r0 : r0 + k])
+        conn.r0 = r0 + k
         n -= k
 
 
@@ -288,13 +287,12 @@ def excerpt(body, n=200):
     return part.decode() + ("..." if len(body) > n else "")
 
 
-def http_error(resp):
-    return HttpError(
-        resp.status,
-        "HTTP %d %s (%s): %s" % (resp.status, resp.reason, resp.what, excerpt(resp.body)),
-        resp.retry_after,
-        resp.body,
-    )
+def http_error(resp, what=None):
+    """The HttpError for an unexpected answer (the one maker of them: Response.raise_for_status, identity,
+    enrolment, DSC): status, Retry-After, the body and a message with a printable excerpt of it, never a
+    request header. what: the step that failed ("onboarding"), put before the message."""
+    text = "HTTP %d %s (%s): %s" % (resp.status, resp.reason, resp.what, excerpt(resp.body))
+    return HttpError(resp.status, what + ": " + text if what else text, retry_after(resp), resp.body)
 
 
 def json_error(resp):

@@ -45,11 +45,6 @@ class ClockError(Exception):
     """The device clock is before 2024 and the service did not tell us the time."""
 
 
-def http_error(resp, what):
-    """The error for an unexpected answer: HttpError with status, Retry-After and a body excerpt."""
-    return compat.call_cold("mcagent.agentutil", "http_error", resp, what)
-
-
 class Identity:
     """Registration, token cache and clock correction of one agent, kept in a State directory.
 
@@ -125,15 +120,16 @@ class Identity:
         expires = reg["expires_at"]
         return expires - min(_ROTATE_BEFORE_S, max(expires - reg.get("issued_at", expires), 0) // 2)
 
-    def token(self, force=False):
-        """A valid access token: the cached one, or a new one (onboarding and rotating first if due)."""
-        return self.authorization(force)[7:]
+    def token(self):
+        """A valid access token: the cached one, or a new one (onboarding and rotating first if due). After
+        the service refused a token (401): invalidate_token(), then token() or authorization()."""
+        return self.authorization()[7:]
 
-    def authorization(self, force=False):
+    def authorization(self):
         """The Authorization header value ("Bearer <token>") for a valid token; the same string object
         while the token lasts (a token is ~1 KB: a new copy per request is garbage that fragments a small
         heap)."""
-        if not force and self._auth is not None and self.clock.now_ms() < self._token_expires_ms:
+        if self._auth is not None and self.clock.now_ms() < self._token_expires_ms:
             reg = self.registration()
             if reg is not None and self.rotation_is_due(reg):
                 self._enroll("rotate_if_due", reg)

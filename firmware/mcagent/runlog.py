@@ -40,12 +40,6 @@ class RunLog:
         self.written = 0  # entries this boot
         self.suppressed = 0  # entries beyond per_boot, counted only
 
-    def _size(self):
-        try:
-            return os.stat(self.path)[6]
-        except OSError:
-            return 0
-
     def add(self, what, stamp=""):
         """Append one entry (an exception or a text). Never raises: logging must not crash the node."""
         if self.written >= self.per_boot:
@@ -54,7 +48,7 @@ class RunLog:
         text = describe(what) if isinstance(what, BaseException) else str(what)[:_LINE_MAX]
         line = ("%s %s\n" % (stamp, text)) if stamp else text + "\n"
         try:
-            if self._size() + len(line) > self.max_bytes:
+            if compat.file_size(self.path) + len(line) > self.max_bytes:
                 try:
                     os.rename(self.path, self.path + ".1")
                 except OSError:  # FAT does not rename over an existing file

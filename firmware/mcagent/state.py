@@ -18,8 +18,9 @@ from mcagent import cjson, compat
 
 _TMP = ".tmp"
 
-# Fault injection for tests: when set, called as hook(name) after NAME.tmp is complete and before the rename
-# (the commit point). Raising there simulates a power cut between "answer received" and "answer saved".
+# Fault injection for tests: when set, called as hook(name) once NAME.tmp is complete, before it is closed
+# and renamed (the commit point). Raising there simulates a power cut between "answer received" and "answer
+# saved".
 before_commit = None
 
 
@@ -139,30 +140,26 @@ class State:
         return default if value is None else value
 
     def save(self, name, value):
-        """Replace name with value atomically; when this returns, the new value is committed."""
-        target = self.file(name)
-        tmp = target + _TMP
-        h = hashlib.sha256()
-        f = open(tmp, "wb")
+        """Replace name with value atomically (compat.write_atomic); when this returns, it is committed."""
+        tmp = self.file(name) + _TMP
 
-        def out(text):
-            b = compat.utf8(text) if isinstance(text, str) else text
-            h.update(b)
-            f.write(b)
-
-        try:
+        def produce(write):
             compat.make_private(tmp)
+            h = hashlib.sha256()
+
+            def out(text):
+                b = compat.utf8(text) if isinstance(text, str) else text
+                h.update(b)
+                write(b)
+
             _emit(value, out)
-            f.write(b"\n")
-            f.write("".join(["%02x" % b for b in h.digest()[:8]]).encode())
-            f.write(b"\n")
-            compat.fsync(f)
-        finally:
-            f.close()
-        if before_commit is not None:
-            before_commit(name)
-        os.rename(tmp, target)
-        compat.fsync_dir(self.path)
+            write(b"\n")
+            write("".join(["%02x" % b for b in h.digest()[:8]]).encode())
+            write(b"\n")
+            if before_commit is not None:
+                before_commit(name)
+
+        compat.write_atomic(self.file(name), None, produce)
 
     def remove(self, name):
         _remove(self.file(name))

@@ -18,18 +18,21 @@ store (argument checks, boot recovery), reads old configurations and quarantines
 `storeinfo` counts the backlog and reports counters; `storewrite`, the append side, goes before an upload.
 Format and recovery rules: docs/store-format.md.
 
+What a record holds is its kind's business (mcagent.kinds: one module per kind encodes, decodes and
+sends it); the store frames records, keeps segments, cursor and capacity, and counts records per kind.
 Wiring (done by the Agent): `record(values, timestamp_ms)` -> `append_sample(ts or clock.now_ms(), values)`,
-`event(...)` -> `append_event(clock.now_ms(), ...)`, `upload_file(...)` -> `append_file_ref(...)`, and
-`flush()` -> `commit()` then `uploader.Uploader(store, conn, identity).flush()`.
+`event(...)` -> `append_event(clock.now_ms(), ...)`, `upload_file(...)` -> `append_file_ref(...)`,
+`custom(...)` -> `append(4, clock.now_ms(), ...)`, and `flush()` -> `commit()` then
+`uploader.Uploader(store, conn, identity).flush()`.
 """
 
 
-import os
 import struct
 
 from micropython import const
 
-from mcagent import compat
+from mcagent import compat, kinds
+from mcagent.errors import TYPES  # noqa: F401 - the data point types; code on flash = index + 1
 
 try:
     from binascii import crc32
@@ -45,16 +48,7 @@ except ImportError:  # ports built without binascii.crc32 (defined only there: e
         return crc ^ 0xFFFFFFFF
 
 
-# Record kinds (public: the composer and the append side use them).
-KIND_SAMPLE = const(1)
-KIND_EVENT = const(2)
-KIND_FILE = const(3)
 
-# Data point type codes as stored (names in storeboot.TYPES, code = index + 1).
-_T_DOUBLE = const(1)
-_T_BOOL = const(4)
-_T_STRING = const(5)
-_T_BIG_STRING = const(6)
 
 _SEGMENT_BYTES = const(4096)  # one littlefs erase block on ESP32
 _DEFAULT_CAPACITY = const(262144)
@@ -63,8 +57,9 @@ _DEFAULT_QUARANTINE_BYTES = const(65536)
 
 SEG_MAGIC = b"MCS1"
 HDR = const(16)  # segment header: magic, seq, config hash, CRC
-STATE_LEN = const(64)  # state file: b"MCK1", cursor seq, cursor offset, 10 counters, 8 reserved, CRC32
 
+# Counters kept in the state file, by name: records dropped by the capacity policy and records quarantined,
+# per kind (the first four kinds' names in this order, later kinds' pairs appended), then the others.
 COUNTERS = (
     "dropped_readings",
     "dropped_events",
@@ -76,38 +71,12 @@ COUNTERS = (
     "quarantine_evicted",
     "corrupt_segments",
     "files_missing",
-)  # the first three: dropped records by kind (KIND_x - 1), the next three: quarantined ones
+) + tuple(p + n for n in kinds.NAMES[3:] for p in ("dropped_", "quarantined_"))
+STATE_LEN = max(64, 16 + 4 * len(COUNTERS))  # b"MCK1", cursor seq, cursor offset, counters, CRC32
 
 
 class StoreError(ValueError):
     """A reading, event or file reference that cannot be stored as given (nothing was written)."""
-
-
-def size_of(path):
-    try:
-        return os.stat(path)[6]
-    except OSError:
-        return -1
-
-
-def remove(path):
-    try:
-        os.remove(path)
-        return True
-    except OSError:
-        return False
-
-
-def write_atomic(path, data=None, producer=None):
-    """Replace path with data (or what producer(write) writes): tmp, flush, close (= commit), rename."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        if data is not None:
-            f.write(data)
-        if producer is not None:
-            producer(f.write)
-        f.flush()
-    os.rename(tmp, path)
 
 
 def read_full(f, mv):
@@ -129,15 +98,11 @@ class Config:
     ids). Built by storeboot.config (cold: once per boot, and for an old segment's configuration)."""
 
 
-def _text(b, p, k):
-    return bytes(b[p : p + k]).decode()
-
-
 class Record:
     """One record read from flash (reused by a Reader: copy what you keep).
 
-    kind: KIND_SAMPLE/EVENT/FILE; seq/off: where it starts; end: position (seq, offset) just after it;
-    cfg: the segment's Config; buf[:n]: the payload.
+    kind: its code (mcagent.kinds; its module decodes the payload); seq/off: where it starts; end: position
+    (seq, offset) just after it; cfg: the segment's Config; buf[:n]: the payload.
     """
 
     def __init__(self):
@@ -149,57 +114,13 @@ class Record:
         self.buf = bytearray(256)
         self.n = 0
 
-    def sample(self, raw_strings=False):
-        """(ts_ms, quality str, [(data point id, type code, value), ...]); value typed as recorded.
-
-        raw_strings: STRING/BIG_STRING values as memoryviews of the UTF-8 bytes in this record's buffer
-        (valid until the next record is read), so the composer can stream them without copies."""
-        b = self.buf
-        ql = b[8]
-        p = 10 + ql
-        cfg = self.cfg
-        values = []
-        for _ in range(b[p - 1]):
-            i = b[p]
-            t = cfg.types[i]
-            p += 1
-            if t == _T_DOUBLE:
-                v = struct.unpack_from("<d", b, p)[0]
-                p += 8
-            elif t == _T_BOOL:
-                v = b[p] != 0
-                p += 1
-            elif t == _T_STRING or t == _T_BIG_STRING:
-                k = b[p] | (b[p + 1] << 8)
-                v = memoryview(b)[p + 2 : p + 2 + k] if raw_strings else _text(b, p + 2, k)
-                p += 2 + k
-            else:  # INT, LONG, TIMESTAMP
-                v = struct.unpack_from("<q", b, p)[0]
-                p += 8
-            values.append((cfg.ids[i], t, v))
-        return struct.unpack_from("<q", b, 0)[0], _text(b, 9, ql), values
-
     def ts(self):
-        """The record's timestamp (Unix ms), without decoding the rest."""
+        """The record's timestamp (Unix ms): every kind's payload starts with it."""
         return struct.unpack_from("<q", self.buf, 0)[0]
 
-    def event(self):
-        """(ts_ms, id bytes(16), severity, description, details JSON text, correlation id or "")."""
-        b = self.buf
-        k = b[25] | (b[26] << 8)
-        p = 27 + k
-        k2 = b[p] | (b[p + 1] << 8)
-        q = p + 2 + k2
-        return (struct.unpack_from("<q", b, 0)[0], bytes(b[8:24]), b[24], _text(b, 27, k),
-                _text(b, p + 2, k2), _text(b, q + 1, b[q]))
-
-    def file(self):
-        """(ts_ms, size, path, name, mime)."""
-        b = self.buf
-        ts, size, k = struct.unpack_from("<qIH", b, 0)
-        p = 14 + k
-        q = p + 1 + b[p]
-        return ts, size, _text(b, 14, k), _text(b, p + 1, b[p]), _text(b, q + 1, b[q])
+    def text(self, p, k):
+        """k bytes of the payload from p, as a str."""
+        return bytes(self.buf[p : p + k]).decode()
 
 
 def check_header(head, seq):
@@ -218,7 +139,7 @@ def read_record(f, hb, rec):
         return 0
     kind = hb[0]
     n = hb[2] | (hb[3] << 8)
-    if kind < KIND_SAMPLE or kind > KIND_FILE or hb[1] != 0:
+    if kind < 1 or kind > len(kinds.NAMES) or hb[1] != 0:
         return 0
     need = n + 4
     if len(rec.buf) < need:
@@ -351,38 +272,35 @@ class Store:
             struct.pack_into("<I", b, p, self.counters[name] & 0xFFFFFFFF)
             p += 4
         struct.pack_into("<I", b, STATE_LEN - 4, crc32(memoryview(b)[: STATE_LEN - 4]))
-        write_atomic(self.root + "/state.bin", b)
+        compat.write_atomic(self.root + "/state.bin", b)
         self._dirty = False
 
     # ---- appending (mcagent.storewrite: loaded on the first append, released by release_writer) -----------
 
-    def append_sample(self, ts_ms, values, quality=None):
-        """Queue one sample: {data point id: value}. True if stored, False if refused (policy "stop", full).
+    def append(self, code, ts_ms, *args):
+        """Queue a record of kind code (mcagent.kinds) at ts_ms; args go to its module's encode(store, ...).
+        True if stored, False if refused (policy "stop", full); StoreError (nothing written) if wrong."""
+        return compat.load("mcagent.storewrite").append(self, code, ts_ms, args)
 
-        Values are checked against the configured types (StoreError, nothing written, on a mismatch).
-        """
-        return compat.load("mcagent.storewrite").append_sample(self, ts_ms, values, quality)
+    def append_sample(self, ts_ms, values, quality=None):
+        """Queue one sample {data point id: value}, checked against the configured types (kind_sample)."""
+        return self.append(1, ts_ms, values, quality)
 
     def append_event(self, ts_ms, severity, description, details=None, correlation_id=None):
-        """Queue a businessEvent. severity 1/2/3 (error/warning/info, v1.0) or 20/30/40 (v2.0), or a name.
-
-        The event id (UUID v4) is drawn now, so a re-sent batch carries the same id.
-        """
-        return compat.load("mcagent.storewrite").append_event(self, ts_ms, severity, description, details,
-                                                               correlation_id)
+        """Queue a businessEvent: severity 1/2/3 (error/warning/info, v1.0), 20/30/40 (v2.0) or a name."""
+        return self.append(2, ts_ms, severity, description, details, correlation_id)
 
     def append_file_ref(self, ts_ms, path, name=None, mime=None):
-        """Queue a file on flash for upload as a `file` item (its bytes are read at upload time, not copied).
-
-        The file must stay in place, unchanged, until it has been sent (the summary counts files_sent).
-        """
-        return compat.load("mcagent.storewrite").append_file_ref(self, ts_ms, path, name, mime)
+        """Queue a file on flash for upload; its bytes are read at upload time (kind_file)."""
+        return self.append(3, ts_ms, path, name, mime)
 
     def release_writer(self):
         """Commit, and let the GC have the append code until the next append (before an upload: the heap
         peak of a wake, which only reads the log)."""
         self.commit()
         compat.unload("mcagent.storewrite")
+        for m in kinds.MODULES:
+            compat.unload(m)
 
     def _close_tail(self):
         f = self._f
@@ -419,25 +337,25 @@ class Store:
     def ack(self, end, counts=None):
         """Everything before position end was delivered: move the cursor there, then delete spent segments.
 
-        counts: (readings, events, files) acknowledged, to keep pending_count() without a rescan.
+        counts: records acknowledged per kind (index = code - 1), to keep pending_count() without a rescan.
         A position at or behind the cursor (e.g. the segment was dropped meanwhile) changes nothing.
         """
         seq, off = end
-        if self._lo <= seq < self._hi and off >= size_of(self.seg_path(seq)):
+        if self._lo <= seq < self._hi and off >= compat.file_size(self.seg_path(seq)):
             end = (seq + 1, 0)  # the end of a finished segment is the start of the next one
         if end <= self.cursor:
             return
         self.cursor = end
         self.save_state()  # the commit point of the acknowledgement
         while self._lo < end[0] and self._lo <= self._hi:
-            remove(self.seg_path(self._lo))
+            compat.remove(self.seg_path(self._lo))
             self._lo += 1
         p = self._pending
         if p is not None:
             if counts is None:
                 self._pending = None
             else:
-                for i in range(3):
+                for i in range(len(counts)):
                     p[i] = max(0, p[i] - counts[i])
 
     def count_missing_file(self):

@@ -26,11 +26,11 @@ import struct
 
 from micropython import const
 
-from mcagent import compat
+from mcagent import compat, kinds
 from mcagent import store as S
 
 # Data point types as stored (code = index + 1).
-TYPES = ("DOUBLE", "INT", "LONG", "BOOLEAN", "STRING", "BIG_STRING", "TIMESTAMP")
+TYPES = S.TYPES
 _T_BIG_STRING = const(6)
 
 
@@ -59,7 +59,7 @@ def start(st, root_dir, datapoints, configuration_id, capacity_bytes, policy, co
     for name in S.COUNTERS:
         st.counters[name] = 0
     st._dirty = False  # counters changed since the state file was written
-    st._pending = None  # [readings, events, files] pending, or None = unknown (count lazily)
+    st._pending = None  # records pending per kind (index = code - 1), or None = unknown (count lazily)
     st._wbuf = bytearray(128)
     st._spare_rec = None  # a Record lent to one Reader at a time (see store.Reader)
     st._uncommitted = 0
@@ -149,7 +149,7 @@ def parse_datapoints(datapoints, configuration_id=None):
     """
     if isinstance(datapoints, dict) and not _full_form(datapoints):
         # The compact description mcagent.dsc accepts (dicts, shortcuts): its own reader expands it.
-        from mcagent import DscError, compat
+        from mcagent.errors import DscError
 
         try:
             cid, datapoints = compat.call_cold("mcagent.dsc", "datapoints", datapoints)
@@ -211,16 +211,18 @@ def _cfg_path(st, h):
 
 
 def _decode_state(st, data):
-    if data is None or len(data) != S.STATE_LEN:
+    """Read the state file; a shorter one (written before a kind was added) reads its counters as 0."""
+    n = len(data) if data is not None else 0
+    if n < 64 or n > S.STATE_LEN or n % 4:
         return False
-    if S.crc32(memoryview(data)[: S.STATE_LEN - 4]) != struct.unpack_from("<I", data, S.STATE_LEN - 4)[0]:
+    if S.crc32(memoryview(data)[: n - 4]) != struct.unpack_from("<I", data, n - 4)[0]:
         return False
-    fields = struct.unpack_from("<4sII10I", data, 0)  # magic, cursor seq, cursor offset, counters
-    if fields[0] != b"MCK1":
+    cursor = struct.unpack_from("<4sII", data, 0)  # magic, cursor seq, cursor offset
+    if cursor[0] != b"MCK1":
         return False
-    st.cursor = (fields[1], fields[2])
-    for i in range(len(S.COUNTERS)):
-        st.counters[S.COUNTERS[i]] = fields[3 + i]
+    st.cursor = (cursor[1], cursor[2])
+    for i in range(min(len(S.COUNTERS), (n - 16) // 4)):
+        st.counters[S.COUNTERS[i]] = struct.unpack_from("<I", data, 12 + 4 * i)[0]
     return True
 
 
@@ -263,27 +265,27 @@ def recover(st):
         elif name.endswith(".cfg") and name[0] == "c" and len(name) == 13:
             cfgs.append(name)
     for name in junk:
-        S.remove(root + "/" + name)
+        compat.remove(root + "/" + name)
     while hi is not None and hi >= lo:  # the newest segment may be empty (cut right after open) or bad
         path = st.seg_path(hi)
         if S.check_header(_read(path, S.HDR), hi) is not None:
             break
-        if S.size_of(path) > S.HDR:  # foreign or damaged content: keep it aside, never delete data silently
+        if compat.file_size(path) > S.HDR:  # foreign or damaged content: kept aside, never deleted silently
             try:
                 os.rename(path, "%s/q%08x.bad" % (root, hi))
             except OSError:
-                S.remove(path)
+                compat.remove(path)
             done["bad_moved"] += 1
             st.counters["corrupt_segments"] += 1
             st._dirty = True
-        elif S.remove(path):
+        elif compat.remove(path):
             done["empty_removed"] += 1
         hi -= 1
     if hi is not None and hi >= lo:
         st._lo, st._hi = lo, hi
         done["torn_repaired"] = _repair_tail(st)
     else:
-        st._pending = [0, 0, 0]  # nothing on flash: pending is known without a scan
+        st._pending = [0] * len(kinds.NAMES)  # nothing on flash: pending is known without a scan
     st._next_seq = max(st._hi, cur) + 1
     if st._hi < st._lo:
         st._lo, st._hi = st._next_seq, st._next_seq - 1
@@ -297,11 +299,11 @@ def recover(st):
         for name in cfgs:
             try:
                 if int(name[1:9], 16) not in used:
-                    S.remove(root + "/" + name)
+                    compat.remove(root + "/" + name)
             except ValueError:
                 pass
     if mine not in cfgs:
-        S.write_atomic(root + "/" + mine, st.config.text)
+        compat.write_atomic(root + "/" + mine, st.config.text)
     if st._dirty:
         st.save_state()
     return done
@@ -322,7 +324,7 @@ def _repair_tail(st):
                 break
             off += n
     st._tail_off = off
-    if off >= S.size_of(path):
+    if off >= compat.file_size(path):
         return 0
     tmp = path + ".tmp"
     mv = memoryview(rec.buf)
@@ -386,29 +388,29 @@ def quarantine(st, body, end, counts):
     total = body.length
     sizes = []
     for n in old:
-        sizes.append(S.size_of(st.root + "/" + n))
+        sizes.append(compat.file_size(st.root + "/" + n))
         total += sizes[-1]
     i = 0
     while total > st.quarantine_bytes and i < len(old):
-        S.remove(st.root + "/" + old[i])
+        compat.remove(st.root + "/" + old[i])
         total -= sizes[i]
         st.counters["quarantine_evicted"] += 1
         i += 1
-    kept = S.COUNTERS[3:6]  # quarantined_readings, _events, _files
+    kept = "quarantined_"
     try:
-        S.write_atomic(path, producer=body.write_to)
+        compat.write_atomic(path, producer=body.write_to)
         st.counters["quarantined_batches"] += 1
     except OSError as e:
         if e.errno != compat.enospc():
             raise
         # No room for the copy: the service rejected these records and they cannot be kept. Count them
         # as dropped and acknowledge anyway; a batch that never fits must not block everything behind it.
-        S.remove(path + ".tmp")
+        compat.remove(path + ".tmp")
         st.counters["quarantine_evicted"] += 1
-        kept = S.COUNTERS  # its first three: dropped_readings, _events, _files
+        kept = "dropped_"
         path = None
-    for i in range(3):
-        st.counters[kept[i]] += counts[i]
+    for i in range(len(counts)):
+        st.counters[kept + kinds.NAMES[i]] += counts[i]
     st._dirty = True
     st.ack(end, counts)
     if st._dirty:

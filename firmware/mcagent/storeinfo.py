@@ -6,9 +6,12 @@ in the heap while it streams records is only the reading and acknowledging.
 """
 
 
+from mcagent import kinds
+
+
 def count(r):
-    """[readings, events, files] a Reader yields (it is read to its end)."""
-    counts = [0, 0, 0]
+    """Records per kind (index = code - 1) a Reader yields (it is read to its end)."""
+    counts = [0] * len(kinds.NAMES)
     while True:
         rec = r.next()
         if rec is None:
@@ -18,14 +21,15 @@ def count(r):
 
 def stats(st, scan, full):
     """Store.stats: counters (persisted) plus pending counts (None if unknown and scan is False) and flash
-    use; only the pending [readings, events, files] when not full."""
+    use; only the pending records per kind when not full."""
     if st._pending is None and scan:
         st._pending = count(st.reader())
-    p = st._pending or (None, None, None)
+    p = st._pending or [None] * len(kinds.NAMES)
     if not full:
         return p
     out = dict(st.counters)
-    out["pending_readings"], out["pending_events"], out["pending_files"] = p
+    for i in range(len(p)):
+        out["pending_" + kinds.NAMES[i]] = p[i]
     out["segments"] = max(0, st._hi - st._lo + 1)
     out["max_segments"] = st.max_segments
     out["cursor"] = st.cursor

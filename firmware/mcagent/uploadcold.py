@@ -15,12 +15,7 @@ def authorization(up):
     identity that only has token()."""
     ident = up.identity
     if up._force:
-        invalidate = getattr(ident, "invalidate_token", None)
-        if invalidate is None:
-            auth = "Bearer " + ident.token(force=True)
-            up._force = False
-            return auth
-        invalidate()
+        ident.invalidate_token()
     auth = getattr(ident, "authorization", None)
     auth = auth() if auth is not None else "Bearer " + ident.token()
     up._force = False
@@ -61,7 +56,7 @@ def answer(up, s, body, resp):
             s["error"] = "HTTP 401 with a fresh token"
             return False
         up._retried = up._force = True
-    elif status == 413 and body.readings + body.events + body.files > 1:
+    elif status == 413 and sum(body.sent) > 1:
         up._budget = body.length // 2  # the next batch holds fewer records (always at least one)
     elif status == 400 and body.records > 1:
         # One bad record must not cost its neighbours: send the batch's first half alone, and so on,
@@ -73,7 +68,7 @@ def answer(up, s, body, resp):
         return _quarantine(up, s, body, resp)
     elif status == 429 or status == 408 or status >= 500:
         up._failures += 1
-        wait = _retry_after_s(up, resp.headers.get("retry-after")) if status == 429 else None
+        wait = _retry_after_s(up, _header_wait(up, resp.headers)) if status == 429 else None
         return _wait(up, s, wait, "HTTP %d" % status)
     else:
         s["error"] = "HTTP %d" % status
@@ -88,7 +83,7 @@ def _quarantine(up, s, body, resp):
         s["error"] = "HTTP %d: service rejects every batch" % status
         return False
     up._quarantines += 1
-    path = up.store.quarantine(body, body.end, body.counts())
+    path = up.store.quarantine(body, body.end, body.taken)
     vanished(up, body, False)
     s["quarantined"] += body.records
     try:
@@ -111,7 +106,7 @@ def vanished(up, body, ack):
     batch holds nothing else, acknowledge it here)."""
     store = up.store
     if ack:
-        store.ack(body.end, body.counts())
+        store.ack(body.end, body.taken)
     n = body.files_missing
     if n:
         for _ in range(n):
@@ -138,21 +133,19 @@ def _report(up, severity, description, details):
         pass
 
 
-def _retry_after_s(up, value):
-    """Seconds to wait from a Retry-After value (delta seconds or HTTP date); None if unusable."""
+def _retry_after_s(up, wait):
+    """The wait a Retry-After asked for (seconds, parsed by httputil), capped; None if there was none."""
+    return None if wait is None else max(0, min(wait, up.retry_after_cap_s))
+
+
+def _header_wait(up, headers):
+    """Seconds from a 429's Retry-After header (a date measured against the response's Date, else our
+    clock)."""
+    value = headers.get("retry-after")
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
-        wait = int(value)
-    else:
-        from mcagent import clock
-
-        try:
-            wait = clock.parse_http_date(value) - _clock(up).now_s()
-        except ValueError:
-            return None
-    return max(0, min(wait, up.retry_after_cap_s))
+    return compat.call_cold("mcagent.httputil", "parse_retry_after", value, headers.get("date"),
+                            _clock(up).now_s())
 
 
 def backoff_s(up, attempt):

@@ -21,11 +21,11 @@ handled in mcagent.uploadcold, loaded when that happens and unloaded at once.
 
 Wiring (Agent.flush): `store.commit(); return Uploader(store, conn, identity, clock=clock).flush()`,
 with `conn` the shared keep-alive http.Connection and `identity` the token source (`authorization()` or
-`token()`; `invalidate_token()` or `token(force=True)` after a 401). The sleep function is injectable so
+`token()`; `invalidate_token()` after a 401). The sleep function is injectable so
 the board runtime can feed its watchdog while waiting, and tests can run without waiting.
 """
 
-from mcagent import compat, exchange
+from mcagent import compat, exchange, kinds
 
 EXCHANGE_PATH = "/api/mindconnect/v3/exchange"
 
@@ -75,16 +75,14 @@ class Uploader:
     def flush(self, max_batches=None):
         """Send batches until the store is empty or an error stops it. Returns a summary dict:
 
-        readings_sent, events_sent, files_sent, batches (accepted requests), retries, quarantined (records),
+        <kind>_sent per record kind (readings_sent, events_sent, files_sent, custom_sent), batches (accepted
+        requests), retries, quarantined (records),
         dropped (readings dropped by the capacity policy, ever), pending (records left; None when unknown
         without a scan of the backlog), error (None or text), last_status.
         """
         store = self.store
         ident = self.identity
         s = {
-            "readings_sent": 0,
-            "events_sent": 0,
-            "files_sent": 0,
             "batches": 0,
             "retries": 0,
             "quarantined": 0,
@@ -93,6 +91,8 @@ class Uploader:
             "error": None,
             "last_status": None,
         }
+        for name in kinds.NAMES:
+            s[name + "_sent"] = 0
         # The loop's state, kept here so that uploadcold can change it.
         self._budget = self.budget
         self._narrowing = None  # end of a batch refused with 400 while its halves are tried
@@ -133,17 +133,16 @@ class Uploader:
                 if not status:
                     break
             if status == 200:
-                store.ack(body.end, body.counts())
+                store.ack(body.end, body.taken)
                 if body.files_missing:
                     _cold("vanished", self, body, False)
-                s["readings_sent"] += body.readings
-                s["events_sent"] += body.events
-                s["files_sent"] += body.files
+                for i in range(len(kinds.NAMES)):
+                    s[kinds.NAMES[i] + "_sent"] += body.sent[i]
                 s["batches"] += 1
                 self._failures = 0
                 self._retried = False
-        st = store.stats(False)  # no rescan of a big backlog just for the summary
-        s["dropped"] = st["dropped_readings"]
-        if st["pending_readings"] is not None:
-            s["pending"] = st["pending_readings"] + st["pending_events"] + st["pending_files"]
+        p = store.stats(False, False)  # no rescan of a big backlog just for the summary
+        s["dropped"] = store.counters["dropped_readings"]
+        if p[0] is not None:
+            s["pending"] = sum(p)
         return s

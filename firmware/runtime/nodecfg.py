@@ -62,7 +62,7 @@ def load(board_path="board.json", settings_path="settings.json", node_path=NODE_
             raise BoardError(board_path, ["cannot be read: put the board definition there (mcagent deploy)"])
         doc = compile_files(board_path, settings_path, want)
         try:
-            _write(node_path, doc)
+            compat.write_atomic(node_path, compat.utf8(json.dumps(doc)))
         except OSError:  # a full flash: run from the compiled copy in RAM, try again next boot
             return split(doc)
     board, settings = split(doc)
@@ -78,11 +78,13 @@ def part(node_path, name):
 
 
 def compile_files(board_path, settings_path, sources):
-    """Check and compile board.json and settings.json with mcagent.board, then release the validator."""
+    """Check and compile board.json and settings.json with mcagent.board (against the sensor drivers), then
+    release the validator."""
+    import sensors
     from mcagent import board
 
     try:
-        return board.compile(board.load(board_path), board.load_settings(settings_path), sources)
+        return board.compile(board.load(board_path, sensors), board.load_settings(settings_path), sources)
     finally:
         board = None
         compat.unload("mcagent.board")
@@ -93,9 +95,10 @@ def from_docs(board_doc, settings_doc):
     compiled node.json; tests and tools pass these."""
     if isinstance(board_doc, dict) and board_doc.get("node") == 1:
         return split(board_doc)
+    import sensors
     from mcagent import board
 
-    b = board_doc if hasattr(board_doc, "sensors") else board.parse(board_doc)
+    b = board_doc if hasattr(board_doc, "sensors") else board.parse(board_doc, "board.json", sensors)
     s = settings_doc
     if s is None or isinstance(s, dict):
         s = board.parse_settings(s or {})
@@ -114,12 +117,3 @@ def scaled(cfg, speed):
             setattr(cfg, name, max(1, int(getattr(cfg, name) / speed)))
         cfg.speed = speed
     return cfg
-
-
-def _write(path, doc):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(doc))
-    import os
-
-    os.rename(tmp, path)

@@ -49,7 +49,7 @@ class Session:
                     if self.limit_ms is not None:  # do not oversleep the end of the run
                         ms = max(0, min(ms, self.limit_ms - self.elapsed_ms()))
                     node = None
-                    compat.collect()
+                    compat.heap_free()  # a collection, as the sleep would leave the heap
                     compat.sleep_ms(ms, time)
                     cause = "DEEPSLEEP_RESET"
             print("mcagent-summary " + json.dumps(node.summary()))

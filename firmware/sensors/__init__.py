@@ -5,8 +5,14 @@ Each driver module has:
 - check(spec, chip, where, problems): append a sentence per problem in the sensor's board.json entry;
 - Driver(spec, hw) with read(t_ms) -> {channel: value}; it raises SensorError (or OSError from the bus)
   when the hardware does not answer, so one broken sensor never stops the others.
-hw is mcagent.board.Hardware (or a test stand-in with .machine, .esp32, .time, .sleep_ms(ms), .i2c(spec)).
+hw is runtime.hw.Hardware (or a test stand-in with .machine, .esp32, .time, .sleep_ms(ms), .i2c(spec)).
+
+The drivers import what they share from here (SensorError, number); this package names them only by their
+kind, loading one when it is asked for (module): a driver costs heap only on a board that has that sensor,
+and the package does not import its drivers (no import cycle).
 """
+
+from mcagent import compat
 
 KINDS = ("mcu_temp", "adc", "bme280", "sim")
 
@@ -16,18 +22,10 @@ class SensorError(Exception):
 
 
 def module(kind):
-    """The driver module of a sensor kind (ValueError for an unknown kind)."""
-    if kind == "sim":
-        from sensors import sim as m
-    elif kind == "bme280":
-        from sensors import bme280 as m
-    elif kind == "adc":
-        from sensors import adc as m
-    elif kind == "mcu_temp":
-        from sensors import mcu_temp as m
-    else:
+    """The driver module of a sensor kind, sensors.<kind> (ValueError for an unknown kind)."""
+    if kind not in KINDS:
         raise ValueError("unknown sensor kind %r (known: %s)" % (kind, ", ".join(KINDS)))
-    return m
+    return compat.load("sensors." + kind)
 
 
 def convert(typ, value):

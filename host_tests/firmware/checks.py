@@ -21,26 +21,43 @@ def is_micropython():
 
 
 RUNTIME_HEAP_KB = 64
-# mcagent.enroll with the signing code it pulls in (jwt, hmac256, b64), ~11 KB as 64-bit .mpy: the agent
-# imports it when a token is to be fetched and releases it after, so it cannot be loaded before the ballast
-# is taken; its room is added to the budget (on a board with frozen firmware it costs nothing). Likewise the
-# cold parts a flush loads per use and releases at once, one or two at a time (clockutil per answer,
-# exchangecold per file item, httpsetup per connection, storeinfo after the flush): ~4 KB more.
-ON_DEMAND_CODE_KB = 16
 
 
-def board_heap(kb=RUNTIME_HEAP_KB + ON_DEMAND_CODE_KB):
-    """Leave kb of free heap, as on a board whose firmware is frozen (MicroPython only; None on CPython).
+def _keep(name):
+    """compat.unload while board_heap() holds: frozen code is never released (it is not in the heap)."""
 
-    On the Unix port .mpy bytecode lives in the heap; a board with frozen firmware has it in flash. So a
-    test starts with a bigger -X heapsize and holds the surplus in this ballast once the modules are
-    loaded. Keep the returned ballast referenced while the agent works."""
+
+def board_heap(kb=RUNTIME_HEAP_KB):
+    """Leave kb of free heap for what the agent does at run time, as on a board whose firmware is frozen
+    (MicroPython only; None on CPython). Keep the returned ballast referenced while the agent works.
+
+    Frozen code lives in flash, not in the heap; on the Unix port .mpy bytecode (and its names) is loaded
+    into the heap. So every mcagent module is loaded first and kept (compat.unload does nothing from now on:
+    a frozen module is never released), then a ballast holds the surplus: what is left is run-time data
+    only. The ballast fills the heap from the bottom in 1 KB pieces, so the free kb lie mostly in one stretch
+    at the top. The heap as deployed (.mpy on the filesystem, modules loaded and released per phase) is
+    measured on the 32-bit port by test_fit32.py."""
     import sys
 
     if sys.implementation.name != "micropython":
         return None
     import gc
+    import os
 
+    import mcagent
+    from mcagent import compat
+
+    compat.unload = _keep
+    for name in sorted(os.listdir(mcagent.__path__)):
+        if name.endswith(".mpy") or name.endswith(".py"):
+            base = name.rsplit(".", 1)[0]
+            if base != "__init__":
+                compat.load("mcagent." + base)
     gc.collect()
-    spare = gc.mem_free() - kb * 1024
-    return bytearray(spare) if spare > 0 else None
+    want = kb * 1024
+    pieces = []
+    while True:
+        spare = gc.mem_free() - want
+        if spare <= 64:
+            return pieces or None
+        pieces.append(bytearray(min(1024, spare - 32)))

@@ -6,6 +6,7 @@ import os
 
 import machine
 
+import sensors
 from checks import Skip, raises
 from mcagent import board, compat
 from runtime import flashimage, nodecfg
@@ -39,13 +40,13 @@ def _minimal():
 
 
 def _problems(doc):
-    e = raises(board.BoardError, board.parse, doc)
+    e = raises(board.BoardError, board.parse, doc, "board.json", sensors)
     return e.problems, str(e)
 
 
 def test_every_shipped_board_parses():
     for name in BOARDS:
-        b = board.load(ROOT + "/boards/" + name + "/board.json")
+        b = board.load(ROOT + "/boards/" + name + "/board.json", sensors)
         assert b.name == name, b.name
         assert b.sensors and b.configuration_id
         ids = [p.id for p in b.points()]
@@ -55,7 +56,7 @@ def test_every_shipped_board_parses():
 
 
 def test_defaults_and_times_in_ms():
-    b = board.parse(_minimal())
+    b = board.parse(_minimal(), "board.json", sensors)
     assert b.chip == "esp32" and b.sample_ms == 60000 and b.upload_samples == 10 and b.upload_ms == 600000
     assert b.sleep == "awake" and b.watchdog_ms == 60000 and b.health_ms == 86400000
     assert b.configuration_id == "CF-t1"
@@ -71,7 +72,7 @@ def test_defaults_and_times_in_ms():
 
 
 def test_dsc_generated_from_board():
-    b = board.parse(_minimal())
+    b = board.parse(_minimal(), "board.json", sensors)
     assert b.dsc() == {
         "configurationId": "CF-t1",
         "dataSources": [
@@ -83,7 +84,7 @@ def test_dsc_generated_from_board():
                 {"id": "DP-V", "name": "DP-V", "type": "DOUBLE", "unit": "V"}]},
         ],
     }
-    u = board.load(ROOT + "/boards/unix/board.json").dsc()
+    u = board.load(ROOT + "/boards/unix/board.json", sensors).dsc()
     assert (u["configurationId"] == "CF-unix" and u["propertySetName"] == "UnixNode"
             and len(u["entityId"]) == 32)
     parts = u["dataSources"][1]["dataPoints"][0]
@@ -95,7 +96,7 @@ def test_dsc_mapping_fields_pass_through():
     doc = _minimal()
     doc["dsc"] = {"configurationId": "CF-x", "entityId": "a" * 32, "propertySetName": "Air"}
     doc["sensors"][0]["points"][0]["property"] = "Temperature"
-    d = board.parse(doc).dsc()
+    d = board.parse(doc, "board.json", sensors).dsc()
     assert d["entityId"] == "a" * 32 and d["propertySetName"] == "Air"
     assert d["dataSources"][0]["dataPoints"][0]["property"] == "Temperature"
 
@@ -164,7 +165,7 @@ def test_adc1_pins_per_chip():
     for chip, good, bad in (("esp32", 32, 4), ("esp32s3", 10, 11), ("esp32c3", 4, 5)):
         doc = {"board": "b", "chip": chip,
                "sensors": [{"kind": "adc", "pin": good, "points": [{"channel": "raw", "id": "DP-R"}]}]}
-        b = board.parse(doc)
+        b = board.parse(doc, "board.json", sensors)
         p = list(b.points())[0]
         assert (p.type, p.unit) == ("INT", "")
         doc["sensors"][0]["pin"] = bad
@@ -183,31 +184,53 @@ def test_sim_points_need_channels_and_numbers():
     doc = _doc("unix")
     doc["chip"] = "esp32"
     doc["sensors"].append({"kind": "mcu_temp", "points": [{"id": "DP-C"}]})
-    b = board.parse(doc)  # a sim sensor works on any chip; mcu_temp has one channel, so it is implied
+    # a sim sensor works on any chip; mcu_temp has one channel, so it is implied
+    b = board.parse(doc, "board.json", sensors)
     assert list(b.points())[-1].channel == "temperature"
     doc["chip"] = "unix"
     problems, _ = _problems(doc)
     assert "the unix board has no MCU temperature sensor" in problems[0]
 
 
-def test_point_convert():
-    P = board.Point
-    assert P("a", "a", "DOUBLE", "", "c").convert(3) == 3.0
-    assert P("a", "a", "INT", "", "c").convert(2.6) == 3
-    assert P("a", "a", "LONG", "", "c").convert(7) == 7
-    assert P("a", "a", "BOOLEAN", "", "c").convert(0) is False
-    assert P("a", "a", "STRING", "", "c").convert(1.5) == "1.5"
-    raises(ValueError, P("a", "a", "DOUBLE", "", "c").convert, "x")
+def test_convert_to_the_point_type():
+    convert = sensors.convert  # what the runtime's sampling uses for each point
+    assert convert("DOUBLE", 3) == 3.0
+    assert convert("INT", 2.6) == 3
+    assert convert("LONG", 7) == 7
+    assert convert("BOOLEAN", 0) is False
+    assert convert("STRING", 1.5) == "1.5"
+    raises(ValueError, convert, "DOUBLE", "x")
+
+
+def test_one_list_of_data_point_types():
+    """The DSC and board.json checks use mcagent.errors.TYPES (small, always loaded), the store its TYPES:
+    one list, in the order of the codes on flash (code = index + 1)."""
+    from mcagent import errors, store
+
+    assert tuple(store.TYPES) == errors.TYPES
+    assert errors.TYPES[:3] == ("DOUBLE", "INT", "LONG")
+
+
+def test_the_drivers_come_from_the_caller():
+    """mcagent.board does not import the application's sensors: whoever checks a board.json hands in the
+    drivers (the runtime, the host tools through board.DRIVERS)."""
+    assert board.DRIVERS is None or board.DRIVERS is sensors
+    saved = board.DRIVERS
+    board.DRIVERS = None
+    try:
+        raises(TypeError, board.parse, _minimal())
+    finally:
+        board.DRIVERS = saved
 
 
 def test_load_errors(workdir):
-    e = raises(board.BoardError, board.load, workdir + "/missing.json")
+    e = raises(board.BoardError, board.load, workdir + "/missing.json", sensors)
     assert "cannot be read" in str(e) and "missing.json" in str(e)
     with open(workdir + "/bad.json", "w") as f:
         f.write('{"board": "x"')
-    e = raises(board.BoardError, board.load, workdir + "/bad.json")
+    e = raises(board.BoardError, board.load, workdir + "/bad.json", sensors)
     assert "is not valid JSON" in str(e)
-    raises(board.BoardError, board.parse, [1, 2])
+    raises(board.BoardError, board.parse, [1, 2], "board.json", sensors)
 
 
 def test_settings(workdir):
@@ -229,7 +252,7 @@ def test_settings(workdir):
 
 
 def test_scaled_schedule():
-    b, _ = nodecfg.from_docs(board.load(ROOT + "/boards/unix/board.json"), None)
+    b, _ = nodecfg.from_docs(board.load(ROOT + "/boards/unix/board.json", sensors), None)
     assert b.speed == 60
     nodecfg.scaled(b, 60)
     assert b.sample_ms == 1000 and b.upload_ms == 10000 and b.min_deep_ms == 33
@@ -367,7 +390,8 @@ def test_node_json_boots_without_the_validator(workdir):
         text = f.read()
     with open(workdir + "/board.json", "wb") as f:
         f.write(text)
-    doc = board.compile(board.parse(json.loads(text)), board.parse_settings({}), nodecfg.digest(text, None))
+    doc = board.compile(board.parse(json.loads(text), "board.json", sensors), board.parse_settings({}),
+                        nodecfg.digest(text, None))
     with open(workdir + "/node.json", "w") as f:
         f.write(json.dumps(doc))
     compat.unload("mcagent.board")

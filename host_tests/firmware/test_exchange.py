@@ -59,7 +59,7 @@ def test_items_values_and_timestamps(workdir, store_datapoints):
     st.append_sample(T0 + 21, {"DP-Other": True})
 
     body, data, _ = _full_body(st)
-    assert body.readings == 8 and body.events == 3 and body.files == 1 and body.records == 12
+    assert body.sent == [8, 3, 1, 0] and body.records == 12
     items = mp.parse(data, body.content_type)
     kinds = [(m["payload"]["type"], m["payload"]["version"]) for m, _, _ in items]
     assert kinds == [
@@ -162,9 +162,9 @@ def test_budget_bounds_every_batch_and_covers_all_records_once(workdir):
             assert body.length <= budget or body.records == 1, (budget, body.length)
             for _, elem in mp.readings(mp.parse(data, body.content_type)):
                 got.append(int(elem["values"][0]["value"]))
-            events += body.events
+            events += body.sent[1]
             batches += 1
-            st.ack(body.end, body.counts())
+            st.ack(body.end, body.taken)
         assert got == list(range(n)) and events == 4, budget
         assert st.pending_count() == 0
         assert batches == 1 if budget == 100000 else batches > 1
@@ -187,7 +187,7 @@ def test_missing_file_is_skipped_not_sent(workdir):
     assert body.files_missing == 1 and body.items == 0 and body.length == 0
     st.append_sample(T0, {"DP-V": 1})
     body = exchange.compose(st)
-    assert body.files_missing == 1 and body.readings == 1 and body.items == 1
+    assert body.files_missing == 1 and body.sent[0] == 1 and body.items == 1
     mp.parse(mp.body_bytes(body)[0], body.content_type)
 
 
@@ -280,7 +280,7 @@ def _heap_run(workdir, n):
             peak[0] = max(peak[0], measure() - base)
 
     body = exchange.compose(st, exchange.MAX_BODY)
-    assert body.readings == n
+    assert body.sent[0] == n
     gc.collect()
     after_plan = measure() - base
     body.write_to(write)
@@ -312,3 +312,71 @@ def test_body_contract_on_an_empty_store(workdir):
     if not hasattr(exchange, "DEFAULT_BUDGET"):
         raise Skip("no default budget")
     assert exchange.DEFAULT_BUDGET <= exchange.MAX_BODY
+
+
+# -- custom data (record kind 4, mcagent.kind_custom) ------------------------------------------------------
+
+CUSTOM = 4  # the kind's code (mcagent.kinds)
+
+
+def test_custom_data_items_inline_and_from_a_file(workdir):
+    st = _store(workdir, [["DP-V", "INT"]])
+    spectrum = bytes(range(256)) * 3 + b"\r\n--mcagent\r\n\r\n\x00\xff"
+    big = b"\xa5\r\n" * 7000  # 21 KB: too big for a record, streamed from its file
+    with open(workdir + "/big.bin", "wb") as f:
+        f.write(big)
+    st.append(CUSTOM, T0, "vibrationSpectrum", "1.0", spectrum, "application/octet-stream",
+              {"axis": "x", "bins": 256})
+    st.append_sample(T0 + 1, {"DP-V": 7})
+    st.append(CUSTOM, T0 + 2, "rawCapture", "2.1", workdir + "/big.bin", "application/x-capture", None)
+    st.append(CUSTOM, T0 + 3, "note", "1", b"", "text/plain; charset=utf-8", None)
+    body, data, _ = _full_body(st)
+    assert body.sent == [1, 0, 0, 3] and body.records == 4 and body.items == 4
+    items = mp.parse(data, body.content_type)
+    assert items[0] == ({"type": "item", "version": "1.0",
+                         "payload": {"type": "vibrationSpectrum", "version": "1.0",
+                                     "details": {"axis": "x", "bins": 256}}},
+                        "application/octet-stream", spectrum)
+    assert items[1][0]["payload"]["type"] == "standardTimeSeries"
+    assert items[2] == ({"type": "item", "version": "1.0",
+                         "payload": {"type": "rawCapture", "version": "2.1"}}, "application/x-capture", big)
+    assert items[3] == ({"type": "item", "version": "1.0", "payload": {"type": "note", "version": "1"}},
+                        "text/plain; charset=utf-8", b"")
+    st.ack(body.end, body.taken)
+    assert st.pending_count() == 0 and st.stats()["pending_custom"] == 0
+
+
+def test_custom_data_is_checked_before_anything_is_written(workdir):
+    st = _store(workdir, [["DP-V", "INT"]])
+    bad = [
+        ("", "1.0", b"x", "application/octet-stream", None),  # empty type
+        ("t" * 256, "1.0", b"x", "application/octet-stream", None),
+        ("t", "", b"x", "application/octet-stream", None),
+        ("t", "1.0", b"x", "text/plain\r\nX-Injected: 1", None),  # a header line break
+        ("t", "1.0", b"x", "application/octet-stream", ["not", "a", "dict"]),
+        ("t", "1.0", 12345, "application/octet-stream", None),  # neither bytes nor a path
+        ("t", "1.0", workdir + "/missing.bin", "application/octet-stream", None),
+        ("t", "1.0", b"x" * 5000, "application/octet-stream", None),  # does not fit a record: use a file
+    ]
+    for args in bad:
+        try:
+            st.append(CUSTOM, T0, *args)
+        except S.StoreError:
+            pass
+        else:
+            raise AssertionError("accepted %r" % (args[:2],))
+    assert st.pending_count() == 0 and st.appended == 0
+
+
+def test_a_vanished_custom_data_file_is_counted_not_sent(workdir):
+    import os
+
+    st = _store(workdir, [["DP-V", "INT"]])
+    with open(workdir + "/gone.bin", "wb") as f:
+        f.write(b"data")
+    st.append(CUSTOM, T0, "t", "1.0", workdir + "/gone.bin", "application/octet-stream", None)
+    st.append_sample(T0 + 1, {"DP-V": 1})
+    os.remove(workdir + "/gone.bin")
+    body, data, _ = _full_body(st)
+    assert body.files_missing == 1 and body.sent == [1, 0, 0, 0] and body.taken == [1, 0, 0, 1]
+    assert [m["payload"]["type"] for m, _, _ in mp.parse(data, body.content_type)] == ["standardTimeSeries"]

@@ -33,8 +33,12 @@ class FakeTime:
 
 
 class Resp:
+    """What the agent reads of an http.Response (reason and what: for the messages of httputil.http_error)."""
+
     def __init__(self, status, body=b"", headers=None):
         self.status = status
+        self.reason = "Fake"
+        self.what = "a request"
         self.body = body
         self.headers = headers or {}
         self.truncated = False
@@ -279,6 +283,9 @@ def test_onboarding_server_error_is_http_error(workdir):
     svc.fault(enroll.REGISTER_PATH, 503)
     e = raises(HttpError, agent.onboard)
     assert e.status == 503
+    # made by httputil.http_error, the one maker of HttpError: the step, the status, an excerpt of the body
+    assert str(e) == 'onboarding: HTTP 503 Fake (a request): {"id":"x","message":"injected"}', str(e)
+    assert e.retry_after is None and e.body == b'{"id":"x","message":"injected"}'
     assert agent.onboard() is True
 
 

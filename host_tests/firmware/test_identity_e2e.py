@@ -1,10 +1,9 @@
 """Identity end to end: the Agent against `southgate serve` over verified TLS, on CPython and on the
 MicroPython Unix port with the firmware compiled to .mpy.
 
-Heap: each [upy] test runs with a 64 KB heap for everything it does at run time (board_heap()). On a
-board the firmware is frozen into flash; on the Unix port .mpy bytecode is loaded into the heap (about
-60 KB for http + identity + their helpers), so the process starts bigger and the surplus above 64 KB is
-held in a ballast once the resident modules are loaded.
+Heap: each [upy] test runs with a 64 KB heap for everything it does at run time (board_heap()), as on a
+board whose firmware is frozen into flash: on the Unix port .mpy bytecode is loaded into the heap, so
+board_heap() loads every module first, keeps them, and holds the surplus above 64 KB in a ballast.
 
 Time travel moves southgate's clock (admin setting clock_offset_s) and the agent's (a fake time module)
 together, so lifetimes of hours pass in no time. Admin calls share the agent's connection.
@@ -16,7 +15,7 @@ import time
 from checks import board_heap, raises
 from mcagent import Agent, NeedsOnboarding, clock, enroll, http, state
 
-UPY_HEAPSIZE = "192k"  # code (~68 KB as .mpy in RAM) + the 64 KB run-time budget of board_heap()
+UPY_HEAPSIZE = "384k"  # every mcagent module as .mpy in RAM (board_heap) + the 64 KB run-time budget
 UPY_MPY = True
 UPY_TIMEOUT = 120
 
@@ -156,12 +155,16 @@ def test_reboot_sends_nothing_and_lost_state_does_not_put_again(sg):
     note(sg, a)
     a.close()
     del a
+    ballast = None
+    ballast = board_heap()  # a reboot starts with a whole heap (see checks.board_heap)
     # A reboot: onboarded, token cached, DSC unchanged: not one request, no connection at all.
     b = make(sg)
     assert b.onboard() is False and b.token() == tok
     assert b.configure(dsc_for(sg))["dsc"] == "unchanged"
     assert b._conn is None
     del b
+    ballast = None
+    ballast = board_heap()
     # State lost but the registration kept: the service's DSC is compared, found equal, not PUT again.
     c = make(sg, state_dir="s3")
     c.state.save("registration", reg)
@@ -301,6 +304,8 @@ def test_locked_out_then_reonboarded_with_a_new_config(sg):
         f.write(json.dumps(cfg))
     a.close()
     del a, cfg, e
+    ballast = None
+    ballast = board_heap()  # the node restarts with the new agentconfig.json: a whole heap again
     b = make(sg, t)
     adm.conn = b.conn
     b.token()
@@ -316,6 +321,9 @@ def test_through_a_connect_proxy(sg, identity_proxy):
     e = raises(http.ProxyError, bad.onboard)
     assert e.status == 407 and "p@ss" not in str(e) and "wrong" not in str(e)
     show(str(e))
+    del bad, e
+    ballast = None
+    ballast = board_heap()  # the first agent is gone: the second starts on a whole heap
     a = make(sg, proxy=identity_proxy["url"])
     adm = Admin(sg, a.conn)
     assert a.onboard() is True

@@ -23,8 +23,8 @@ import time
 
 import multipart_check as mp
 from checks import Skip
+from mcagent import kind_event, kind_sample, uploader
 from mcagent import store as S
-from mcagent import uploader
 
 UPY_TIMEOUT = 1800  # the full sweep (MCAGENT_FULL_SWEEP=1); the default run takes well under a minute
 MNT = "/flash"
@@ -170,10 +170,11 @@ class Run:
             rec = r.next()
             if rec is None:
                 break
-            if rec.kind == S.KIND_EVENT:
-                pending.append("e" + rec.event()[3][3:])  # (the uploader's own reports never match)
+            if rec.kind == 2:  # an event (mcagent.kinds)
+                # (the uploader's own reports never match)
+                pending.append("e" + kind_event.decode(rec)[3][3:])
             else:
-                pending.append(rec.sample()[2][0][2])
+                pending.append(kind_sample.decode(rec)[2][0][2])
         already = set(self.server.delivered)
         inflight = set(self.at_cut[1]) if self.at_cut else set()
         back = [x for x in pending if x in already]

@@ -70,19 +70,24 @@ class FakeConn:
 
 
 class FakeIdentity:
-    """token(force=False) as in the brief's contract."""
+    """The identity contract: token(), and invalidate_token() after a 401."""
 
     def __init__(self, fail=None):
         self.issued = 0
         self.forced = 0
         self.fail = fail
+        self.stale = True
 
-    def token(self, force=False):
+    def invalidate_token(self):
+        self.forced += 1
+        self.stale = True
+
+    def token(self):
         if self.fail is not None:
             raise self.fail
-        if force or self.issued == 0:
-            self.forced += 1 if force else 0
+        if self.stale:
             self.issued += 1
+            self.stale = False
         return f"tok-{self.issued}"
 
 
@@ -303,15 +308,15 @@ class FlakyIdentity(FakeIdentity):
         super().__init__()
         self.errors = list(errors)
 
-    def token(self, force=False):
+    def token(self):
         if self.errors:
             raise self.errors.pop(0)
-        return FakeIdentity.token(self, force)
+        return FakeIdentity.token(self)
 
 
 def test_token_endpoint_weather_is_retried_other_errors_stop(workdir):
     st = _store(workdir, 4)
-    ident = FlakyIdentity([HttpErrorLike(503), HttpErrorLike(429, "3"), OSError(110, "timeout")])
+    ident = FlakyIdentity([HttpErrorLike(503), HttpErrorLike(429, 3), OSError(110, "timeout")])
     up, sleeps = _uploader(st, FakeConn(), ident, rand=lambda: 0.5, backoff_base_s=2)
     s = up.flush()
     assert s["readings_sent"] == 4 and s["retries"] == 3 and sleeps == [1.0, 3, 4.0], (s, sleeps)
@@ -339,7 +344,7 @@ def test_400_with_no_room_to_quarantine_drops_counts_and_carries_on(workdir):
     st = _store(workdir, 60, pad=30)
     conn = FakeConn([(400, {}, b'{"id":"x","message":"bad envelope"}')])
     up, _ = _uploader(st, conn, budget=1)
-    real = S.write_atomic
+    real = compat.write_atomic
 
     def full(path, data=None, producer=None):
         if path.endswith(".mp"):
@@ -348,11 +353,11 @@ def test_400_with_no_room_to_quarantine_drops_counts_and_carries_on(workdir):
             raise OSError(compat.enospc(), "no space")
         return real(path, data, producer)
 
-    S.write_atomic = full
+    compat.write_atomic = full
     try:
         s = up.flush()
     finally:
-        S.write_atomic = real
+        compat.write_atomic = real
     q = s["quarantined"]
     assert q > 0 and s["readings_sent"] == 60 - q and s["error"] is None, s
     assert st.quarantined_files() == [] and not [n for n in os.listdir(st.root) if n.endswith(".tmp")]

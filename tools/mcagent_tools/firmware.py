@@ -26,7 +26,12 @@ def module(name: str) -> Any:
             sys.modules["micropython"] = shim
     if str(FIRMWARE) not in sys.path:
         sys.path.append(str(FIRMWARE))
-    return __import__(name, fromlist=["_"])
+    mod: Any = __import__(name, fromlist=["_"])
+    if name == "mcagent.board" and mod.DRIVERS is None:
+        # board.json is checked against the application's sensor drivers, which the library (mcagent) does
+        # not import: the host, like the node runtime, hands them in
+        mod.DRIVERS = __import__("sensors")
+    return mod
 
 
 def node_json(board_json: Path, settings_json: Path | None = None) -> dict[str, Any]:

@@ -1,0 +1,16 @@
+"""The record kinds: which code stands for which kind, and which module owns it.
+
+A record on flash starts with its kind code (1 byte); everything else about a kind lives in its module:
+how its data is checked and encoded into a record (`encode`), decoded (`decode`), grouped into exchange
+items (`key`, `group`) and written into a payload (`element`). The store keeps segments, cursor and
+capacity and counts records per kind by the names below (dropped_<name>, quarantined_<name>,
+pending_<name>; the uploader's summary says <name>_sent); the composer loops over whatever kinds the
+pending records have. Adding a kind: its module and one entry in each tuple here (the next code).
+
+Kind modules are loaded when a record of theirs is written or sent (compat.load) and released with the
+append side (Store.release_writer) and the composer (Agent.release).
+"""
+
+# code = index + 1 (the byte in each record's header: never reorder, only append)
+NAMES = ("readings", "events", "files", "custom")
+MODULES = ("mcagent.kind_sample", "mcagent.kind_event", "mcagent.kind_file", "mcagent.kind_custom")
