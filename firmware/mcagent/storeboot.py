@@ -326,19 +326,19 @@ def _repair_tail(st):
     st._tail_off = off
     if off >= compat.file_size(path):
         return 0
-    tmp = path + ".tmp"
     mv = memoryview(rec.buf)
-    with open(path, "rb") as src:
-        with open(tmp, "wb") as dst:
+
+    def valid_prefix(write):
+        with open(path, "rb") as src:
             left = off
             while left:
                 k = src.readinto(mv[: min(left, len(mv))])
                 if not k:
                     break
-                dst.write(mv[:k])
+                write(mv[:k])
                 left -= k
-            dst.flush()
-    os.rename(tmp, path)
+
+    compat.write_atomic(path, producer=valid_prefix)
     return 1
 
 
