@@ -231,5 +231,5 @@ def compose(store, budget=DEFAULT_BUDGET, buf_size=_DEFAULT_BUF):
     body = Body(store, min(budget, MAX_BODY), min(buf_size, MAX_BUF))
     if body.records:
         return body
-    store._pending = [0] * len(kinds.NAMES)  # nothing after the cursor: the store knows it without a rescan
+    store.drained()
     return None

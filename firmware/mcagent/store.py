@@ -358,6 +358,10 @@ class Store:
                 for i in range(len(counts)):
                     p[i] = max(0, p[i] - counts[i])
 
+    def drained(self):
+        """A composer found nothing after the cursor: no record is pending (known now without a scan)."""
+        self._pending = [0] * len(kinds.NAMES)
+
     def count_missing_file(self):
         self.counters["files_missing"] += 1
         self._dirty = True

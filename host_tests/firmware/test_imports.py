@@ -287,3 +287,41 @@ def test_httputil_uses_the_connections_interface():
         and getattr(node.value, "id", "") == "conn"
     ]
     assert not bad, "\n".join(bad)
+
+
+# A class split over several modules for heap (the common path resident, the rare paths loaded per use) is
+# one room: its cold halves work on its `_` state. Nobody else touches another object's `_` members.
+ROOMS = {
+    "mcagent.storeboot": ("mcagent.store",),
+    "mcagent.storewrite": ("mcagent.store",),
+    "mcagent.storeinfo": ("mcagent.store",),
+    "mcagent.uploadcold": ("mcagent.uploader",),
+    "mcagent.httpsetup": ("mcagent.http",),
+    "mcagent.enroll": ("mcagent.identity",),
+    "mcagent.agentutil": ("mcagent", "mcagent.identity"),  # the Agent's rare paths and Identity.status
+}
+
+
+def test_no_module_reaches_into_another_rooms_private_members():
+    """`x._name` with x other than self/cls only in a module and the cold halves of its own class (ROOMS),
+    and there only on a name that stands for that class's object (st, store, up, conn, ident)."""
+    known, trees, edges = _graph()
+    owners = {"st": "mcagent.store", "store": "mcagent.store", "up": "mcagent.uploader",
+              "conn": "mcagent.http", "ident": "mcagent.identity"}
+    bad = []
+    for name in sorted(known):
+        for node in ast.walk(trees[name]):
+            if not (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                continue
+            holder = getattr(node.value, "id", None)
+            if holder in ("self", "cls", "compat", "sys", "os", "struct", "S"):
+                continue  # own state; module-level names of a module (S: storeboot's name for store)
+            rooms = ROOMS.get(name, (name,))
+            if owners.get(holder) in rooms:
+                continue
+            if holder is None and name in owners.values():
+                continue  # self.x._y inside the owner's module (store.Reader and its Store)
+            bad.append("%s:%d %s.%s" % (known[name], node.lineno, holder or ast.dump(node.value)[:40],
+                                         node.attr))
+    assert not bad, "\n".join(bad)
