@@ -33,6 +33,16 @@ PERIOD_KEYS = ("retries", "errors", "sensor_errors")
 _PHASES = ("runtime.schedule", "runtime.sampling")  # released before an upload
 
 
+class SensorSlot:
+    """A sensor of the board (its node.json entry: kind, name, spec, points), its driver while one is made,
+    and whether its failure was already reported this boot."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.driver = None
+        self.failed = False
+
+
 def _part(name):
     """A phase module of the runtime (runtime.<name>), imported on first use and kept until released."""
     return compat.load("runtime." + name)
@@ -55,7 +65,7 @@ class Node:
         self.agent = None
         self.state = None
         self.st = None
-        self.sensors = []  # [sensor (node.json entry), driver or None, failure already logged]
+        self.sensors = []  # a SensorSlot per sensor
         self.pending = []  # [ts_ms, values] sampled while the clock was unknown
         self.errors_in_row = 0
         self.cycles = 0
@@ -138,8 +148,8 @@ class Node:
             d = compat.call_cold("runtime.nodecfg", "part", self.board.node_json, "dsc")
         return d
 
-    def init_sensor(self, entry):
-        return _part("sampling").init_sensor(self, entry)
+    def init_sensor(self, slot):
+        return _part("sampling").init_sensor(self, slot)
 
     def release_sensors(self):
         _part("sampling").release_sensors(self)

@@ -11,47 +11,49 @@ from mcagent import compat
 _PENDING_MAX = const(24)  # samples held in RAM while the clock is unknown
 
 
-def init_sensor(node, entry):
+def init_sensor(node, slot):
     from sensors import module
 
-    s = entry[0]
+    s = slot.spec
     try:
-        entry[1] = module(s["kind"]).Driver(s["spec"], node.hw)
+        slot.driver = module(s["kind"]).Driver(s["spec"], node.hw)
     except Exception as e:
         node.st["sensor_errors"] += 1
-        sensor_failed(node, entry, e)
-    return entry[1]
+        sensor_failed(node, slot, e)
+    return slot.driver
 
 
 def release_sensors(node):
     """Drop the drivers and their modules: a node that deep-sleeps samples once per wake, and the upload
     after the sample is the wake's heap peak (next cycle, init_sensor makes them again)."""
-    for entry in node.sensors:
-        if entry[1] is not None:
-            entry[1] = None
-            compat.unload("sensors." + entry[0]["kind"])
+    for slot in node.sensors:
+        if slot.driver is not None:
+            slot.driver = None
+            compat.unload("sensors." + slot.spec["kind"])
     compat.unload("sensors")
     if node.board.sensors is None:  # read from node.json for this sample (runtime.wake): drop them again
         node.sensors = []
 
 
-def sensor_entries(node):
-    """[sensor, driver, failure logged] per sensor; read from node.json when the boot left them there."""
+def sensor_slots(node):
+    """A runtime.node.SensorSlot per sensor; read from node.json when the boot left them there."""
     if not node.sensors and node.board.sensors is None:
-        node.sensors = [[s, None, False] for s in compat.call_cold("runtime.nodecfg", "part",
-                                                                   node.board.node_json, "sensors")]
+        from runtime.node import SensorSlot
+
+        node.sensors = [SensorSlot(s) for s in compat.call_cold("runtime.nodecfg", "part",
+                                                                node.board.node_json, "sensors")]
     return node.sensors
 
 
-def sensor_failed(node, entry, exc):
+def sensor_failed(node, slot, exc):
     """Console once per boot; run log only after a cold boot (a dead sensor on a node that wakes every
     minute must not write the flash every minute). The health event carries the count."""
-    if entry[2]:
+    if slot.failed:
         return
-    entry[2] = True
+    slot.failed = True
     if node.cold:
-        node.note("sensor " + entry[0]["name"], exc)
-    node.log("sensor %s failed: %s" % (entry[0]["name"], exc))
+        node.note("sensor " + slot.spec["name"], exc)
+    node.log("sensor %s failed: %s" % (slot.spec["name"], exc))
 
 
 def sample(node, now):
@@ -59,17 +61,17 @@ def sample(node, now):
 
     values = {}
     st = node.st
-    for entry in sensor_entries(node):
-        s, driver = entry[0], entry[1]
+    for slot in sensor_slots(node):
+        s, driver = slot.spec, slot.driver
         if driver is None:
-            driver = init_sensor(node, entry)
+            driver = init_sensor(node, slot)
             if driver is None:
                 continue
         try:
             got = driver.read(now)
         except Exception as e:  # one broken sensor must not stop the others
             st["sensor_errors"] += 1
-            sensor_failed(node, entry, e)
+            sensor_failed(node, slot, e)
             continue
         for pid, channel, typ in s["points"]:
             v = got.get(channel)

@@ -5,7 +5,7 @@ Runs once per wake and is released after it (mcagent.compat.call_cold).
 
 from micropython import const
 
-from runtime.node import ERR_CAP_MS, HINT_MAGIC, NODE_DIR, PERIOD_KEYS, STAT_KEYS
+from runtime.node import ERR_CAP_MS, HINT_MAGIC, NODE_DIR, PERIOD_KEYS, STAT_KEYS, SensorSlot
 
 _CRASH_STREAK = const(3)  # watchdog/brownout resets in a row before boots are spaced out
 _CRASHY = ("WDT_RESET", "BROWNOUT_RESET")
@@ -69,15 +69,15 @@ def boot(node):
         b.n_sensors = len(b.sensors)
     if b.sleep != "deep":
         for s in b.sensors:
-            entry = [s, None, False]
-            node.sensors.append(entry)
-            node.init_sensor(entry)
+            slot = SensorSlot(s)
+            node.sensors.append(slot)
+            node.init_sensor(slot)
     elif getattr(b, "node_json", None):
         # A deep-sleeping node makes its drivers when it samples and drops them after; the sensors' and
         # the DSC's part of node.json are read again when needed (runtime.sampling, Node.dsc).
         b.sensors = b.dsc = None
     else:
-        node.sensors = [[s, None, False] for s in b.sensors]
+        node.sensors = [SensorSlot(s) for s in b.sensors]
     node.log("boot %d (%s) board %s, %d sensors, sleep %s" % (st["boots"], node.cause, b.name, b.n_sensors,
                                                              b.sleep))
     if st["crash"] >= _CRASH_STREAK and node.cold:
