@@ -60,10 +60,10 @@ fit: $(STAMP)
 	$(BIN)/python -m mcagent_tools.fit $(FIT_ARGS)
 
 # ruff over the host code (pyproject.toml) and the firmware (its MicroPython-aware firmware/ruff.toml), the
-# host code's formatting, and mypy over the host tools ([tool.mypy] in pyproject.toml).
+# formatting of both, and mypy over the host tools ([tool.mypy] in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check tools host_tests firmware
-	$(BIN)/ruff format --check tools host_tests
+	$(BIN)/ruff format --check tools host_tests firmware
 	$(BIN)/mypy
 
 bench: $(STAMP)

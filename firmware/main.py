@@ -22,8 +22,9 @@ def configure(board, settings):
     return compat.call_cold("runtime.start", "configure", board, settings)
 
 
-def run(board=None, settings=None, hw=None, agent_factory=None, max_cycles=None, stop=None, log=None,
-        root=""):
+def run(
+    board=None, settings=None, hw=None, agent_factory=None, max_cycles=None, stop=None, log=None, root=""
+):
     """Boot the node and run cycles: max_cycles (tests), stop(node) -> True (the unix board's time
     limit), or forever. Returns the Node; a deep sleep does not return (on fakes it raises).
 

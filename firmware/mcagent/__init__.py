@@ -47,8 +47,20 @@ class Agent:
     proxy: "http://[user:pass@]host:port" of an HTTP CONNECT proxy, or None. clock and conn: for tests.
     """
 
-    def __init__(self, config="agentconfig.json", state="state-dir", ca=None, proxy=None, timeout_s=30,
-                 clock=None, conn=None, store="store", dsc=None, store_options=None, upload_options=None):
+    def __init__(
+        self,
+        config="agentconfig.json",
+        state="state-dir",
+        ca=None,
+        proxy=None,
+        timeout_s=30,
+        clock=None,
+        conn=None,
+        store="store",
+        dsc=None,
+        store_options=None,
+        upload_options=None,
+    ):
         if isinstance(config, str):
             from mcagent import compat
 
@@ -142,8 +154,9 @@ class Agent:
         if it changed since the last PUT, and create its mappings. Returns a summary dict."""
         from mcagent import compat
 
-        summary = compat.call_cold("mcagent.dsc", "configure", self.request, self.state,
-                                   self.config.client_id, dsc, force)
+        summary = compat.call_cold(
+            "mcagent.dsc", "configure", self.request, self.state, self.config.client_id, dsc, force
+        )
         self.configuration_id = summary["configurationId"]
         if self._dsc is None:
             self._dsc = dsc  # the store learns the data points' types from it (either form)
@@ -164,8 +177,12 @@ class Agent:
             from mcagent.store import Store
 
             dsc = self._dsc() if callable(self._dsc) else self._dsc
-            self._store = Store(self._store, datapoints=dsc, configuration_id=dsc.get("configurationId"),
-                                **self._store_options)
+            self._store = Store(
+                self._store,
+                datapoints=dsc,
+                configuration_id=dsc.get("configurationId"),
+                **self._store_options,
+            )
         return self._store
 
     def record(self, values, timestamp_ms=None, quality=None):
@@ -195,8 +212,8 @@ class Agent:
 
     def flush(self):
         """Commit what is buffered and upload it all (or until an error stops it). Returns the summary
-        dict of mcagent.uploader ("readings_sent", "events_sent", "files_sent", "batches", "retries", ...).
-        Records leave flash only after the service answered 200."""
+        dict of mcagent.uploader ("readings_sent", "events_sent", "files_sent", "custom_sent", "batches",
+        "retries", ...). Records leave flash only after the service answered 200."""
         store = self.store
         store.release_writer()  # commits; the upload only reads the log
         from mcagent.uploader import Uploader

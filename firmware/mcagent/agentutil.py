@@ -5,6 +5,7 @@ wake, stay small. Nothing here imports a big module while it is loaded (that wou
 moment's heap), and no exception class lives here (except clauses must keep matching after a reload).
 """
 
+
 def config_error_text(source, problems):
     """ConfigError's message: one problem in the line, more as a list."""
     if len(problems) == 1:
@@ -34,8 +35,10 @@ def no_dsc():
     """Agent.store without a DSC to learn the data points from."""
     from mcagent.errors import DscError
 
-    raise DscError("the agent needs its data source configuration before record(): "
-                   "Agent(dsc=...) or agent.configure(dsc)")
+    raise DscError(
+        "the agent needs its data source configuration before record(): "
+        "Agent(dsc=...) or agent.configure(dsc)"
+    )
 
 
 def status(ident):

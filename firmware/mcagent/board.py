@@ -56,8 +56,9 @@ def _text(d, key, where, problems, default=None, required=False):
             problems.append("%s is missing" % name)
         return None
     if not isinstance(value, str) or (required and not value):
-        problems.append("%s must be a%s string, got %s"
-                        % (name, " non-empty" if required else "", _show(value)))
+        problems.append(
+            "%s must be a%s string, got %s" % (name, " non-empty" if required else "", _show(value))
+        )
         return default
     return value
 
@@ -69,8 +70,9 @@ def _ident(value, name, problems):
         return False
     bad = [c for c in value if c not in _ID_CHARS]
     if bad or len(value) > _MAX_ID:
-        problems.append("%s must be at most %d letters, digits, '-', '_' or '.', got %s"
-                        % (name, _MAX_ID, _show(value)))
+        problems.append(
+            "%s must be at most %d letters, digits, '-', '_' or '.', got %s" % (name, _MAX_ID, _show(value))
+        )
         return False
     return True
 
@@ -93,8 +95,9 @@ def _show(value):
 def _pin(value, chip, name, problems):
     top = CHIPS.get(chip, 1023)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
-        problems.append("%s must be a GPIO number from 0 to %d on the %s, got %s"
-                        % (name, top, chip, _show(value)))
+        problems.append(
+            "%s must be a GPIO number from 0 to %d on the %s, got %s" % (name, top, chip, _show(value))
+        )
         return False
     return True
 
@@ -102,8 +105,10 @@ def _pin(value, chip, name, problems):
 def _unknown(d, known, where, problems):
     for key in d:
         if key not in known:
-            problems.append("%s is not a known field (known: %s)"
-                            % (where + "." + key if where else key, ", ".join(known)))
+            problems.append(
+                "%s is not a known field (known: %s)"
+                % (where + "." + key if where else key, ", ".join(known))
+            )
 
 
 # ---- the board ---------------------------------------------------------------------------------------
@@ -185,8 +190,9 @@ class Board:
                     for k in p.extra:
                         dp[k] = p.extra[k]
                 dps.append(dp)
-            sources.append({"name": s.name, "description": "%s on %s" % (s.kind, self.name),
-                            "dataPoints": dps})
+            sources.append(
+                {"name": s.name, "description": "%s on %s" % (s.kind, self.name), "dataPoints": dps}
+            )
         doc = {"configurationId": self.configuration_id, "dataSources": sources}
         for k in self.dsc_extra:
             doc[k] = self.dsc_extra[k]
@@ -200,12 +206,45 @@ class Board:
         return "<Board %s (%s) %d sensors>" % (self.name, self.chip, len(self.sensors))
 
 
-_TOP = ("board", "chip", "description", "heap_kb", "pins", "i2c", "sensors", "schedule", "store",
-        "watchdog_s", "upload_budget_s", "wifi", "ntp", "dsc", "sim", "flash")
+_TOP = (
+    "board",
+    "chip",
+    "description",
+    "heap_kb",
+    "pins",
+    "i2c",
+    "sensors",
+    "schedule",
+    "store",
+    "watchdog_s",
+    "upload_budget_s",
+    "wifi",
+    "ntp",
+    "dsc",
+    "sim",
+    "flash",
+)
 _SCHEDULE = ("sample_s", "upload_samples", "upload_s", "sleep", "health_s", "retry_cap_s")
-_POINT = ("channel", "id", "name", "type", "unit", "description", "property", "mappings", "entityId",
-          "propertySetName", "customData", "base", "amplitude", "period_s", "phase_s", "noise", "decimals",
-          "cycle")
+_POINT = (
+    "channel",
+    "id",
+    "name",
+    "type",
+    "unit",
+    "description",
+    "property",
+    "mappings",
+    "entityId",
+    "propertySetName",
+    "customData",
+    "base",
+    "amplitude",
+    "period_s",
+    "phase_s",
+    "noise",
+    "decimals",
+    "cycle",
+)
 
 
 def parse(doc, source="board.json", drivers=None):
@@ -307,8 +346,9 @@ def parse(doc, source="board.json", drivers=None):
 
 def _i2c(value, chip, where, p):
     if not isinstance(value, dict):
-        p.append("%s must be an object like {\"id\": 0, \"scl\": 22, \"sda\": 21}, got %s"
-                 % (where, _show(value)))
+        p.append(
+            "%s must be an object like {\"id\": 0, \"scl\": 22, \"sda\": 21}, got %s" % (where, _show(value))
+        )
         return None
     _unknown(value, ("id", "scl", "sda", "freq"), where, p)
     for key in ("scl", "sda"):
@@ -382,8 +422,9 @@ def _points(s, channels, where, ids, p):
                 continue
             default_type, default_unit = "DOUBLE", ""
         elif channel not in channels:
-            p.append("%s.channel must be one of %s, got %s"
-                     % (w, ", ".join(sorted(channels)), _show(channel)))
+            p.append(
+                "%s.channel must be one of %s, got %s" % (w, ", ".join(sorted(channels)), _show(channel))
+            )
             continue
         else:
             default_type, default_unit = channels[channel]
@@ -391,8 +432,10 @@ def _points(s, channels, where, ids, p):
         if not _ident(pid, w + ".id", p):
             continue
         if pid in ids:
-            p.append("%s.id %s is used twice (also by %s): data point ids are unique per agent"
-                     % (w, _show(pid), ids[pid]))
+            p.append(
+                "%s.id %s is used twice (also by %s): data point ids are unique per agent"
+                % (w, _show(pid), ids[pid])
+            )
             continue
         ids[pid] = w
         typ = d.get("type", default_type)
@@ -476,8 +519,9 @@ def parse_settings(doc, source="settings.json"):
         ca = [ca]
     if ca is not None:
         if not isinstance(ca, list) or not ca or [c for c in ca if not isinstance(c, str) or not c]:
-            p.append("ca must list the CA certificate files (DER), e.g. [\"certs/ca.der\"], got %s"
-                     % _show(ca))
+            p.append(
+                "ca must list the CA certificate files (DER), e.g. [\"certs/ca.der\"], got %s" % _show(ca)
+            )
         else:
             s.ca = ca
     s.proxy = _text(doc, "proxy", "", p)
@@ -509,17 +553,50 @@ def compile(board, settings, sources=None):
 
     sources: [[size, mtime] of board.json, of settings.json], so the board notices a file changed since."""
     doc = {"node": 1}
-    for k in ("name", "chip", "sample_ms", "upload_samples", "upload_ms", "sleep", "health_ms", "watchdog_ms",
-              "upload_budget_ms", "wifi_timeout_ms", "wifi_attempts", "wifi_backoff_ms", "ntp_attempts",
-              "ntp_resync_ms", "retry_cap_ms", "min_deep_ms", "safe_pin", "speed", "flash_blocks", "heap_kb"):
+    for k in (
+        "name",
+        "chip",
+        "sample_ms",
+        "upload_samples",
+        "upload_ms",
+        "sleep",
+        "health_ms",
+        "watchdog_ms",
+        "upload_budget_ms",
+        "wifi_timeout_ms",
+        "wifi_attempts",
+        "wifi_backoff_ms",
+        "ntp_attempts",
+        "ntp_resync_ms",
+        "retry_cap_ms",
+        "min_deep_ms",
+        "safe_pin",
+        "speed",
+        "flash_blocks",
+        "heap_kb",
+    ):
         doc[k] = getattr(board, k)
-    doc["sensors"] = [{"kind": s.kind, "name": s.name, "spec": s.spec,
-                       "points": [[p.id, p.channel, p.type] for p in s.points]} for s in board.sensors]
+    doc["sensors"] = [
+        {
+            "kind": s.kind,
+            "name": s.name,
+            "spec": s.spec,
+            "points": [[p.id, p.channel, p.type] for p in s.points],
+        }
+        for s in board.sensors
+    ]
     doc["dsc"] = board.dsc()
     doc["store"] = board.store_options()
-    doc["settings"] = {"ssid": settings.ssid, "password": settings.password, "hostname": settings.hostname,
-                       "agentconfig": settings.agentconfig, "ca": settings.ca, "proxy": settings.proxy,
-                       "ntp_host": settings.ntp_host, "state_dir": settings.state_dir,
-                       "runlog": settings.runlog}
+    doc["settings"] = {
+        "ssid": settings.ssid,
+        "password": settings.password,
+        "hostname": settings.hostname,
+        "agentconfig": settings.agentconfig,
+        "ca": settings.ca,
+        "proxy": settings.proxy,
+        "ntp_host": settings.ntp_host,
+        "state_dir": settings.state_dir,
+        "runlog": settings.runlog,
+    }
     doc["sources"] = sources
     return doc

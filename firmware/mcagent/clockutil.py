@@ -32,8 +32,14 @@ def parse_iso(text):
     Accepts 'YYYY-MM-DDTHH:MM:SS', optional fraction of any length (kept to ms), then 'Z', '+HH:MM',
     '-HH:MM' or nothing (taken as UTC). ValueError on anything else.
     """
-    if (len(text) < 19 or text[4] != "-" or text[7] != "-" or text[10] not in "Tt " or text[13] != ":"
-            or text[16] != ":"):
+    if (
+        len(text) < 19
+        or text[4] != "-"
+        or text[7] != "-"
+        or text[10] not in "Tt "
+        or text[13] != ":"
+        or text[16] != ":"
+    ):
         raise ValueError("bad ISO 8601 time: %r" % text)
     y, mo, d = _int(text, 0, 4), _int(text, 5, 7), _int(text, 8, 10)
     h, mi, s = _int(text, 11, 13), _int(text, 14, 16), _int(text, 17, 19)

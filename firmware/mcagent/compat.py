@@ -127,6 +127,7 @@ def call_cold(module, fn, *args):
 
 # --- socket I/O for mcagent.http (appended by the http area) ---
 
+
 def is_timeout(exc):
     """True if an OSError from connect/read/write means "timed out" (CPython: TimeoutError; MicroPython:
     ETIMEDOUT, EAGAIN from SO_RCVTIMEO, or EINPROGRESS from a connect cut short by SO_SNDTIMEO)."""
@@ -261,6 +262,7 @@ def blocking(sock, timeout_s):
 
 # --- ticks and sleeping for the board runtime (appended by the boards area) ---
 
+
 def ticks_ms(time_module=time):
     """A millisecond counter for measuring intervals (wraps on MicroPython; compare with ticks_diff)."""
     fn = getattr(time_module, "ticks_ms", None)
@@ -300,6 +302,7 @@ def heap_free():
 
 
 # --- filesystem helpers MicroPython's `os` lacks (os.path.exists, getsize, makedirs) and atomic writes ---
+
 
 def file_size(path):
     """The size of a file in bytes, -1 if there is none."""

@@ -91,8 +91,9 @@ def parse(doc, source="agentconfig.json"):
     if client_id is not None:
         bad = [c for c in client_id if c not in _ID_CHARS]
         if bad or len(client_id) > 64:
-            problems.append('"content.clientId" must be the agent id (normally 32 hex characters), got %r'
-                            % client_id)
+            problems.append(
+                '"content.clientId" must be the agent id (normally 32 hex characters), got %r' % client_id
+            )
 
     tenant = _text(content, "tenant", problems, "the tenant name")
 

@@ -85,8 +85,9 @@ def _targets(dp, desc, where):
         entity = dp.get("entityId", desc.get("entityId"))
         aspect = dp.get("propertySetName", desc.get("propertySetName"))
         if not entity or not aspect:
-            raise DscError("%s: 'property' needs 'entityId' and 'propertySetName' (here or at the top)"
-                           % where)
+            raise DscError(
+                "%s: 'property' needs 'entityId' and 'propertySetName' (here or at the top)" % where
+            )
         out.append((entity, aspect, prop))
     maps = dp.get("mappings", ())
     if not isinstance(maps, (list, tuple)):
@@ -253,8 +254,9 @@ def configure(request, state, client_id, desc, force=False):
         state.save("dsc", cjson.Obj(("client_id", client_id), ("hash", want), ("maps", None)))
     if want_maps is not None and (force or saved.get("maps") != want_maps):
         for m in mappings:
-            resp = request("POST", MAPPINGS_PATH, {"Content-Type": "application/json"},
-                           _mapping_body(client_id, m), 1024)
+            resp = request(
+                "POST", MAPPINGS_PATH, {"Content-Type": "application/json"}, _mapping_body(client_id, m), 1024
+            )
             if resp.status == 201:
                 summary["mappings"] += 1
             elif resp.status == 409:

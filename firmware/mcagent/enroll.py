@@ -20,9 +20,11 @@ TOKEN_MARGIN_S = const(60)  # a cached token is renewed this long before it expi
 ROTATION_RETRY_S = const(600)  # a refused rotation (secret still valid) is tried again after this
 _KEEP_PREVIOUS = const(5)  # earlier registration answers kept for recovery (as the Node.js library does)
 PREVIOUS = "previous"  # state file of those answers: read only to recover, so a wake does not hold them
-_FORM = ("grant_type=client_credentials"
-         "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"
-         "&client_assertion=")
+_FORM = (
+    "grant_type=client_credentials"
+    "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"
+    "&client_assertion="
+)
 
 
 def _error(resp, what):
@@ -53,8 +55,10 @@ def ensure_sane_clock(ident):
     if not ident.clock.is_sane():
         ident.observe(ident.conn.request("GET", TOKEN_KEY_PATH, None, None, 64))
         if not ident.clock.is_sane():
-            raise ClockError("device clock says %s and the server sent no usable Date: set the time"
-                             % iso_ms(ident.clock.now_ms()))
+            raise ClockError(
+                "device clock says %s and the server sent no usable Date: set the time"
+                % iso_ms(ident.clock.now_ms())
+            )
 
 
 def save_registration(ident, reg):
@@ -69,8 +73,14 @@ def keep_token(ident, auth, expires_ms):
     ident._auth = None  # drop the old one before building the new one
     ident._auth = auth
     ident._token_expires_ms = expires_ms
-    ident.state.save("token", {"client_id": ident.config.client_id,
-                               "token": memoryview(compat.utf8(auth))[7:], "expires_ms": expires_ms})
+    ident.state.save(
+        "token",
+        {
+            "client_id": ident.config.client_id,
+            "token": memoryview(compat.utf8(auth))[7:],
+            "expires_ms": expires_ms,
+        },
+    )
 
 
 def _json(resp):
@@ -102,14 +112,20 @@ def onboard(ident):
 
 def register(ident):
     cfg = ident.config
-    resp = call(ident, "POST", REGISTER_PATH,
-                      {"Authorization": "Bearer " + cfg.iat, "Content-Type": "application/json"}, b"{}")
+    resp = call(
+        ident,
+        "POST",
+        REGISTER_PATH,
+        {"Authorization": "Bearer " + cfg.iat, "Content-Type": "application/json"},
+        b"{}",
+    )
     if resp.status in (400, 401, 403, 409):
         exp = cfg.expiration_ms
         raise NeedsOnboarding(
             "the onboarding key in %s was refused (HTTP %d): used, expired or revoked%s. Download a new "
             "agentconfig.json for agent %s and install it; buffered data is kept."
-            % (cfg.source, resp.status, " (expiry %s)" % iso_ms(exp) if exp else "", cfg.client_id))
+            % (cfg.source, resp.status, " (expiry %s)" % iso_ms(exp) if exp else "", cfg.client_id)
+        )
     if resp.status != 201:
         raise _error(resp, "onboarding")
     ident.invalidate_token()
@@ -127,10 +143,16 @@ def from_answer(ident, doc, old):
         expires = int(doc.get("client_secret_expires_at") or 0)
     except (TypeError, ValueError):
         raise ProtocolError("client_secret_expires_at is not a number")
-    reg = {"client_id": ident.config.client_id, "secret": doc["client_secret"], "expires_at": expires,
-           "issued_at": ident.clock.now_s(), "rat": doc["registration_access_token"],
-           "uri": doc["registration_client_uri"],  # as given: absolute (its own origin) or a path
-           "key_id": ident.config.key_id, "used": False}
+    reg = {
+        "client_id": ident.config.client_id,
+        "secret": doc["client_secret"],
+        "expires_at": expires,
+        "issued_at": ident.clock.now_s(),
+        "rat": doc["registration_access_token"],
+        "uri": doc["registration_client_uri"],  # as given: absolute (its own origin) or a path
+        "key_id": ident.config.key_id,
+        "used": False,
+    }
     if old is not None:
         reg["key_id"] = old.get("key_id")
         prev = [{"rat": old["rat"], "uri": old["uri"], "expires_at": old.get("expires_at", 0)}]
@@ -157,9 +179,13 @@ def rotate_with(ident, reg, cand):
     if not reg.get("rotating"):
         reg["rotating"] = True
         save_registration(ident, reg)
-    resp = call(ident, "PUT", cand["uri"], {"Authorization": "Bearer " + cand["rat"],
-                                           "Content-Type": "application/json"},
-                      ('{"client_id":%s}' % cjson.quote(ident.config.client_id)).encode())
+    resp = call(
+        ident,
+        "PUT",
+        cand["uri"],
+        {"Authorization": "Bearer " + cand["rat"], "Content-Type": "application/json"},
+        ('{"client_id":%s}' % cjson.quote(ident.config.client_id)).encode(),
+    )
     if resp.status != 200:
         return resp
     return save_registration(ident, from_answer(ident, _json(resp), reg))
@@ -216,7 +242,8 @@ def recover(ident):
         "agent %s is locked out: its client secret (expiry %s) and registration token are refused and "
         "the onboarding key in %s is used. Offboard the agent, download a new agentconfig.json and "
         "install it there; buffered data is kept and uploads after onboarding."
-        % (ident.config.client_id, iso_ms(exp * 1000) if exp else "none", ident.config.source))
+        % (ident.config.client_id, iso_ms(exp * 1000) if exp else "none", ident.config.source)
+    )
 
 
 def fetch_token(ident):
@@ -230,10 +257,13 @@ def fetch_token(ident):
     relearned = recovered = False
     while True:
         sent_ms = ident.clock.now_ms()
-        body = (_FORM + jwt.client_assertion(reg["client_id"], ident.config.tenant, reg["secret"],
-                                             sent_ms // 1000)).encode()
-        resp = call(ident, "POST", TOKEN_PATH, {"Content-Type": "application/x-www-form-urlencoded"}, body,
-                          4096)
+        body = (
+            _FORM
+            + jwt.client_assertion(reg["client_id"], ident.config.tenant, reg["secret"], sent_ms // 1000)
+        ).encode()
+        resp = call(
+            ident, "POST", TOKEN_PATH, {"Content-Type": "application/x-www-form-urlencoded"}, body, 4096
+        )
         if resp.status == 200:
             return accept(ident, resp, reg, sent_ms)
         if resp.status == 401 and not relearned:

@@ -37,6 +37,7 @@ MAX_BODY = const(10485760)  # the service answers 413 above 10 MiB
 MAX_BUF = const(2048)
 _DEFAULT_BUF = const(1024)
 
+
 class BodyError(OSError):
     """The records or a file changed between the length pass and the write pass: compose again."""
 
@@ -169,11 +170,15 @@ class Body:
         """The framing of item gi before (head=True) or after its payload (a JSON array without a type)."""
         ib = self._inner + str(gi).encode()
         if head:
-            put(b"--%s\r\nContent-Type: multipart/related;boundary=%s\r\n\r\n--%s\r\n"
-                b"Content-Type: application/vnd.siemens.mindsphere.meta+json\r\n\r\n" % (self.outer, ib, ib))
+            put(
+                b"--%s\r\nContent-Type: multipart/related;boundary=%s\r\n\r\n--%s\r\n"
+                b"Content-Type: application/vnd.siemens.mindsphere.meta+json\r\n\r\n" % (self.outer, ib, ib)
+            )
             put(g.meta)
-            put(b"\r\n--%s\r\nContent-Type: %s\r\n\r\n%s"
-                % (ib, g.ctype or b"application/json", b"" if g.ctype else b"["))
+            put(
+                b"\r\n--%s\r\nContent-Type: %s\r\n\r\n%s"
+                % (ib, g.ctype or b"application/json", b"" if g.ctype else b"[")
+            )
         else:
             put(b"%s\r\n--%s--\r\n" % (b"" if g.ctype else b"]", ib))
 

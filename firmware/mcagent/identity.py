@@ -93,8 +93,10 @@ class Identity:
         if -_LEARN_SKEW_MS < clock.correction_ms - before < _LEARN_SKEW_MS:
             clock.correction_ms = before  # within the noise of a 1-second Date: keep the old value
             return False
-        self.state.save("clock", {"correction_ms": clock.correction_ms,
-                                  "device_sane": clock.device_ms() // 1000 >= SANE_AFTER_S})
+        self.state.save(
+            "clock",
+            {"correction_ms": clock.correction_ms, "device_sane": clock.device_ms() // 1000 >= SANE_AFTER_S},
+        )
         return True
 
     def registration(self):

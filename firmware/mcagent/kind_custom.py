@@ -13,6 +13,9 @@ import struct
 from mcagent import cjson, compat
 from mcagent.store import StoreError
 
+# The item types the exchange defines itself: a custom type must not be taken for one of them.
+_RESERVED = ("standardTimeSeries", "businessEvent", "file", "dataSourceConfiguration")
+
 
 def _token(value, what, limit):
     """A type, version or content type: 1..limit printable ASCII characters (it goes into a header line)."""
@@ -27,13 +30,38 @@ def _token(value, what, limit):
     return b
 
 
+def _content_type(value):
+    """type/subtype[; name=value]... (RFC 2045), not multipart: the payload part's Content-Type header."""
+    b = _token(value or "application/octet-stream", "content type", 255)
+    parts = b.decode().split(";")
+    main = parts[0].strip().split("/")
+    ok = len(main) == 2 and _is_token(main[0]) and _is_token(main[1]) and main[0].lower() != "multipart"
+    for p in parts[1:]:
+        k, eq, v = p.strip().partition("=")
+        ok = ok and eq == "=" and _is_token(k) and (_is_token(v) or (len(v) > 1 and v[0] == v[-1] == '"'))
+    if not ok:
+        raise StoreError("content type %r must be type/subtype[; name=value], not multipart" % value)
+    return b
+
+
+def _is_token(s):
+    if not s:
+        return False
+    for c in s:
+        if c in ' ()<>@,;:\\"/[]?=' or not " " < c <= "~":
+            return False
+    return True
+
+
 def encode(store, type_name, version, data, content_type="application/octet-stream", details=None):
     """Agent.custom: data is bytes (kept in the record: it must fit one) or the path of a file on flash."""
     from mcagent import storewrite as W
 
     tb = _token(type_name, "custom data type", 255)
+    if type_name in _RESERVED:
+        raise StoreError("custom data type %s is an exchange item type of its own" % type_name)
     vb = _token(version, "custom data version", 64)
-    cb = _token(content_type or "application/octet-stream", "content type", 255)
+    cb = _content_type(content_type)
     if details is not None and not isinstance(details, dict):
         raise StoreError("custom data details must be a dict")
     try:
@@ -50,8 +78,9 @@ def encode(store, type_name, version, data, content_type="application/octet-stre
         raise StoreError("custom data must be bytes or the path of a file")
     n = 14 + len(tb) + len(vb) + len(cb) + len(dj) + len(data) + 2 * where
     if n + 8 > store.segment_bytes - 16:
-        raise StoreError("custom data of %d bytes does not fit a record: write it to a file and pass the path"
-                         % len(data))
+        raise StoreError(
+            "custom data of %d bytes does not fit a record: write it to a file and pass the path" % len(data)
+        )
     b = W.buffer(store, n)
     b[12] = where
     p = 13
@@ -92,8 +121,15 @@ def decode(rec):
         data, path = None, rec.text(p + 2, b[p] | (b[p + 1] << 8))
     else:
         data, path = bytes(b[p : rec.n]), None
-    return (rec.ts(), f[0].decode(), f[1].decode(), f[2].decode(), json.loads(f[3]) if f[3] else None, data,
-            path)
+    return (
+        rec.ts(),
+        f[0].decode(),
+        f[1].decode(),
+        f[2].decode(),
+        json.loads(f[3]) if f[3] else None,
+        data,
+        path,
+    )
 
 
 def key(rec):
@@ -111,9 +147,11 @@ def group(rec):
         size = compat.file_size(path)
         if size < 0:
             return None
-    meta = (b'{"type":"item","version":"1.0","payload":{"type":%s,"version":%s%s}}'
-            % (cjson.quote(f[0].decode()).encode(), cjson.quote(f[1].decode()).encode(),
-               b',"details":' + f[3] if f[3] else b""))
+    meta = b'{"type":"item","version":"1.0","payload":{"type":%s,"version":%s%s}}' % (
+        cjson.quote(f[0].decode()).encode(),
+        cjson.quote(f[1].decode()).encode(),
+        b',"details":' + f[3] if f[3] else b"",
+    )
     return meta, f[2], path, size
 
 

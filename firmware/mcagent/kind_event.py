@@ -62,8 +62,13 @@ def key(rec):
 
 def group(rec):
     """(meta JSON, content type, file path, size) of the item a new key starts; JSON array payload."""
-    return (b'{"type":"item","version":"1.0","payload":{"type":"businessEvent","version":"%s.0",'
-            b'"details":{}}}' % (b"2" if key(rec) else b"1"), None, None, 0)
+    return (
+        b'{"type":"item","version":"1.0","payload":{"type":"businessEvent","version":"%s.0",'
+        b'"details":{}}}' % (b"2" if key(rec) else b"1"),
+        None,
+        None,
+        0,
+    )
 
 
 def element(put, rec):
@@ -72,7 +77,9 @@ def element(put, rec):
     put(b'{"id":"%s-%s-%s-%s-%s"' % (h[:8], h[8:12], h[12:16], h[16:20], h[20:]))
     if corr:
         put(',"correlationId":' + cjson.quote(corr))
-    put(',"timestamp":"%s","severity":%d,"description":%s,"type":"MindSphereStandardEvent","version":"1.0",'
-        '"details":' % (clock.iso_ms(ts), severity, cjson.quote(desc)))
+    put(
+        ',"timestamp":"%s","severity":%d,"description":%s,"type":"MindSphereStandardEvent","version":"1.0",'
+        '"details":' % (clock.iso_ms(ts), severity, cjson.quote(desc))
+    )
     put(details)
     put(b"}")

@@ -54,7 +54,11 @@ def group(rec):
     size = compat.file_size(path)
     if size < 0:
         return None
-    return (b'{"type":"item","version":"1.0","payload":{"type":"file","version":"1.0","details":{"fileName":'
-            b'%s,"creationDate":"%s","fileType":%s}}}'
-            % (cjson.quote(name).encode(), clock.iso_ms(ts).encode(), cjson.quote(mime).encode()),
-            b"application/octet-stream", path, size)
+    return (
+        b'{"type":"item","version":"1.0","payload":{"type":"file","version":"1.0","details":{"fileName":'
+        b'%s,"creationDate":"%s","fileType":%s}}}'
+        % (cjson.quote(name).encode(), clock.iso_ms(ts).encode(), cjson.quote(mime).encode()),
+        b"application/octet-stream",
+        path,
+        size,
+    )

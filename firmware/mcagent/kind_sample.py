@@ -140,8 +140,13 @@ def key(rec):
 def group(rec):
     """(meta JSON, content type, file path, size) of the item a new key starts; JSON array payload."""
     cid = cjson.quote(rec.cfg.configuration_id).encode()
-    return (b'{"type":"item","version":"1.0","payload":{"type":"standardTimeSeries","version":"1.0",'
-            b'"details":{"configurationId":%s}}}' % cid, None, None, 0)
+    return (
+        b'{"type":"item","version":"1.0","payload":{"type":"standardTimeSeries","version":"1.0",'
+        b'"details":{"configurationId":%s}}}' % cid,
+        None,
+        None,
+        0,
+    )
 
 
 def element(put, rec):

@@ -7,6 +7,14 @@ capacity and counts records per kind by the names below (dropped_<name>, quarant
 pending_<name>; the uploader's summary says <name>_sent); the composer loops over whatever kinds the
 pending records have. Adding a kind: its module and one entry in each tuple here (the next code).
 
+A kind module: encode(store, *args) -> payload size (checks first: StoreError before anything is written;
+the payload goes after the timestamp into storewrite.buffer(store, n)); decode(rec); key(rec): records of
+one kind with equal keys share an exchange item; a key equal to the record's position (rec.seq, rec.off)
+makes an item of that record alone; group(rec) -> (meta JSON, payload content type or None for a JSON
+array, path of a file the payload streams from or None, its size), or None when that file vanished;
+element(put, rec): the record's part of the payload (for items without a file). RISING = True: the
+records' timestamps rise strictly within a batch.
+
 Kind modules are loaded when a record of theirs is written or sent (compat.load) and released with the
 append side (Store.release_writer) and the composer (Agent.release).
 """

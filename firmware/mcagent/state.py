@@ -28,13 +28,6 @@ def _digest(data):
     return "".join(["%02x" % b for b in hashlib.sha256(data).digest()[:8]]).encode()
 
 
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
 def decode(data):
     """File bytes -> the stored value, or None when the file is empty, cut short or damaged."""
     end = data.rfind(b"\n", 0, len(data) - 1)
@@ -129,10 +122,10 @@ class State:
             tmp = self.file(name)
             target = tmp[: -len(_TMP)]
             if self._read(target) is None and self._read(tmp) is not None:
-                _remove(target)
+                compat.remove(target)
                 os.rename(tmp, target)
             else:
-                _remove(tmp)
+                compat.remove(tmp)
 
     def load(self, name, default=None):
         """The value saved under name, or default when it is absent or unreadable."""
@@ -162,8 +155,8 @@ class State:
         compat.write_atomic(self.file(name), None, produce)
 
     def remove(self, name):
-        _remove(self.file(name))
-        _remove(self.file(name) + _TMP)
+        compat.remove(self.file(name))
+        compat.remove(self.file(name) + _TMP)
 
     def __repr__(self):
         return "<State %s>" % self.path

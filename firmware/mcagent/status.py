@@ -41,8 +41,14 @@ def collect(root=""):
 
     pre = root.rstrip("/") + "/" if root else ""
     settings = _load_json(pre + "settings.json") or {}
-    out = {"agent_id": None, "onboarding": "not onboarded", "buffered": None, "sent": None,
-           "last_upload": None, "last_error": None}
+    out = {
+        "agent_id": None,
+        "onboarding": "not onboarded",
+        "buffered": None,
+        "sent": None,
+        "last_upload": None,
+        "last_error": None,
+    }
     config = _load_json(pre + settings.get("agentconfig", "agentconfig.json"))
     if isinstance(config, dict) and isinstance(config.get("content"), dict):
         out["agent_id"] = config["content"].get("clientId")

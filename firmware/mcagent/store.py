@@ -1,5 +1,5 @@
-"""Append-only flash log of readings, events and file references; nothing leaves it before the server
-said 200.
+"""Append-only flash log of records of every kind (readings, events, file references, custom data: see
+mcagent.kinds); nothing leaves it before the server said 200.
 
 Why a log of small CRC'd records in 4 KiB segment files: on littlefs an append only becomes visible at the
 file's next commit (flush/close), a cut leaves a whole-record prefix, and a new file's directory entry is
@@ -26,7 +26,6 @@ Wiring (done by the Agent): `record(values, timestamp_ms)` -> `append_sample(ts 
 `uploader.Uploader(store, conn, identity).flush()`.
 """
 
-
 import struct
 
 from micropython import const
@@ -48,8 +47,6 @@ except ImportError:  # ports built without binascii.crc32 (defined only there: e
         return crc ^ 0xFFFFFFFF
 
 
-
-
 _SEGMENT_BYTES = const(4096)  # one littlefs erase block on ESP32
 _DEFAULT_CAPACITY = const(262144)
 _DEFAULT_COMMIT_EVERY = const(10)
@@ -59,7 +56,8 @@ SEG_MAGIC = b"MCS1"
 HDR = const(16)  # segment header: magic, seq, config hash, CRC
 
 # Counters kept in the state file, by name: records dropped by the capacity policy and records quarantined,
-# per kind (the first four kinds' names in this order, later kinds' pairs appended), then the others.
+# per kind (readings, events, files in this order), then the others, then the pairs of the kinds after the
+# third (custom, and any later one) in registry order.
 COUNTERS = (
     "dropped_readings",
     "dropped_events",
@@ -254,8 +252,18 @@ class Store:
     ):
         boot = compat.load("mcagent.storeboot")  # opening and recovery: cold code, once per boot
         try:
-            boot.start(self, root_dir, datapoints, configuration_id, capacity_bytes, policy, commit_every,
-                       segment_bytes, quality, quarantine_bytes)
+            boot.start(
+                self,
+                root_dir,
+                datapoints,
+                configuration_id,
+                capacity_bytes,
+                policy,
+                commit_every,
+                segment_bytes,
+                quality,
+                quarantine_bytes,
+            )
         finally:
             compat.unload("mcagent.storeboot")
 
@@ -377,7 +385,7 @@ class Store:
         return compat.call_cold("mcagent.storeboot", "quarantined_files", self)
 
     def pending_count(self):
-        """Records (readings + events + files) not yet acknowledged. Counted once (a scan of the backlog
+        """Records of every kind not yet acknowledged. Counted once (a scan of the backlog
         after a restart), then kept up to date."""
         return sum(self.stats(True, False))
 

@@ -34,8 +34,18 @@ TYPES = S.TYPES
 _T_BIG_STRING = const(6)
 
 
-def start(st, root_dir, datapoints, configuration_id, capacity_bytes, policy, commit_every, segment_bytes,
-          quality, quarantine_bytes):
+def start(
+    st,
+    root_dir,
+    datapoints,
+    configuration_id,
+    capacity_bytes,
+    policy,
+    commit_every,
+    segment_bytes,
+    quality,
+    quarantine_bytes,
+):
     """Store.__init__ (its arguments are documented there): check them, then recover the directory.
 
     The append side (storewrite) is not loaded here: opening costs only this module, and an opening that
@@ -172,8 +182,9 @@ def parse_datapoints(datapoints, configuration_id=None):
         if not isinstance(dp_id, str) or not dp_id:
             raise S.StoreError("data point id must be a non-empty string: %r" % (dp_id,))
         if dp_type not in TYPES:
-            raise S.StoreError("data point %s: unknown type %r (one of %s)"
-                               % (dp_id, dp_type, ", ".join(TYPES)))
+            raise S.StoreError(
+                "data point %s: unknown type %r (one of %s)" % (dp_id, dp_type, ", ".join(TYPES))
+            )
         if dp_id in seen:
             raise S.StoreError("data point %s configured twice" % dp_id)
         seen[dp_id] = 1
@@ -192,8 +203,9 @@ def check_args(st, datapoints, configuration_id, capacity_bytes):
     if not 256 <= st.segment_bytes <= 65535:
         raise S.StoreError("segment_bytes must be 256..65535")
     if capacity_bytes < 2 * st.segment_bytes:
-        raise S.StoreError("capacity_bytes must hold at least two segments (%d bytes)"
-                           % (2 * st.segment_bytes))
+        raise S.StoreError(
+            "capacity_bytes must hold at least two segments (%d bytes)" % (2 * st.segment_bytes)
+        )
     cid, pairs = parse_datapoints(datapoints, configuration_id)
     return config(cid, pairs)
 

@@ -5,7 +5,6 @@ report once: imported for the call and unloaded right after (compat.call_cold), 
 in the heap while it streams records is only the reading and acknowledging.
 """
 
-
 from mcagent import kinds
 
 

@@ -16,6 +16,7 @@ from mcagent.store import (
     HDR,
     SEG_MAGIC,
     Reader,
+    Record,
     StoreError,
     crc32,
 )
@@ -27,6 +28,8 @@ _MAX_FILE_BYTES = const(10420224)  # 10 MiB minus 64 KiB for the multipart frami
 def append(store, code, ts_ms, args):
     """Store.append: check and encode one record of kind code (its module's encode(store, *args)), then
     append it. True if stored, False if refused (policy "stop", full)."""
+    if type(code) is not int or not 0 < code <= len(kinds.MODULES):
+        raise StoreError("no record kind %r (mcagent.kinds)" % (code,))
     if isinstance(ts_ms, bool) or not isinstance(ts_ms, (int, float)) or not 0 <= ts_ms < 253402300800000:
         raise StoreError("timestamp must be Unix milliseconds, not %r" % (ts_ms,))
     n = compat.load(kinds.MODULES[code - 1]).encode(store, *args)
@@ -59,7 +62,14 @@ def buffer(store, n):
     if n + _REC_OVERHEAD > store.segment_bytes - HDR:
         raise StoreError("record of %d bytes does not fit a segment" % n)
     if len(store._wbuf) < n + _REC_OVERHEAD:
-        store._wbuf = bytearray(n + _REC_OVERHEAD + 32)
+        store._wbuf = b = bytearray(n + _REC_OVERHEAD + 32)
+        # One block serves both ways (as storeboot sets up for BIG_STRING points): an upload reads this record
+        # back into the store's spare Record, and a fragmented heap may not offer such a block twice.
+        spare = store._spare_rec
+        if spare is None:
+            spare = store._spare_rec = Record()
+        if len(spare.buf) < len(b):
+            spare.buf = b
     return store._wbuf
 
 
@@ -87,6 +97,7 @@ def _put(store, code, n):
         store.commit()
     return ok
 
+
 def _room(store, total):
     """Make the tail segment able to take total bytes: roll over, apply the capacity policy."""
     if store._hi >= store._lo and store._tail_hash == store.config.hash:
@@ -110,6 +121,7 @@ def _room(store, total):
     store._tail_off = HDR
     store._tail_hash = store.config.hash
     return True
+
 
 def _drop_oldest(store):
     """Delete the oldest segment, counting exactly the unacknowledged records it held."""

@@ -11,15 +11,11 @@ _MAX_QUARANTINES = const(3)  # per flush: a service that rejects everything must
 
 
 def authorization(up):
-    """The Authorization value after a 401 (the last token was refused: get a new one), or from an
-    identity that only has token()."""
+    """The Authorization value after a 401: the last token was refused, a new one is fetched."""
     ident = up.identity
-    if up._force:
-        ident.invalidate_token()
-    auth = getattr(ident, "authorization", None)
-    auth = auth() if auth is not None else "Bearer " + ident.token()
+    ident.invalidate_token()
     up._force = False
-    return auth
+    return ident.authorization()
 
 
 def failed(up, s, e, token):
@@ -95,8 +91,12 @@ def _quarantine(up, s, body, resp):
         1,
         "mcagent: exchange batch rejected (HTTP %d), %s"
         % (status, "kept in quarantine" if path else "dropped: no room on flash to keep it"),
-        {"file": path.rsplit("/", 1)[-1] if path else None, "records": body.records, "status": status,
-         "message": msg},
+        {
+            "file": path.rsplit("/", 1)[-1] if path else None,
+            "records": body.records,
+            "status": status,
+            "message": msg,
+        },
     )
     return True
 
@@ -144,8 +144,9 @@ def _header_wait(up, headers):
     value = headers.get("retry-after")
     if not value:
         return None
-    return compat.call_cold("mcagent.httputil", "parse_retry_after", value, headers.get("date"),
-                            _clock(up).now_s())
+    return compat.call_cold(
+        "mcagent.httputil", "parse_retry_after", value, headers.get("date"), _clock(up).now_s()
+    )
 
 
 def backoff_s(up, attempt):

@@ -20,9 +20,10 @@ path; every other answer, a failed token or transport, vanished files and the re
 handled in mcagent.uploadcold, loaded when that happens and unloaded at once.
 
 Wiring (Agent.flush): `store.commit(); return Uploader(store, conn, identity, clock=clock).flush()`,
-with `conn` the shared keep-alive http.Connection and `identity` the token source (`authorization()` or
-`token()`; `invalidate_token()` after a 401). The sleep function is injectable so
-the board runtime can feed its watchdog while waiting, and tests can run without waiting.
+with `conn` the shared keep-alive http.Connection and `identity` the token source (mcagent.identity's
+contract: `authorization()` -> "Bearer <token>", `invalidate_token()` after a 401, `observe(response)`).
+The sleep function is injectable so the board runtime can feed its watchdog while waiting, and tests can
+run without waiting.
 """
 
 from mcagent import compat, exchange, kinds
@@ -108,9 +109,8 @@ class Uploader:
                 continue
             # The Authorization value is built once per token by the identity where it can (a token is
             # ~1 KB: a copy per batch fragments a small heap).
-            auth = getattr(ident, "authorization", None)
             try:
-                auth = auth() if auth and not self._force else _cold("authorization", self)
+                auth = _cold("authorization", self) if self._force else ident.authorization()
             except Exception as e:
                 if _cold("failed", self, s, e, True):
                     continue
@@ -121,12 +121,10 @@ class Uploader:
                 if _cold("failed", self, s, e, False):
                     continue
                 break
-            observe = getattr(ident, "observe", None)
-            if observe:
-                try:
-                    observe(resp)
-                except Exception:
-                    pass
+            try:
+                ident.observe(resp)  # the server's clock: a wrong device clock is corrected from it
+            except Exception:
+                pass
             status = s["last_status"] = resp.status
             if status != 200 or self._narrowing is not None:
                 status = _cold("answer", self, s, body, resp)  # 200: acknowledge; False: stop

@@ -32,8 +32,9 @@ class Hardware:
     same runtime runs on the unix board: no watchdog, the host's clock, simulated deep sleep.
     """
 
-    def __init__(self, machine=None, network=None, ntptime=None, esp32=None, time_module=None,
-                 reset_cause=None):
+    def __init__(
+        self, machine=None, network=None, ntptime=None, esp32=None, time_module=None, reset_cause=None
+    ):
         if time_module is None:
             import time as time_module
         self.machine = machine
@@ -49,8 +50,14 @@ class Hardware:
     @classmethod
     def detect(cls, reset_cause=None):
         """The running port's own modules (whatever of them exist)."""
-        return cls(_try_import("machine"), _try_import("network"), _try_import("ntptime"),
-                   _try_import("esp32"), None, reset_cause)
+        return cls(
+            _try_import("machine"),
+            _try_import("network"),
+            _try_import("ntptime"),
+            _try_import("esp32"),
+            None,
+            reset_cause,
+        )
 
     # time
     def ticks_ms(self):
@@ -174,5 +181,3 @@ class Hardware:
                 bus = m.I2C(bus_id, scl=pin(key[1]), sda=pin(key[2]), freq=key[3])
             self._buses[key] = bus
         return bus
-
-

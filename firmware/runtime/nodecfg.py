@@ -12,8 +12,15 @@ import json
 from mcagent import compat
 
 NODE_JSON = "node.json"
-_SCALED = ("sample_ms", "upload_ms", "health_ms", "ntp_resync_ms", "retry_cap_ms", "wifi_backoff_ms",
-           "min_deep_ms")
+_SCALED = (
+    "sample_ms",
+    "upload_ms",
+    "health_ms",
+    "ntp_resync_ms",
+    "retry_cap_ms",
+    "wifi_backoff_ms",
+    "min_deep_ms",
+)
 
 
 class Cfg:

@@ -40,8 +40,10 @@ def sensor_slots(node):
     if not node.sensors and node.board.sensors is None:
         from runtime.node import SensorSlot
 
-        node.sensors = [SensorSlot(s) for s in compat.call_cold("runtime.nodecfg", "part",
-                                                                node.board.node_json, "sensors")]
+        node.sensors = [
+            SensorSlot(s)
+            for s in compat.call_cold("runtime.nodecfg", "part", node.board.node_json, "sensors")
+        ]
     return node.sensors
 
 

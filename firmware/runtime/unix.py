@@ -22,8 +22,17 @@ _USAGE = """usage: micropython firmware/main.py [options]   (the unix board: the
 
 
 def _parse_args(argv):
-    opts = {"flash": None, "root": None, "board": None, "settings": None, "install": [], "speed": None,
-            "run_s": None, "cycles": None, "quiet": False}
+    opts = {
+        "flash": None,
+        "root": None,
+        "board": None,
+        "settings": None,
+        "install": [],
+        "speed": None,
+        "run_s": None,
+        "cycles": None,
+        "quiet": False,
+    }
     i = 0
     while i < len(argv):
         a = argv[i]

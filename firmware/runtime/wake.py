@@ -12,10 +12,26 @@ _CRASHY = ("WDT_RESET", "BROWNOUT_RESET")
 
 
 def fresh_state(now):
-    st = {"v": 1, "seq": 0, "boots": 0, "wakes": 0, "saved_ms": now, "next_sample_ms": now,
-          "last_upload_ms": now, "retry_at_ms": 0, "fails": 0, "samples": 0, "last_health_ms": 0,
-          "ntp_ms": 0, "rot_check_ms": 0, "secret_exp": 0, "life_s": 0, "crash": 0, "min_heap": -1,
-          "configured": ""}
+    st = {
+        "v": 1,
+        "seq": 0,
+        "boots": 0,
+        "wakes": 0,
+        "saved_ms": now,
+        "next_sample_ms": now,
+        "last_upload_ms": now,
+        "retry_at_ms": 0,
+        "fails": 0,
+        "samples": 0,
+        "last_health_ms": 0,
+        "ntp_ms": 0,
+        "rot_check_ms": 0,
+        "secret_exp": 0,
+        "life_s": 0,
+        "crash": 0,
+        "min_heap": -1,
+        "configured": "",
+    }
     for k in STAT_KEYS + PERIOD_KEYS:
         st[k] = 0
     return st
@@ -35,9 +51,16 @@ def default_agent(node):
         except OSError:
             ca = []
     b = node.board
-    return Agent(config=node.path(s.agentconfig), state=node.path(s.state_dir), ca=[node.path(c) for c in ca],
-                 proxy=s.proxy, clock=node.clock, store=node.path("store"), dsc=node.dsc,
-                 store_options=dict(b.store))
+    return Agent(
+        config=node.path(s.agentconfig),
+        state=node.path(s.state_dir),
+        ca=[node.path(c) for c in ca],
+        proxy=s.proxy,
+        clock=node.clock,
+        store=node.path("store"),
+        dsc=node.dsc,
+        store_options=dict(b.store),
+    )
 
 
 def boot(node):
@@ -78,8 +101,10 @@ def boot(node):
         b.sensors = b.dsc = None
     else:
         node.sensors = [SensorSlot(s) for s in b.sensors]
-    node.log("boot %d (%s) board %s, %d sensors, sleep %s" % (st["boots"], node.cause, b.name, b.n_sensors,
-                                                             b.sleep))
+    node.log(
+        "boot %d (%s) board %s, %d sensors, sleep %s"
+        % (st["boots"], node.cause, b.name, b.n_sensors, b.sleep)
+    )
     if st["crash"] >= _CRASH_STREAK and node.cold:
         wait = min(ERR_CAP_MS, 60000 << min(st["crash"] - _CRASH_STREAK, 6))
         node.log("%d resets in a row: waiting %d s before working" % (st["crash"], wait // 1000))
@@ -103,8 +128,14 @@ def load_state(node):
     if st["saved_ms"] > now + 300000:
         # The clock went backwards (power loss reset the RTC): the saved times belong to another
         # timeline. Start the schedule afresh; counters stay.
-        for k in ("next_sample_ms", "last_upload_ms", "retry_at_ms", "last_health_ms", "ntp_ms",
-                  "rot_check_ms"):
+        for k in (
+            "next_sample_ms",
+            "last_upload_ms",
+            "retry_at_ms",
+            "last_health_ms",
+            "ntp_ms",
+            "rot_check_ms",
+        ):
             st[k] = fresh[k]
     if node.cold:
         st["retry_at_ms"] = 0
@@ -119,7 +150,7 @@ def read_hint(node):
             return None
         from mcagent.state import decode
 
-        value = decode(bytes(data[len(HINT_MAGIC):]))
+        value = decode(bytes(data[len(HINT_MAGIC) :]))
         return value if isinstance(value, dict) else None
     except Exception:  # a hint is only a hint
         return None

@@ -29,8 +29,14 @@ def up(node):
         except Exception:
             pass
     failed = []
-    for name in ("STAT_WRONG_PASSWORD", "STAT_NO_AP_FOUND", "STAT_ASSOC_FAIL", "STAT_HANDSHAKE_TIMEOUT",
-                 "STAT_BEACON_TIMEOUT", "STAT_CONNECT_FAIL"):
+    for name in (
+        "STAT_WRONG_PASSWORD",
+        "STAT_NO_AP_FOUND",
+        "STAT_ASSOC_FAIL",
+        "STAT_HANDSHAKE_TIMEOUT",
+        "STAT_BEACON_TIMEOUT",
+        "STAT_CONNECT_FAIL",
+    ):
         code = getattr(net, name, None)
         if code is not None:
             failed.append(code)

@@ -28,8 +28,7 @@ def check(spec, chip, where, problems):
         if span is not None and not span[0] <= pin <= span[1]:
             problems.append(
                 "%s.pin: GPIO %d is not on ADC1 of the %s (use GPIO %d-%d; "
-                "ADC2 stops working while Wi-Fi is on)"
-                % (where, pin, chip, span[0], span[1])
+                "ADC2 stops working while Wi-Fi is on)" % (where, pin, chip, span[0], span[1])
             )
     atten = spec.get("atten", "11dB")
     if atten not in _ATTEN:

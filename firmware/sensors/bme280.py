@@ -27,8 +27,9 @@ _OSRS = {1: 1, 2: 2, 4: 3, 8: 4, 16: 5}  # oversampling factor -> register code
 def check(spec, chip, where, problems):
     addr = spec.get("address", 0x76)
     if addr not in (0x76, 0x77):
-        problems.append("%s.address must be 118 (0x76, SDO low) or 119 (0x77, SDO high), got %r"
-                        % (where, addr))
+        problems.append(
+            "%s.address must be 118 (0x76, SDO low) or 119 (0x77, SDO high), got %r" % (where, addr)
+        )
     if spec.get("oversampling", 1) not in _OSRS:
         problems.append("%s.oversampling must be 1, 2, 4, 8 or 16" % where)
     number(spec, "temperature_offset", where, problems, 0, -20, 20)

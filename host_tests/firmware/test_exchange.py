@@ -357,6 +357,11 @@ def test_custom_data_is_checked_before_anything_is_written(workdir):
         ("t", "1.0", 12345, "application/octet-stream", None),  # neither bytes nor a path
         ("t", "1.0", workdir + "/missing.bin", "application/octet-stream", None),
         ("t", "1.0", b"x" * 5000, "application/octet-stream", None),  # does not fit a record: use a file
+        ("t", "1.0", b"x", "binary", None),  # not type/subtype: the service refuses the item
+        ("t", "1.0", b"x", "text/plain; charset", None),
+        ("t", "1.0", b"x", "multipart/mixed; boundary=x", None),  # would be read as more parts
+        ("file", "1.0", b"x", "application/octet-stream", None),  # the exchange's own item types
+        ("standardTimeSeries", "1.0", b"x", "application/json", None),
     ]
     for args in bad:
         try:
@@ -366,6 +371,15 @@ def test_custom_data_is_checked_before_anything_is_written(workdir):
         else:
             raise AssertionError("accepted %r" % (args[:2],))
     assert st.pending_count() == 0 and st.appended == 0
+    for code in (0, 5, True, "4"):  # no such kind: refused, nothing written (a kind byte 0 would end the log)
+        try:
+            st.append(code, T0, "t", "1.0", b"x")
+        except S.StoreError:
+            pass
+        else:
+            raise AssertionError("kind %r accepted" % (code,))
+    assert st.append(CUSTOM, T0, "t", "1.0", b"x", 'text/plain; charset="utf-8"; format=flowed')
+    assert st.appended == 1
 
 
 def test_a_vanished_custom_data_file_is_counted_not_sent(workdir):

@@ -92,8 +92,14 @@ def readings_of(items, others):
 
 
 class _Identity:
-    def token(self, force=False):
-        return "t"
+    def authorization(self):
+        return "Bearer t"
+
+    def invalidate_token(self):
+        pass
+
+    def observe(self, resp):
+        pass
 
 
 class _Clock:

@@ -70,7 +70,8 @@ class FakeConn:
 
 
 class FakeIdentity:
-    """The identity contract: token(), and invalidate_token() after a 401."""
+    """The identity contract: authorization() ("Bearer " + token()), invalidate_token() after a 401,
+    observe(response)."""
 
     def __init__(self, fail=None):
         self.issued = 0
@@ -81,6 +82,12 @@ class FakeIdentity:
     def invalidate_token(self):
         self.forced += 1
         self.stale = True
+
+    def authorization(self):
+        return "Bearer " + self.token()
+
+    def observe(self, resp):
+        pass
 
     def token(self):
         if self.fail is not None:
@@ -101,6 +108,12 @@ class InvalidatingIdentity:
     def invalidate_token(self):
         self.invalidated += 1
         self.n += 1
+
+    def authorization(self):
+        return "Bearer " + self.token()
+
+    def observe(self, resp):
+        pass
 
     def token(self):
         return f"tok-{self.n}"
