@@ -344,6 +344,30 @@ def test_custom_data_arrives(data_sg):
     c.close()
 
 
+def test_a_big_custom_record_without_big_string_points(data_sg):
+    """A custom data record of nearly a segment on a store whose points need no big buffer: the append grows
+    the write buffer and the upload reads the record back into that same block, within the budget."""
+    dsc = {"configurationId": "CF-small", "dataSources": [{"name": "DS", "dataPoints": [
+        {"id": "DP-Double", "name": "double", "type": "DOUBLE", "unit": "C"}]}]}
+    ballast = board_heap(HEAP_KB)
+    a = make(data_sg, dsc=dsc)
+    a.configure(dsc)
+    blob = bytes(range(256)) * 15  # 3,840 bytes: the record fills most of a 4 KiB segment
+    for i in range(3):
+        a.record({"DP-Double": i * 0.5}, timestamp_ms=T0 + i)
+        a.custom("blob", "1.0", blob, "application/octet-stream")
+    s = a.flush()
+    assert s["error"] is None and (s["readings_sent"], s["custom_sent"], s["pending"]) == (3, 3, 0), s
+    a.close()
+    del a, blob
+    del ballast
+    collect()
+    c = http.Connection(data_sg["base_url"], [read(data_sg["ca_der"])])
+    items = Admin(data_sg, c).read("items?full=1")
+    assert [(i["type"], i["size"]) for i in items] == [("blob", 3840)] * 3, items
+    c.close()
+
+
 def test_records_leave_the_store_only_after_200(data_sg):
     """A 503, then 500s within one flush, then a connection dropped mid-body: data kept, sent once."""
     ballast = board_heap(HEAP_KB)

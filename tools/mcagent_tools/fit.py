@@ -57,6 +57,7 @@ WAKE_MODULES = [  # in the order a later wake (token refresh, upload) loads them
     "runtime.upload",
     "mcagent.http",
     "mcagent.exchange",
+    "mcagent.kind_sample",
     "mcagent.uploader",
 ]
 
