@@ -41,10 +41,8 @@ from .validation import (
     KNOWN_VERSIONS,
     Invalid,
     JsonRefused,
-    check_dsc,
-    check_events,
-    check_timeseries,
-    iso_key,
+    check_item_details,
+    check_item_payload,
     loads_untrusted,
 )
 
@@ -575,20 +573,10 @@ class ExchangeParser:
         if known is not None and pversion not in known:
             supported = ", ".join(known)
             raise self._err(f"{ptype} version {_clip(pversion)!r} not supported (supported: {supported})")
-        if ptype == "standardTimeSeries":
-            if not isinstance(details.get("configurationId"), str):
-                raise self._err('"payload.details.configurationId" must be a string for standardTimeSeries')
-        elif ptype == "file":
-            name = details.get("fileName")
-            if not isinstance(name, str) or not name:
-                raise self._err('"payload.details.fileName" must be a non-empty string for a file item')
-            if iso_key(details.get("creationDate")) is None:
-                raise self._err(
-                    '"payload.details.creationDate" must be an ISO 8601 UTC timestamp'
-                    " like 2024-05-01T12:00:00.000Z"
-                )
-            if "fileType" in details and not isinstance(details["fileType"], str):
-                raise self._err('"payload.details.fileType" must be a string')
+        try:
+            check_item_details(ptype, details)
+        except Invalid as e:
+            raise self._err(str(e)) from None
         self._meta = meta
         self._ptype = ptype
         self._pversion = pversion
@@ -604,12 +592,7 @@ class ExchangeParser:
 
             parsed = _decode_json(content, err)
             try:
-                if self._ptype == "standardTimeSeries":
-                    check_timeseries(parsed)
-                elif self._ptype == "businessEvent":
-                    check_events(parsed, self._pversion)
-                else:
-                    check_dsc(parsed)
+                check_item_payload(self._ptype, self._pversion, parsed)
             except Invalid as e:
                 raise err(str(e)) from None
         self._done.append(

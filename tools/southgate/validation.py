@@ -386,3 +386,32 @@ def check_dsc(doc: Any) -> dict[str, dict[str, Any]]:
                 raise Invalid(f"duplicate data point id {clip(dp_id)!r}", q + ".id")
             points[dp_id] = dp
     return points
+
+
+# exchange items: what each standard item type requires of its meta details and its payload ---------------
+def check_item_details(ptype: str, details: dict[str, Any]) -> None:
+    """The meta part's payload.details a standard item type requires (custom items: anything)."""
+    if ptype == "standardTimeSeries":
+        if not isinstance(details.get("configurationId"), str):
+            raise Invalid('"payload.details.configurationId" must be a string for standardTimeSeries')
+    elif ptype == "file":
+        name = details.get("fileName")
+        if not isinstance(name, str) or not name:
+            raise Invalid('"payload.details.fileName" must be a non-empty string for a file item')
+        if iso_key(details.get("creationDate")) is None:
+            raise Invalid(
+                '"payload.details.creationDate" must be an ISO 8601 UTC timestamp'
+                " like 2024-05-01T12:00:00.000Z"
+            )
+        if "fileType" in details and not isinstance(details["fileType"], str):
+            raise Invalid('"payload.details.fileType" must be a string')
+
+
+def check_item_payload(ptype: str, version: str, parsed: Any) -> None:
+    """The JSON payload of a standard JSON item type (JSON_TYPES)."""
+    if ptype == "standardTimeSeries":
+        check_timeseries(parsed)
+    elif ptype == "businessEvent":
+        check_events(parsed, version)
+    else:
+        check_dsc(parsed)
