@@ -28,7 +28,8 @@ from southgate.testing import RunningSouthgate
 
 FIRST_WAKE_KB = 132  # measured 112-116 KB (was ~150 before node.json, the runtime package and phase release)
 LATER_WAKE_KB = 120  # measured 100-104 KB, the same for 100, 10,000 and 100,000 readings
-LIBRARY_KB = 100  # measured 84-92 KB; a fragmented heap varies by up to 3 steps with names and timing
+LIBRARY_KB = 108  # measured 92 KB (84-88 before the record kinds); fails at 100 in one loaded CI run: a
+# fragmented heap varies by up to 3 steps with names and timing; the bound keeps the others' ~16 KB margin
 FROZEN_WAKE_KB = 60  # measured 48-52 KB
 
 
