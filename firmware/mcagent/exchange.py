@@ -69,14 +69,6 @@ class _Out:
                     w(data[i : i + MAX_BUF])
 
 
-def _kind(mods, code):
-    """The module of a record kind, from mods (a list by code - 1) or loaded (released by Agent.release)."""
-    mod = mods[code - 1]
-    if mod is None:
-        mod = mods[code - 1] = compat.load(kinds.MODULES[code - 1])
-    return mod
-
-
 class _Item:
     """One exchange item: records of kind code with equal key (mcagent.kinds), from position first on; meta
     JSON and payload content type (None: a JSON array of the records' elements); path and size of a file
@@ -122,7 +114,7 @@ class Body:
                 if rec is None:
                     break
                 code = rec.kind
-                mod = _kind(mods, code)
+                mod = kinds.module(code, mods)
                 if getattr(mod, "RISING", False):
                     # Sample timestamps rise strictly within a batch: a reading recorded twice (same data
                     # point and time) goes in the next batch, never twice in one exchange (the service
@@ -201,7 +193,7 @@ class Body:
             if g.path is not None:
                 _cold("put_file", put, g.path, g.size, b)
             else:
-                mod = _kind(self._mods, code)
+                mod = kinds.module(code, self._mods)
                 sep = b""
                 r = Reader(self.store, g.first, self.end)
                 try:

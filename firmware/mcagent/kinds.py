@@ -19,6 +19,17 @@ Kind modules are loaded when a record of theirs is written or sent (compat.load)
 append side (Store.release_writer) and the composer (Agent.release).
 """
 
+from mcagent import compat
+
 # code = index + 1 (the byte in each record's header: never reorder, only append)
 NAMES = ("readings", "events", "files", "custom")
 MODULES = ("mcagent.kind_sample", "mcagent.kind_event", "mcagent.kind_file", "mcagent.kind_custom")
+
+
+def module(code, cache):
+    """The module of kind code, from cache (a list by code - 1, as long as its holder lives) or loaded: a
+    record at a time must not look a module up by name."""
+    mod = cache[code - 1]
+    if mod is None:
+        mod = cache[code - 1] = compat.load(MODULES[code - 1])
+    return mod

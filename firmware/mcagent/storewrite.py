@@ -23,6 +23,9 @@ from mcagent.store import (
 
 _REC_OVERHEAD = const(8)  # record header (kind, 0, length u16) + CRC32
 _MAX_FILE_BYTES = const(10420224)  # 10 MiB minus 64 KiB for the multipart framing of one file item
+_MODS = [None] * len(
+    kinds.MODULES
+)  # the kind modules appends used: they go with this module (release_writer)
 
 
 def append(store, code, ts_ms, args):
@@ -32,7 +35,7 @@ def append(store, code, ts_ms, args):
         raise StoreError("no record kind %r (mcagent.kinds)" % (code,))
     if isinstance(ts_ms, bool) or not isinstance(ts_ms, (int, float)) or not 0 <= ts_ms < 253402300800000:
         raise StoreError("timestamp must be Unix milliseconds, not %r" % (ts_ms,))
-    n = compat.load(kinds.MODULES[code - 1]).encode(store, *args)
+    n = kinds.module(code, _MODS).encode(store, *args)
     b = store._wbuf
     struct.pack_into("<BBHq", b, 0, code, 0, n, int(ts_ms))
     return _put(store, code, n)

@@ -98,7 +98,7 @@ def _named_loads(tree, known):
             out.append((arg.value, node.lineno))
         elif isinstance(arg, ast.BinOp) and isinstance(arg.left, ast.Constant):  # "sensors." + kind
             out.append((str(arg.left.value).rstrip("."), node.lineno))
-        elif "kinds.MODULES" in ast.unparse(arg):  # a record kind's module: any of the registry's
+        elif "MODULES[" in ast.unparse(arg):  # a record kind's module (kinds.module): any of the registry's
             out.extend((m, node.lineno) for m in _kind_modules())
         elif fname != "unload" or ast.unparse(arg) not in ("name", "m", "module"):
             out.append(("<%s>" % ast.unparse(arg), node.lineno))  # unknown: test_loads_are_known fails
@@ -236,41 +236,32 @@ def test_the_walls():
     assert not bad, "\n".join(bad)
 
 
-def test_only_compat_knows_the_platform():
+def _sys_uses_outside_compat(attrs):
+    """(module, node) of each `sys.<attr>` (attr in attrs) or `from sys import <attr>` outside compat."""
     known, trees, edges = _graph()
-    bad = []
     for name in sorted(known):
         if name == "mcagent.compat":
             continue
         for node in ast.walk(trees[name]):
-            if (
-                isinstance(node, ast.Attribute)
-                and node.attr in ("platform", "implementation")
-                and isinstance(node.value, ast.Name)
-                and node.value.id == "sys"
-            ):
-                bad.append("%s:%d sys.%s" % (known[name], node.lineno, node.attr))
+            is_sys = getattr(getattr(node, "value", None), "id", "") == "sys"
+            if isinstance(node, ast.Attribute) and node.attr in attrs and is_sys:
+                yield known[name], node
             if isinstance(node, ast.ImportFrom) and node.module == "sys":
-                for a in node.names:
-                    if a.name in ("platform", "implementation"):
-                        bad.append("%s:%d from sys import %s" % (known[name], node.lineno, a.name))
+                if any(a.name in attrs for a in node.names):
+                    yield known[name], node
+
+
+def test_only_compat_knows_the_platform():
+    bad = [
+        "%s:%d sys.%s" % (path, node.lineno, getattr(node, "attr", "(from sys import)"))
+        for path, node in _sys_uses_outside_compat(("platform", "implementation"))
+    ]
     assert not bad, "platform checks outside mcagent.compat:\n" + "\n".join(bad)
 
 
 def test_no_module_unloading_outside_compat():
     """compat.unload is the one unloader: nobody else edits sys.modules (or deletes a module by hand)."""
-    known, trees, edges = _graph()
-    bad = []
-    for name in sorted(known):
-        if name == "mcagent.compat":
-            continue
-        for node in ast.walk(trees[name]):
-            if (
-                isinstance(node, ast.Attribute)
-                and node.attr == "modules"
-                and getattr(node.value, "id", "") == "sys"
-            ):
-                bad.append("%s:%d sys.modules" % (known[name], node.lineno))
+    bad = ["%s:%d sys.modules" % (path, node.lineno) for path, node in _sys_uses_outside_compat(("modules",))]
     assert not bad, "\n".join(bad)
 
 
