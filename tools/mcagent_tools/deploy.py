@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from . import firmware as host_firmware
 from . import layout
-from .build import FIRMWARE, ROOT, compile_file, firmware_sources, mpy_cross_path
+from .build import FIRMWARE, ROOT, compile_file, firmware_sources, module_name, mpy_cross_path
 from .certs import CertError, DerCert, der_certs, write_der_dir
 from .mpytarget import (
     IncompatibleDevice,
@@ -171,12 +171,13 @@ class Bundle:
 def compile_firmware(firmware: Path, out: Path, flags: tuple[str, ...]) -> list[tuple[Path, str]]:
     """Compile firmware/ into out/lib (.mpy) and copy its scripts to out/; returns [(local, device)].
 
-    Each .mpy embeds its firmware-relative name (mpy-cross -s), so tracebacks read `mcagent/http.py` and
-    the bytes do not depend on where the checkout lives (a deploy from another clone copies nothing).
+    Each .mpy embeds the name the board imports it by (mpy-cross -s; build.module_name), so tracebacks
+    read `mcagent.http`, the name costs no heap of its own, and the bytes do not depend on where the
+    checkout lives (a deploy from another clone copies nothing).
     Files newer than their source are kept (make-style), unless the flags or mpy-cross changed.
     """
     stamp = out / ".build-stamp"
-    wanted_stamp = json.dumps({"flags": list(flags), "mpy_cross": mpy_cross_path()})
+    wanted_stamp = json.dumps({"flags": list(flags), "mpy_cross": mpy_cross_path(), "names": "module"})
     if out.exists() and (not stamp.exists() or stamp.read_text() != wanted_stamp):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,7 +189,9 @@ def compile_firmware(firmware: Path, out: Path, flags: tuple[str, ...]) -> list[
         local = out / str(device).lstrip("/")
         files.append((local, str(device)))
         if not local.exists() or local.stat().st_mtime_ns < source.stat().st_mtime_ns:
-            jobs.append((source, local, str(rel)))
+            lib = device.is_relative_to(layout.LIB_DIR)
+            name = module_name(device.relative_to(layout.LIB_DIR)) if lib else str(rel)
+            jobs.append((source, local, name))
         if rel == PurePosixPath("main.py"):  # the runtime went to /lib: /main.py imports it
             stub = out / layout.MAIN.lstrip("/")
             if not stub.exists() or stub.read_text() != layout.MAIN_STUB:
