@@ -32,6 +32,7 @@ def run(
     compiled node.json) or paths; agent_factory(node) -> the agent (default: runtime.wake.default_agent,
     mcagent.Agent from settings);
     root: directory of the node's files (default: cwd)."""
+    compat.pack_heap()  # what a wake keeps goes to the bottom of the heap (see compat.pack_heap)
     board, settings = configure(board, settings)
     if hw is None:
         from runtime.hw import Hardware
@@ -65,6 +66,7 @@ def device_main():
 
 
 def main(argv=None, agent_factory=None):
+    compat.pack_heap()
     if argv is None:
         argv = sys.argv[1:] if len(sys.argv) > 1 else []
     if argv or compat.UNIX_PORT:

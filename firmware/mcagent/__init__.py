@@ -61,9 +61,10 @@ class Agent:
         store_options=None,
         upload_options=None,
     ):
-        if isinstance(config, str):
-            from mcagent import compat
+        from mcagent import compat
 
+        compat.pack_heap()  # what the agent keeps goes to the bottom of the heap (see compat.pack_heap)
+        if isinstance(config, str):
             config = compat.call_cold("mcagent.config", "load", config)
         self.config = config
         if isinstance(ca, (str, bytes, bytearray)):
@@ -154,6 +155,7 @@ class Agent:
         if it changed since the last PUT, and create its mappings. Returns a summary dict."""
         from mcagent import compat
 
+        self.identity.authorization()  # a token first: its code and the DSC's are never loaded together
         summary = compat.call_cold(
             "mcagent.dsc", "configure", self.request, self.state, self.config.client_id, dsc, force
         )

@@ -82,7 +82,6 @@ class Uploader:
         without a scan of the backlog), error (None or text), last_status.
         """
         store = self.store
-        ident = self.identity
         s = {
             "batches": 0,
             "retries": 0,
@@ -100,6 +99,22 @@ class Uploader:
         self._failures = 0  # consecutive weather failures
         self._force = self._retried = False  # a new token is due; a 401 was answered with one
         self._quarantines = 0
+        # The batches make only garbage: no collections every KB meanwhile (compat.pack_heap), the code
+        # they load is packed by compat.load all the same.
+        packing = compat.gc_threshold(-1)
+        try:
+            self._loop(s, max_batches)
+        finally:
+            compat.gc_threshold(packing)
+        p = store.stats(False, False)  # no rescan of a big backlog just for the summary
+        s["dropped"] = store.counters["dropped_readings"]
+        if p[0] is not None:
+            s["pending"] = sum(p)
+        return s
+
+    def _loop(self, s, max_batches):
+        store = self.store
+        ident = self.identity
         while max_batches is None or s["batches"] < max_batches:
             body = exchange.compose(store, self._budget, self.buf_size)
             if body is None:
@@ -139,8 +154,3 @@ class Uploader:
                 s["batches"] += 1
                 self._failures = 0
                 self._retried = False
-        p = store.stats(False, False)  # no rescan of a big backlog just for the summary
-        s["dropped"] = store.counters["dropped_readings"]
-        if p[0] is not None:
-            s["pending"] = sum(p)
-        return s

@@ -26,7 +26,6 @@ NODE_DIR = "node"  # the runtime's own state (schedule, counters), apart from th
 ERR_CAP_MS = const(3600000)
 _ERR_BASE_MS = const(5000)
 _SAVE_EVERY = const(10)  # awake mode: save the schedule every this many cycles (flash wear)
-_RESERVE = const(16384)  # heap held from boot to upload, so the upload finds room for its big objects
 HINT_MAGIC = b"MCN1"
 STAT_KEYS = ("taken", "recorded", "sent", "uploads", "rotations", "dropped", "store_dropped")
 PERIOD_KEYS = ("retries", "errors", "sensor_errors")
@@ -78,7 +77,6 @@ class Node:
         self.wlan = None
         self.configured = False
         self.boot_upload = self.cold
-        self.reserve = None
         self.health_boot = self.cold
 
     def path(self, name):
@@ -154,22 +152,10 @@ class Node:
     def release_sensors(self):
         _part("sampling").release_sensors(self)
 
-    def hold_reserve(self):
-        """Take a block of heap while the heap is still compact (boot, after an upload) and give it back
-        just before the next upload: what sampling leaves behind fills the holes below it, and the upload's
-        larger objects (TLS context, token, buffers, its code) find one free stretch. Without it the
-        fragmented heap of a wake needs 4-12 KB more (make fit)."""
-        if self.reserve is None:
-            try:
-                self.reserve = bytearray(_RESERVE)
-            except MemoryError:
-                pass
-
     def release_phases(self):
         """Let the GC have the code of sampling and scheduling, and the agent's append code (Agent.commit),
         until they are needed again: done before an upload, the heap peak of a wake (a node that
         deep-sleeps dropped its sensor drivers after sampling)."""
-        self.reserve = None
         for name in _PHASES:
             compat.unload(name)
         commit = getattr(self.agent, "commit", None)
@@ -292,8 +278,6 @@ class Node:
             compat.unload("runtime.upload")
         ok = _part("schedule").after_upload(self, ok, err, why)
         self.save_state()
-        if self.board.sleep != "deep":  # awake: the next cycle samples again before its upload
-            self.hold_reserve()
         return ok
 
     def wifi_off(self):

@@ -87,7 +87,6 @@ def boot(node):
     if node.hw.start_watchdog(b.watchdog_ms):
         node.timer = node.hw.timer(max(1000, b.watchdog_ms // 4), node.tick)
     node.ref = (node.hw.ticks_ms(), node.clock.now_ms())
-    node.hold_reserve()
     if b.sensors is not None:
         b.n_sensors = len(b.sensors)
     if b.sleep != "deep":
