@@ -19,13 +19,14 @@ import json
 
 from micropython import const
 
+from mcagent import compat
 from mcagent.errors import TYPES, BoardError
 
 SLEEP_MODES = ("awake", "deep")
 WHEN_FULL = ("drop_oldest", "stop")
 # chip -> highest GPIO number
 CHIPS = {"esp32": 39, "esp32s2": 46, "esp32s3": 48, "esp32c3": 21, "unix": 1023}
-_ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
+_ID_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
 _MAX_ID = const(64)
 DRIVERS = None  # the sensor drivers parse() checks against when it is given none (see above)
 
@@ -68,7 +69,7 @@ def _ident(value, name, problems):
     if not isinstance(value, str) or not value:
         problems.append("%s must be a non-empty string, got %s" % (name, _show(value)))
         return False
-    bad = [c for c in value if c not in _ID_CHARS]
+    bad = [c for c in memoryview(compat.utf8(value)) if c not in _ID_CHARS]
     if bad or len(value) > _MAX_ID:
         problems.append(
             "%s must be at most %d letters, digits, '-', '_' or '.', got %s" % (name, _MAX_ID, _show(value))

@@ -32,13 +32,14 @@ def parse_iso(text):
     Accepts 'YYYY-MM-DDTHH:MM:SS', optional fraction of any length (kept to ms), then 'Z', '+HH:MM',
     '-HH:MM' or nothing (taken as UTC). ValueError on anything else.
     """
+    # One-character slices, never text[i]: a character taken from a str is interned for good on MicroPython.
     if (
         len(text) < 19
-        or text[4] != "-"
-        or text[7] != "-"
-        or text[10] not in "Tt "
-        or text[13] != ":"
-        or text[16] != ":"
+        or text[4:5] != "-"
+        or text[7:8] != "-"
+        or text[10:11] not in ("T", "t", " ")
+        or text[13:14] != ":"
+        or text[16:17] != ":"
     ):
         raise ValueError("bad ISO 8601 time: %r" % text)
     y, mo, d = _int(text, 0, 4), _int(text, 5, 7), _int(text, 8, 10)
@@ -47,9 +48,9 @@ def parse_iso(text):
         raise ValueError("bad ISO 8601 time: %r" % text)
     i = 19
     ms = 0
-    if i < len(text) and text[i] == ".":
+    if text[i : i + 1] == ".":
         j = i + 1
-        while j < len(text) and text[j].isdigit():
+        while text[j : j + 1].isdigit():
             j += 1
         if j == i + 1:
             raise ValueError("bad ISO 8601 time: %r" % text)
@@ -59,9 +60,9 @@ def parse_iso(text):
     rest = text[i:]
     if rest in ("Z", "z", ""):
         pass
-    elif len(rest) == 6 and rest[0] in "+-" and rest[3] == ":":
+    elif len(rest) == 6 and rest[:1] in ("+", "-") and rest[3:4] == ":":
         offset_min = _int(rest, 1, 3) * 60 + _int(rest, 4, 6)
-        if rest[0] == "-":
+        if rest[:1] == "-":
             offset_min = -offset_min
     else:
         raise ValueError("bad ISO 8601 time: %r" % text)

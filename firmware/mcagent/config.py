@@ -9,11 +9,11 @@ which is why ConfigError and AgentConfig live in mcagent.errors, which stays.
 import hashlib
 import json
 
-from mcagent import clock
+from mcagent import clock, compat
 from mcagent.errors import AgentConfig, ConfigError
 
 PROFILE = "SHARED_SECRET"
-_ID_CHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_"
+_ID_CHARS = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_"
 
 
 def key_id(iat):
@@ -89,7 +89,7 @@ def parse(doc, source="agentconfig.json"):
 
     client_id = _text(content, "clientId", problems, "the agent id")
     if client_id is not None:
-        bad = [c for c in client_id if c not in _ID_CHARS]
+        bad = [c for c in memoryview(compat.utf8(client_id)) if c not in _ID_CHARS]
         if bad or len(client_id) > 64:
             problems.append(
                 '"content.clientId" must be the agent id (normally 32 hex characters), got %r' % client_id

@@ -170,9 +170,9 @@ class Connection:
         may have acted on it, so the caller decides.
         """
         method = method.upper()
-        _check(method, ":", "token")
+        _check(method, b":", "token")
         path = self._prefix + path if path.startswith("/") else _cold("on_origin", self, path)
-        _check(path, "\x7f", "path")
+        _check(path, b"\x7f", "path")
         extra = []  # (name, value) of every header after Host
         typed = close = False
         if hasattr(headers, "items"):
@@ -181,7 +181,7 @@ class Connection:
             name = str(name)
             if not isinstance(value, str):
                 value = str(value)  # str(a str) copies it on MicroPython: a token is ~1 KB
-            _check(name, ":", "token")
+            _check(name, b":", "token")
             if "\r" in value or "\n" in value:
                 raise _cold("error", "crlf")
             low = name.lower()
@@ -401,15 +401,16 @@ class Connection:
         """Status line and headers -> (status, reason, headers, is HTTP/1.0)."""
         self.budget = MAX_HEAD
         line = self.read_line()
-        if len(line) < 12 or line[:7] != "HTTP/1." or line[8] != " " or not line[9:12].isdigit():
+        # Slices, not line[i]: a character taken from a str is interned for good on MicroPython.
+        if len(line) < 12 or line[:7] != "HTTP/1." or line[8:9] != " " or not line[9:12].isdigit():
             raise _cold("error", "status", self)
         headers = {}
         last = None
         while True:
             h = self.read_line()
             if not h:
-                return int(line[9:12]), line[13:], headers, line[7] == "0"
-            if h[0] in " \t" and last:  # obsolete line folding
+                return int(line[9:12]), line[13:], headers, line[7:8] == "0"
+            if h[:1] in (" ", "\t") and last:  # obsolete line folding
                 headers[last] += " " + h.strip()
                 continue
             i = h.find(":")
@@ -463,7 +464,8 @@ class Connection:
 
 
 def _check(s, bad, why):
-    """ValueError (httputil.error(why)) if s has a space, a control character or one of bad."""
-    for c in s:
-        if c <= " " or c in bad:
+    """ValueError (httputil.error(why)) if s has a space, a control character or a byte of bad. It scans
+    the UTF-8 bytes: a character taken from a str is interned for good on MicroPython."""
+    for c in memoryview(compat.utf8(s)):
+        if c <= 32 or c in bad:
             raise _cold("error", why)

@@ -47,18 +47,11 @@ def _emit(value, out):
 
     A 1 KB access token is written as it is, not copied into a growing document string: on a fragmented
     64 KB heap, a few such copies at once are what fails."""
-    if isinstance(value, str):
-        for c in value:
-            if c == '"' or c == "\\" or c < " ":
-                out(cjson.quote(value))
-                return
-        out('"')
-        out(value)
-        out('"')
-    elif isinstance(value, memoryview):  # UTF-8 text as a slice of a bigger string: written without a copy
-        for c in value:
+    if isinstance(value, (str, memoryview)):  # a memoryview: UTF-8 text as a slice of a bigger string
+        # Its bytes, never its characters: a character taken from a str is interned for good on MicroPython.
+        for c in value if isinstance(value, memoryview) else memoryview(compat.utf8(value)):
             if c == 34 or c == 92 or c < 32:
-                out(cjson.quote(bytes(value).decode()))
+                out(cjson.quote(value if isinstance(value, str) else bytes(value).decode()))
                 return
         out('"')
         out(value)
