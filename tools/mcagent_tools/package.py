@@ -22,9 +22,9 @@ from .layout import SCRIPTS
 PACKAGE_JSON = ROOT / "package.json"
 # mip ignores keys it does not know; this one tells a reader of package.json which boards it suits.
 MIP_NOTE = (
-    "Installs the agent as .py source, compiled on the board at import: a wake then needs ~176 KB of GC "
-    "heap, so this suits boards with PSRAM only. On ESP32, ESP32-C3 and ESP32-S3 without PSRAM use "
-    "`mcagent deploy` (.mpy, see docs/deploy.md)."
+    "Installs the agent as .py source, compiled on the board at import: a wake then needs ~112 KB of GC "
+    "heap (92-96 KB as .mpy), enough for an ESP32-C3 or -S3 or a board with PSRAM. On an ESP32 without "
+    "PSRAM use `mcagent deploy` (.mpy, see docs/deploy.md)."
 )
 
 
