@@ -160,8 +160,8 @@ class Agent:
             "mcagent.dsc", "configure", self.request, self.state, self.config.client_id, dsc, force
         )
         self.configuration_id = summary["configurationId"]
-        if self._dsc is None:
-            self._dsc = dsc  # the store learns the data points' types from it (either form)
+        if self._dsc is None and isinstance(self._store, str):
+            self._dsc = dsc  # the store learns the data points' types from it (either form) when it opens
         return summary
 
     def status(self):
@@ -185,6 +185,7 @@ class Agent:
                 configuration_id=dsc.get("configurationId"),
                 **self._store_options,
             )
+            self._dsc = None  # the store keeps the types it needs: the DSC (a few KB as dicts) can go
         return self._store
 
     def record(self, values, timestamp_ms=None, quality=None):

@@ -103,9 +103,8 @@ def unload(name):
     onboarding, Wi-Fi) are released with this when the phase is over. Its exception classes must live in
     a module that stays, so `except` clauses keep matching after a reload. A no-op on CPython, where heap
     is no concern and callers may hold the module (host tests, tools)."""
-    if not MICROPYTHON:
-        return
-    sys.modules.pop(name, None)
+    if not MICROPYTHON or sys.modules.pop(name, None) is None:
+        return  # not loaded: nothing to free (and no child name to intern by delattr)
     parent, _, child = name.rpartition(".")
     mod = sys.modules.get(parent) if parent else None
     if mod is not None:
