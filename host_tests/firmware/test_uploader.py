@@ -164,6 +164,38 @@ def test_all_batches_go_and_leave_the_store_only_after_200(workdir):
     assert up.flush()["batches"] == 0  # nothing left
 
 
+def test_the_batches_pause_heap_packing_and_the_flush_restores_it(workdir):
+    """compat.pack_heap collects every ~1 KB of allocation (MicroPython); a flush's batches make only
+    garbage, so they run without it, and the flush puts it back. A program's own threshold is kept."""
+    from mcagent import compat
+
+    seen = []
+
+    class Watching(FakeConn):
+        def request(self, *args, **kw):
+            seen.append(compat.gc_threshold(None))
+            return FakeConn.request(self, *args, **kw)
+
+    before = compat.gc_threshold(None)
+    try:
+        compat.gc_threshold(-1)
+        compat.pack_heap()
+        packed = compat.gc_threshold(None)
+        up, _ = _uploader(_store(workdir, 30), Watching(), budget=400)
+        assert up.flush()["readings_sent"] == 30
+        assert compat.gc_threshold(None) == packed
+        assert len(seen) > 1 and seen == [-1 if compat.MICROPYTHON else None] * len(seen)
+        if compat.MICROPYTHON:
+            assert packed > 0
+            compat.gc_threshold(4096)  # the program's own choice
+            compat.pack_heap()
+            assert compat.gc_threshold(None) == 4096
+        else:
+            assert packed is None  # CPython: heap is no concern
+    finally:
+        compat.gc_threshold(before)
+
+
 def test_401_gets_a_new_token_and_retries_once(workdir):
     st = _store(workdir, 30)
     ident = FakeIdentity()

@@ -446,16 +446,17 @@ async def serve(
     bound = server.sockets[0].getsockname()[1]
     base = display_base_url(service.public_host or host, bound, plain_http)
     service.remember_base_url(base)
-    print(f"southgate: serving {base}", flush=True)
-    print(f"southgate: CA certificate {service.keys.ca_pem}", flush=True)
-    print("southgate: admin token in %s" % (service.data_dir / "admin-token"), flush=True)
-    print(f"southgate: console {console.login_link(app, base)} (one-time login link)", flush=True)
+    # The handlers before the lines that say we are up: whoever reads them may stop us at once.
     stop = stop or asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
+    print(f"southgate: serving {base}", flush=True)
+    print(f"southgate: CA certificate {service.keys.ca_pem}", flush=True)
+    print("southgate: admin token in %s" % (service.data_dir / "admin-token"), flush=True)
+    print(f"southgate: console {console.login_link(app, base)} (one-time login link)", flush=True)
     if ready is not None:
         ready.set()
     try:
