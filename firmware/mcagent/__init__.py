@@ -11,7 +11,8 @@
     agent.custom("vibrationSpectrum", "1.0", data_or_path, "application/octet-stream", details=None)
     summary = agent.flush()  # upload everything buffered; dict with "readings_sent" and more
 
-Parts are created on first use and share one keep-alive connection (`agent.conn`). Modules needed once
+Agent() keeps the heap packed (mcagent.compat.pack_heap: gc.threshold at ~1 KB unless the program set its
+own). Parts are created on first use and share one keep-alive connection (`agent.conn`). Modules needed once
 (config parsing, DSC building) are unloaded after a successful use: bytecode loaded from .mpy lives in the
 heap, and ~14 KB back matters on a 64 KB board. Their exception classes live in mcagent.errors (re-exported
 here), so `except` clauses keep matching after a module was unloaded and loaded again. What a wake needs
