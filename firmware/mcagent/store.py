@@ -250,22 +250,21 @@ class Store:
         quality="0",
         quarantine_bytes=_DEFAULT_QUARANTINE_BYTES,
     ):
-        boot = compat.load("mcagent.storeboot")  # opening and recovery: cold code, once per boot
-        try:
-            boot.start(
-                self,
-                root_dir,
-                datapoints,
-                configuration_id,
-                capacity_bytes,
-                policy,
-                commit_every,
-                segment_bytes,
-                quality,
-                quarantine_bytes,
-            )
-        finally:
-            compat.unload("mcagent.storeboot")
+        # opening and recovery: cold code, once per boot
+        compat.call_cold(
+            "mcagent.storeboot",
+            "start",
+            self,
+            root_dir,
+            datapoints,
+            configuration_id,
+            capacity_bytes,
+            policy,
+            commit_every,
+            segment_bytes,
+            quality,
+            quarantine_bytes,
+        )
 
     def seg_path(self, seq):
         return "%s/%08x.seg" % (self.root, seq)
