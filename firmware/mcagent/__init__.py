@@ -225,16 +225,14 @@ class Agent:
         return Uploader(store, self.conn, self.identity, clock=self.clock, **self._upload_options).flush()
 
     def release(self):
-        """Let the GC have the code of the upload path (uploader, exchange, clockutil's server-time parsing)
-        and of appending until they are needed again: a node calls this after its upload, as it then
-        samples or sleeps. (Modules you imported yourself stay loaded; calling this would then load a
-        second copy on the next flush.)"""
+        """Let the GC have the code of the upload path (uploader, exchange) and of appending until they are
+        needed again: a node calls this after its upload, as it then samples or sleeps. (Modules you
+        imported yourself stay loaded; calling this would then load a second copy on the next flush.)"""
         self.commit()
         from mcagent import compat
 
         compat.unload("mcagent.uploader")
         compat.unload("mcagent.exchange")
-        compat.unload("mcagent.clockutil")
 
     def commit(self):
         """Make everything recorded so far durable, and let the GC have the append code until the next

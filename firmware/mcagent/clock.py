@@ -82,7 +82,6 @@ class Clock:
 
     def learn_from_headers(self, server_time=None, date=None):
         """Learn from a `Server-Time` header (ISO 8601, or epoch seconds or milliseconds: MindConnect Library
-        C documents it as epoch time) or else from `Date` (HTTP); True if one was usable. Every answer
-        carries them: mcagent.clockutil stays loaded from the first one (not read from flash per answer of
-        an upload) until the upload path is released (Agent.release)."""
-        return compat.load("mcagent.clockutil").learn_from_headers(self, server_time, date)
+        C documents it as epoch time) or else from `Date` (HTTP); True if one was usable. The parsing is in
+        mcagent.clockutil, loaded for the call: Identity.observe reads an answer's time about once an hour."""
+        return compat.call_cold("mcagent.clockutil", "learn_from_headers", self, server_time, date)

@@ -8,6 +8,7 @@ which is why ConfigError and AgentConfig live in mcagent.errors, which stays.
 
 import hashlib
 import json
+from binascii import hexlify
 
 from mcagent import clock, compat
 from mcagent.errors import AgentConfig, ConfigError
@@ -18,7 +19,7 @@ _ID_CHARS = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_"
 
 def key_id(iat):
     """A short fingerprint of an onboarding key, so state can tell keys apart without storing one."""
-    return "".join(["%02x" % b for b in hashlib.sha256(iat.encode()).digest()[:8]])
+    return hexlify(hashlib.sha256(iat.encode()).digest()[:8]).decode()
 
 
 def split_url(url):

@@ -18,6 +18,7 @@ Description accepted by `build` (the §E shape, plus shortcuts):
 """
 
 import hashlib
+from binascii import hexlify
 
 from micropython import const
 
@@ -189,7 +190,7 @@ def digest(text):
     """16 hex digits of SHA-256 of text (str or bytes): enough to notice a change."""
     if isinstance(text, str):
         text = text.encode()
-    return "".join(["%02x" % b for b in hashlib.sha256(text).digest()[:8]])
+    return hexlify(hashlib.sha256(text).digest()[:8]).decode()
 
 
 def _mapping_body(client_id, m):

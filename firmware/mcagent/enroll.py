@@ -280,25 +280,41 @@ def fetch_token(ident):
         raise _error(resp, "access token")
 
 
+def _after(b, key):
+    """Index of the value after "key": in the JSON text b (spaces allowed around the colon), or -1."""
+    i = b.find(key)
+    if i < 0:
+        return -1
+    i += len(key)
+    n = len(b)
+    while i < n and b[i] in b" \t\r\n":
+        i += 1
+    if i >= n or b[i] != 58:  # ":"
+        return -1
+    i += 1
+    while i < n and b[i] in b" \t\r\n":
+        i += 1
+    return i
+
+
 def _token_answer(resp):
     """(Authorization value "Bearer <token>", expires_in) of a token answer.
 
-    The usual answer, {"access_token":"<JWT>",...,"expires_in":N,...} in a buffer of our own, is read in
-    place: "Bearer " is written over the 7 bytes before the token and the header value taken as one string,
-    so the ~1 KB token is not held as a parsed object, a str and a header value at once (this is the peak of
-    a wake that fetches a token). Anything else goes through the JSON parser."""
+    The usual answer, {"access_token":"<JWT>",...,"expires_in":N,...} (compact or spaced) in a buffer of our
+    own, is read in place: "Bearer " is written over the 7 bytes before the token and the header value taken
+    as one string, so the ~1 KB token is not held as a parsed object, a str and a header value at once (this
+    is the peak of a wake that fetches a token). Anything else goes through the JSON parser."""
     b = resp.body
-    i = b.find(b'"access_token":"') if isinstance(b, bytearray) and not resp.truncated else -1
-    if i >= 0:
-        i += 16
+    i = _after(b, b'"access_token"') if isinstance(b, bytearray) and not resp.truncated else -1
+    if 0 <= i < len(b) and b[i] == 34:  # '"' (the key before it leaves room for "Bearer ")
+        i += 1
         j = b.find(b'"', i)
-        k = b.find(b'"expires_in":')
+        e = k = _after(b, b'"expires_in"')
         if j > i and b.find(b"\\", i, j) < 0 and k >= 0:
-            e = k + 13
             while e < len(b) and 48 <= b[e] <= 57:
                 e += 1
-            if k + 13 < e < len(b) and b[e] in b",} \r\n":
-                life = int(bytes(b[k + 13 : e]))
+            if k < e < len(b) and b[e] in b",} \r\n":
+                life = int(bytes(b[k:e]))
                 b[i - 7 : i] = b"Bearer "
                 return str(memoryview(b)[i - 7 : j], "utf-8"), life
     doc = _json(resp)

@@ -35,6 +35,7 @@ from mcagent.clock import SANE_AFTER_S
 
 _ROTATE_BEFORE_S = const(90000)  # 25 h
 _LEARN_SKEW_MS = const(10000)  # a server clock this far from ours is adopted
+_RELEARN_MS = const(3600000)  # after one answer's time was read, the next are read again this much later
 
 
 class ProtocolError(Exception):
@@ -62,6 +63,7 @@ class Identity:
         self._reg = None
         self._auth = None  # "Bearer <token>": the cached token kept once, as the header needs it (~1 KB)
         self._token_expires_ms = 0
+        self._read_at = None  # clock.device_ms() when an answer's time was last read
         saved = state.load("clock")
         # A correction learned while the device clock was insane is void once someone (NTP) set the clock.
         if saved and (saved.get("device_sane") or clock.device_ms() // 1000 < SANE_AFTER_S):
@@ -84,12 +86,21 @@ class Identity:
 
     def observe(self, resp):
         """Adopt the server's time from a response when ours is off by 10 s or more; the correction is
-        saved. Returns True when the clock was corrected."""
-        h = resp.headers
+        saved. Returns True when the clock was corrected.
+
+        An answer's time is read when the clock is not sane yet, on a 401 (a wrong clock may be why) and
+        once an hour: not per batch of an upload, so the date parsing (mcagent.clockutil) is not in the heap
+        at the flush, a wake's peak. A clock drifts far less than the 10 s that count in an hour."""
         clock = self.clock
+        now = clock.device_ms()
+        read = self._read_at
+        if resp.status != 401 and read is not None and 0 <= now - read < _RELEARN_MS and clock.is_sane():
+            return False
+        h = resp.headers
         before = clock.correction_ms
         if not clock.learn_from_headers(h.get("server-time"), h.get("date")):
             return False
+        self._read_at = now
         if -_LEARN_SKEW_MS < clock.correction_ms - before < _LEARN_SKEW_MS:
             clock.correction_ms = before  # within the noise of a 1-second Date: keep the old value
             return False

@@ -4,6 +4,8 @@ Header and claims text are built explicitly (cjson.Obj) so that the same inputs 
 on CPython and MicroPython: the signature covers the text, not a dict.
 """
 
+from binascii import hexlify
+
 from micropython import const
 
 from mcagent import b64, cjson
@@ -20,7 +22,7 @@ def uuid4(random16=None):
     b = bytearray(random16 if random16 is not None else urandom(16))
     b[6] = (b[6] & 0x0F) | 0x40
     b[8] = (b[8] & 0x3F) | 0x80
-    h = "".join(["%02x" % x for x in b])
+    h = hexlify(b).decode()
     return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 
 

@@ -13,6 +13,7 @@ File format (text): one line of compact JSON, then one line with the first 16 he
 import hashlib
 import json
 import os
+from binascii import hexlify
 
 from mcagent import cjson, compat
 
@@ -25,7 +26,7 @@ before_commit = None
 
 
 def _digest(data):
-    return "".join(["%02x" % b for b in hashlib.sha256(data).digest()[:8]]).encode()
+    return hexlify(hashlib.sha256(data).digest()[:8])
 
 
 def decode(data):
@@ -140,7 +141,7 @@ class State:
 
             _emit(value, out)
             write(b"\n")
-            write("".join(["%02x" % b for b in h.digest()[:8]]).encode())
+            write(hexlify(h.digest()[:8]))
             write(b"\n")
             if before_commit is not None:
                 before_commit(name)

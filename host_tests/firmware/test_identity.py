@@ -7,9 +7,10 @@ travel costs nothing.
 """
 
 import json
+import sys
 
 from checks import raises
-from mcagent import Agent, NeedsOnboarding, b64, clock, config, dsc, enroll, identity, state
+from mcagent import Agent, NeedsOnboarding, b64, clock, compat, config, dsc, enroll, identity, state
 from mcagent.hmac256 import hmac_sha256
 from mcagent.http import HttpError, TransportError
 
@@ -413,6 +414,25 @@ def test_a_token_401_does_not_rotate(workdir):
     assert agent.token() == svc.tokens[-1]  # the next try works with the same secret
 
 
+def test_answers_time_read_once_an_hour_or_on_401(workdir):
+    """observe reads an answer's time when the clock is not sane, on a 401 and once an hour: not per batch of
+    an upload (the date parsing stays out of the flush's heap), and the parsing module is not kept loaded."""
+    agent, svc, t = make(workdir)
+    ident = agent.identity
+    t0 = T0 + 3600  # the service is an hour ahead of the device
+    def at(s, status=200):
+        return Resp(status, headers={"server-time": str(s)})
+    assert ident.observe(at(t0)) is True and abs(agent.clock.now_s() - t0) <= 1
+    assert ident.observe(at(t0 + 100)) is False and abs(agent.clock.now_s() - t0) <= 1  # not read
+    assert not compat.MICROPYTHON or "mcagent.clockutil" not in sys.modules
+    assert ident.observe(at(t0 + 100, 401)) is True and abs(agent.clock.now_s() - t0 - 100) <= 1
+    t.unix_s += 3599
+    assert ident.observe(at(t0 + 3599 + 200)) is False  # within the hour of the last read
+    t.unix_s += 1
+    assert ident.observe(at(t0 + 3600 + 300)) is True and abs(agent.clock.now_s() - t0 - 3900) <= 1
+    assert not compat.MICROPYTHON or "mcagent.clockutil" not in sys.modules
+
+
 def test_server_time_as_epoch_seconds_or_ms_and_date_as_fallback():
     c = clock.Clock(FakeTime(1000))
     assert c.learn_from_headers(server_time="1790000000") and c.now_s() == 1790000000
@@ -741,8 +761,13 @@ def test_token_answer_read_in_place_or_parsed():
     shape goes through the JSON parser; an answer without a token is a ProtocolError."""
     body = bytearray(b'{"access_token":"eyJ0.eyJ1.sig_-","token_type":"Bearer","expires_in":1799,"jti":"x"}')
     assert enroll._token_answer(Resp(200, body)) == ("Bearer eyJ0.eyJ1.sig_-", 1799)
-    spaced = bytearray(b'{"access_token": "abc", "expires_in": 60}')
+    assert body.startswith(b'{"access_tBearer eyJ0')  # in place: the header value was built in the body
+    spaced = bytearray(b'{"access_token" : "abc",\n "expires_in": 60}')  # what southgate (aiohttp) sends
     assert enroll._token_answer(Resp(200, spaced)) == ("Bearer abc", 60)
+    assert spaced.startswith(b'{"access_tokBearer abc')  # read in place too
+    for odd in (b'{"access_token"', b'{"access_token":', b'{"access_token" x "a","expires_in":1}',
+                b'{"access_token":"a","expires_in":1'):
+        raises(identity.ProtocolError, enroll._token_answer, Resp(200, bytearray(odd)))
     escaped = bytearray(b'{"access_token":"a\\/b","expires_in":5}')
     assert enroll._token_answer(Resp(200, escaped)) == ("Bearer a/b", 5)
     as_bytes = b'{"expires_in":120,"access_token":"t.u.v"}'
