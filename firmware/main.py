@@ -70,9 +70,11 @@ def main(argv=None, agent_factory=None):
     if argv is None:
         argv = sys.argv[1:] if len(sys.argv) > 1 else []
     if argv or compat.UNIX_PORT:
-        from runtime import unix
-
-        return unix.main(argv, agent_factory, run)
+        # The unix board: flash = a littlefs image (or a directory), simulated sensors and deep sleep; the
+        # host's clock and network as they are. Its command line (runtime.unix) is released before the node
+        # runs, as a board never holds it: the wake runs from here, not from a frame of that module.
+        session = compat.call_cold("runtime.unix", "setup", argv)
+        return None if session is None else session.run(run, agent_factory)
     return device_main()
 
 

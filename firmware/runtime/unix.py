@@ -1,7 +1,7 @@
 """The unix board's command line: the real node on this computer, flash = a littlefs image (or a directory).
 
-Loaded only on the Unix port (main.main() with arguments, or at a virtual board's REPL); a board never
-imports it.
+Loaded only on the Unix port (main.main() with arguments, or at a virtual board's REPL) for setup() and
+released before the node runs; a board never imports it.
 """
 
 from mcagent import compat
@@ -127,14 +127,3 @@ def setup(argv):
     session.max_cycles = opts["cycles"]
     return session
 
-
-def main(argv, agent_factory=None, run=None):
-    """The unix board: flash = a littlefs image (or a directory), simulated sensors and deep sleep.
-
-    It has no board modules (no WDT, RTC, Wi-Fi, NTP): the host's clock and network serve as they are.
-    Setup (this module) is released before the node runs, as a board never holds it.
-    """
-    session = compat.call_cold("runtime.unix", "setup", argv)
-    if session is None:
-        return None
-    return session.run(run, agent_factory)
