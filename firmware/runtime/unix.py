@@ -126,4 +126,3 @@ def setup(argv):
     session.limit_ms = int(opts["run_s"] * 1000) if opts["run_s"] else None
     session.max_cycles = opts["cycles"]
     return session
-
