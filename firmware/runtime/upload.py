@@ -54,6 +54,8 @@ def configure(node, agent):
     client = getattr(getattr(agent, "config", None), "client_id", None)
     key = key + "/" + client if key and client else None
     if key is None or node.st["configured"] != key:
+        # The token first: its code and the handshake are not in the heap beside the DSC read from flash.
+        agent.token()
         agent.configure(node.dsc())
         node.st["configured"] = key or ""
     node.configured = True
