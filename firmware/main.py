@@ -35,9 +35,7 @@ def run(
     compat.pack_heap()  # what a wake keeps goes to the bottom of the heap (see compat.pack_heap)
     board, settings = configure(board, settings)
     if hw is None:
-        from runtime.hw import Hardware
-
-        hw = Hardware.detect()
+        hw = compat.call_cold("runtime.hwcold", "detect")
     node = Node(board, settings, hw, agent_factory, log, stop, root)
     node.boot()
     while True:

@@ -59,7 +59,7 @@ class Node:
         self.printer = log
         self.stop = stop
         self.clock = Clock(hw.time)
-        self.cause = hw.reset_cause()
+        self.cause = compat.call_cold("runtime.hwcold", "reset_cause", hw)
         self.cold = self.cause != "DEEPSLEEP_RESET"
         self.agent = None
         self.state = None

@@ -30,15 +30,15 @@ def configure(board, settings):
 def prepare():
     """On a board (boot runs main.py): (board, settings, hw) from the flash root with the real modules, or
     None when the node must stay at the REPL (wrong configuration, STOP file, safe pin held low)."""
-    from runtime.hw import Hardware
-
-    hw = Hardware.detect()
+    hw = compat.call_cold("runtime.hwcold", "detect")
     try:
         b, settings = configure(None, None)
     except ConfigError as e:
         print("mcagent: not starting:", e)
         return None
-    if compat.exists("STOP") or (b.safe_pin is not None and hw.pin_low(b.safe_pin)):
+    if compat.exists("STOP") or (
+        b.safe_pin is not None and compat.call_cold("runtime.hwcold", "pin_low", hw, b.safe_pin)
+    ):
         print("mcagent: STOP file or safe pin: staying at the REPL")
         return None
     return b, settings, hw

@@ -3,6 +3,7 @@
 Released after use (mcagent.compat.call_cold).
 """
 
+from mcagent import compat
 from mcagent.clock import iso_ms
 
 
@@ -48,7 +49,7 @@ def adopt_learned_time(node):
     if node.device_sane() or not node.clock.is_sane():
         return
     t = node.clock.now_ms()
-    if node.hw.set_time(t // 1000):
+    if compat.call_cold("runtime.hwcold", "set_time", node.hw, t // 1000):
         node.clock.correction_ms = 0
         node.clock.correction_ms = t - node.clock.device_ms()
         node.settle()

@@ -5,6 +5,7 @@ Runs once per wake and is released after it (mcagent.compat.call_cold).
 
 from micropython import const
 
+from mcagent import compat
 from runtime.node import ERR_CAP_MS, HINT_MAGIC, NODE_DIR, PERIOD_KEYS, STAT_KEYS, SensorSlot
 
 _CRASH_STREAK = const(3)  # watchdog/brownout resets in a row before boots are spaced out
@@ -84,8 +85,10 @@ def boot(node):
     if shared is not None:
         node.clock = shared
     b = node.board
-    if node.hw.start_watchdog(b.watchdog_ms):
-        node.timer = node.hw.timer(max(1000, b.watchdog_ms // 4), node.tick)
+    if compat.call_cold("runtime.hwcold", "start_watchdog", node.hw, b.watchdog_ms):
+        node.timer = compat.call_cold(
+            "runtime.hwcold", "timer", node.hw, max(1000, b.watchdog_ms // 4), node.tick
+        )
     node.ref = (node.hw.ticks_ms(), node.clock.now_ms())
     if b.sensors is not None:
         b.n_sensors = len(b.sensors)

@@ -3,13 +3,14 @@ the board modules (with the fakes), the freeze manifests, and the unix board's l
 
 import json
 import os
+import sys
 
 import machine
 
 import sensors
 from checks import Skip, raises
 from mcagent import board, compat
-from runtime import flashimage, nodecfg
+from runtime import flashimage, hwcold, nodecfg
 from runtime import hw as rhw
 
 ROOT = __file__.rsplit("/", 3)[0]  # host_tests/firmware/test_board.py -> repository root
@@ -266,34 +267,41 @@ def test_hardware_over_fake_modules():
 
     machine.reset_sim(reset_cause=machine.WDT_RESET)
     hw = rhw.Hardware(machine, network, ntptime, esp32, machine.sim.time)
-    assert hw.reset_cause() == "WDT_RESET"
-    assert rhw.Hardware(machine, reset_cause="DEEPSLEEP_RESET").reset_cause() == "DEEPSLEEP_RESET"
-    assert hw.start_watchdog(30000) and machine.sim.wdt.timeout == 30000
+    assert hwcold.reset_cause(hw) == "WDT_RESET"
+    assert hwcold.reset_cause(rhw.Hardware(machine, reset_cause="DEEPSLEEP_RESET")) == "DEEPSLEEP_RESET"
+    assert hwcold.start_watchdog(hw, 30000) and machine.sim.wdt.timeout == 30000
     hw.feed()
     assert machine.sim.wdt_feeds == 1 and hw.feeds == 1
     hw.set_rtc_memory(b"hint")
     assert hw.rtc_memory() == b"hint"
-    assert hw.set_time(1790000000)
+    assert hwcold.set_time(hw, 1790000000)
     assert machine.sim.time.device_ms() == 1790000000000
     assert machine.RTC().datetime()[:7] == (2026, 9, 21, 0, 14, 13, 20)
     fired = []
-    assert hw.timer(1000, fired.append) is not None
+    assert hwcold.timer(hw, 1000, fired.append) is not None
     hw.sleep_ms(2500)
     assert len(fired) == 2
     e = raises(machine.DeepSleep, hw.deepsleep, 5000)
     assert e.ms == 5000 and machine.sim.deepsleeps == [5000]
     machine.sim.pins[0] = 0
-    assert hw.pin_low(0) and not hw.pin_low(9)
+    assert hwcold.pin_low(hw, 0) and not hwcold.pin_low(hw, 9)
     bus1 = hw.i2c({"id": 0, "scl": 22, "sda": 21})
     assert hw.i2c({"id": 0, "scl": 22, "sda": 21}) is bus1
 
 
+def test_hardware_detect_and_cold_calls_release_their_module():
+    hw = compat.call_cold("runtime.hwcold", "detect", "SOFT_RESET")
+    assert isinstance(hw, rhw.Hardware)
+    assert compat.call_cold("runtime.hwcold", "reset_cause", hw) == "SOFT_RESET"
+    assert not compat.MICROPYTHON or "runtime.hwcold" not in sys.modules
+
+
 def test_hardware_without_board_modules():
     hw = rhw.Hardware()  # like the Unix port: no WDT, RTC, deepsleep, Timer
-    assert hw.reset_cause() == "PWRON_RESET"
-    assert not hw.start_watchdog(60000)
+    assert hwcold.reset_cause(hw) == "PWRON_RESET"
+    assert not hwcold.start_watchdog(hw, 60000)
     hw.feed()
-    assert hw.timer(1000, print) is None and not hw.set_time(1790000000)
+    assert hwcold.timer(hw, 1000, print) is None and not hwcold.set_time(hw, 1790000000)
     e = raises(rhw.DeepSleep, hw.deepsleep, 1234)
     assert e.ms == 1234
     hw.set_rtc_memory(b"abc")
