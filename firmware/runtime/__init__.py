@@ -8,6 +8,18 @@ in the same small heap as the data, so code that runs once per wake must not sta
     nodecfg.py   node.json (board.json + settings.json compiled on the host by `mcagent deploy`)
     wake.py      boot: state from flash or RTC memory, crash streak, sensors, watchdog
     wifi.py      station mode with bounded tries          timesync.py   NTP, the server's time to the RTC
-    health.py    the health event                         hw.py         the port's board modules
-    unix.py      the unix board's command line            flashimage.py its littlefs image file
+    health.py    the health event                         hw.py         the port's board modules (hwcold.py:
+    unix.py      the unix board's command line                          what a wake asks of them once)
+    flashimage.py  the unix board's littlefs image file
 """
+
+
+class Cfg:
+    """Attribute access over a decoded JSON object: board values (`cfg.sample_ms`), settings (`s.ssid`).
+
+    Made by runtime.nodecfg and held for the whole wake, so it lives here: a class keeps the module that
+    defines it in the heap (its methods hold that module's globals), and nodecfg is released after use."""
+
+    def __init__(self, doc):
+        for k in doc:
+            setattr(self, k, doc[k])

@@ -10,6 +10,7 @@ import hashlib
 import json
 
 from mcagent import compat
+from runtime import Cfg
 
 NODE_JSON = "node.json"
 _SCALED = (
@@ -21,14 +22,6 @@ _SCALED = (
     "wifi_backoff_ms",
     "min_deep_ms",
 )
-
-
-class Cfg:
-    """Attribute access over a decoded JSON object: board values (`cfg.sample_ms`), settings (`s.ssid`)."""
-
-    def __init__(self, doc):
-        for k in doc:
-            setattr(self, k, doc[k])
 
 
 def digest(board_text, settings_text):
