@@ -41,27 +41,53 @@ _ESCAPES = {34: b'\\"', 92: b"\\\\", 10: b"\\n", 13: b"\\r", 9: b"\\t"}
 
 
 def dumps(value):
-    """Compact JSON text for value: None, bool, int, float, str, list/tuple, dict, Obj."""
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, str):
-        return quote(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
+    """Compact JSON text for value: None, bool, int, float, str, list/tuple, dict, Obj (see emit)."""
+    out = []
+    emit(value, out.append)
+    return "".join(out)
+
+
+def emit(value, out):
+    """Write value as compact JSON through out(piece), piece by piece: the text dumps returns, never held
+    whole (a request body, a state file, a 1 KB token). A piece is a str, or a memoryview when value holds
+    one (UTF-8 text as a slice of a bigger string: its bytes are written as they are)."""
+    if isinstance(value, (str, memoryview)):
+        # Its bytes, never its characters: a character taken from a str is interned for good on MicroPython.
+        for c in value if isinstance(value, memoryview) else memoryview(compat.utf8(value)):
+            if c == 34 or c == 92 or c < 32:
+                out(quote(value if isinstance(value, str) else bytes(value).decode()))
+                return
+        out('"')
+        out(value)
+        out('"')
+    elif isinstance(value, (dict, Obj)):
+        pairs = value.pairs if isinstance(value, Obj) else sorted(value.items())
+        sep = "{"
+        for k, v in pairs:
+            out(sep)
+            emit(k, out)
+            out(":")
+            emit(v, out)
+            sep = ","
+        out("}" if sep == "," else "{}")
+    elif isinstance(value, (list, tuple)):
+        sep = "["
+        for v in value:
+            out(sep)
+            emit(v, out)
+            sep = ","
+        out("]" if sep == "," else "[]")
+    elif value is None:
+        out("null")
+    elif value is True:
+        out("true")
+    elif value is False:
+        out("false")
+    elif isinstance(value, int):
+        out(str(value))
+    elif isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError("JSON has no NaN or infinity")
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join([dumps(v) for v in value]) + "]"
-    if isinstance(value, Obj):
-        pairs = value.pairs
-    elif isinstance(value, dict):
-        pairs = sorted(value.items())
+        out(repr(value))
     else:
         raise TypeError("not JSON serialisable: %s" % type(value).__name__)
-    return "{" + ",".join([quote(k) + ":" + dumps(v) for k, v in pairs]) + "}"

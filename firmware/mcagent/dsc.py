@@ -193,6 +193,32 @@ def digest(text):
     return hexlify(hashlib.sha256(text).digest()[:8]).decode()
 
 
+class _JsonBody:
+    """value as compact JSON in a streaming request body (http.Connection's contract: length, write_to):
+    the DSC text is never held whole, only its length and digest (what digest(text) gives)."""
+
+    def __init__(self, value):
+        self.value = value
+        self.length = 0
+        h = hashlib.sha256()
+
+        def count(piece):
+            b = _utf8(piece)
+            self.length += len(b)
+            h.update(b)
+
+        cjson.emit(value, count)
+        self.digest = hexlify(h.digest()[:8]).decode()
+
+    def write_to(self, write):
+        cjson.emit(self.value, lambda piece: write(_utf8(piece)))
+
+
+def _utf8(piece):
+    """A piece of cjson.emit as bytes (a str's length on MicroPython counts characters, not bytes)."""
+    return memoryview(compat.utf8(piece)) if isinstance(piece, str) else piece
+
+
 def _mapping_body(client_id, m):
     return cjson.dumps(
         cjson.Obj(
@@ -209,7 +235,7 @@ def _mapping_body(client_id, m):
 def _server_digest(doc):
     """Hash of the service's DSC in our canonical form (None when it is not one we could have sent)."""
     try:
-        return digest(cjson.dumps(build(doc)[0]))
+        return _JsonBody(build(doc)[0]).digest
     except (DscError, TypeError, ValueError):
         return None
 
@@ -227,8 +253,8 @@ def configure(request, state, client_id, desc, force=False):
     "existing": answered 409, "configurationId": id}.
     """
     dsc_obj, mappings, _ = build(desc)
-    text = cjson.dumps(dsc_obj)
-    want = digest(text)
+    body = _JsonBody(dsc_obj)
+    want = body.digest
     map_text = "|".join([",".join(m) for m in mappings])
     want_maps = digest(map_text) if mappings else None
     saved = state.load("dsc")
@@ -241,7 +267,7 @@ def configure(request, state, client_id, desc, force=False):
         if etag is not None:
             for attempt in (0, 1):
                 headers = {"Content-Type": "application/json", "If-Match": etag}
-                resp = request("PUT", path, headers, text.encode(), 4096)
+                resp = request("PUT", path, headers, body, 4096)
                 if resp.status == 412 and attempt == 0:
                     etag = _current_etag(request, path, want, summary)
                     if etag is None:

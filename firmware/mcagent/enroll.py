@@ -1,96 +1,23 @@
-"""Enrolment: onboarding, secret rotation and recovery, fetching an access token (docs/protocol.md §A-§C).
+"""Enrolment: onboarding, secret rotation and recovery (docs/protocol.md §A-§B).
 
-The rules are in mcagent.identity's docstring. This is the code a wake needs only when its cached token is
-near expiry or the secret is due: Identity imports it for those calls and releases it after (with the
-client-assertion signing it pulls in: jwt, hmac256, b64), so an ordinary later wake does not hold it.
+The rules are in mcagent.identity's docstring. This is the code a wake needs only when it onboards, its
+secret is due or refused: Identity (and mcagent.token, when a token request finds one of those) imports it
+for that step and releases it after. Fetching a token, what a later wake does, is in mcagent.token.
 """
 
 from micropython import const
 
-from mcagent import cjson, compat
+from mcagent import cjson
 from mcagent.clock import iso_ms
 from mcagent.errors import NeedsOnboarding
 from mcagent.http import HttpError, TransportError
-from mcagent.identity import ClockError, ProtocolError
+from mcagent.identity import ProtocolError
+from mcagent.token import call, http_error, json_object, save_registration
 
 REGISTER_PATH = "/api/agentmanagement/v3/register"
-TOKEN_PATH = "/api/agentmanagement/v3/oauth/token"
-TOKEN_KEY_PATH = "/api/agentmanagement/v3/oauth/token_key"
-TOKEN_MARGIN_S = const(60)  # a cached token is renewed this long before it expires
 ROTATION_RETRY_S = const(600)  # a refused rotation (secret still valid) is tried again after this
 _KEEP_PREVIOUS = const(5)  # earlier registration answers kept for recovery (as the Node.js library does)
 PREVIOUS = "previous"  # state file of those answers: read only to recover, so a wake does not hold them
-_FORM = (
-    "grant_type=client_credentials"
-    "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"
-    "&client_assertion="
-)
-
-
-def _error(resp, what):
-    """The HttpError for an unexpected answer (mcagent.httputil.http_error, loaded for the call)."""
-    return compat.call_cold("mcagent.httputil", "http_error", resp, what)
-
-
-def call(ident, method, path, headers, body=None, max_body=2048):
-    """A request on the agent's connection; an absolute URL on another origin (a registration_client_uri
-    may name one) goes over a connection of its own, verified like any other (Identity's connect)."""
-    try:
-        resp = ident.conn.request(method, path, headers, body, max_body)
-    except ValueError:
-        if "://" not in path or ident._connect is None:
-            raise
-        conn = ident._connect(path)
-        try:
-            resp = conn.request(method, path, headers, body, max_body)
-        finally:
-            conn.close()
-    if resp.status != 401:  # on 401 the caller decides whether the clock is to blame
-        ident.observe(resp)
-    return resp
-
-
-def ensure_sane_clock(ident):
-    """Before signing: make sure the clock is after 2024, asking the server for its time if not."""
-    if not ident.clock.is_sane():
-        ident.observe(ident.conn.request("GET", TOKEN_KEY_PATH, None, None, 64))
-        if not ident.clock.is_sane():
-            raise ClockError(
-                "device clock says %s and the server sent no usable Date: set the time"
-                % iso_ms(ident.clock.now_ms())
-            )
-
-
-def save_registration(ident, reg):
-    ident.state.save("registration", reg)
-    ident._reg = reg
-    return reg
-
-
-def keep_token(ident, auth, expires_ms):
-    """Cache a new access token, its Authorization value "Bearer <token>" (in RAM and in state, for the
-    next wake)."""
-    ident._auth = None  # drop the old one before building the new one
-    ident._auth = auth
-    ident._token_expires_ms = expires_ms
-    ident.state.save(
-        "token",
-        {
-            "client_id": ident.config.client_id,
-            "token": memoryview(compat.utf8(auth))[7:],
-            "expires_ms": expires_ms,
-        },
-    )
-
-
-def _json(resp):
-    try:
-        doc = resp.json()
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict):
-        raise ProtocolError("HTTP %d answer is not a JSON object" % resp.status)
-    return doc
 
 
 def onboard(ident):
@@ -127,9 +54,9 @@ def register(ident):
             % (cfg.source, resp.status, " (expiry %s)" % iso_ms(exp) if exp else "", cfg.client_id)
         )
     if resp.status != 201:
-        raise _error(resp, "onboarding")
+        raise http_error(resp, "onboarding")
     ident.invalidate_token()
-    return save_registration(ident, from_answer(ident, _json(resp), None))
+    return save_registration(ident, from_answer(ident, json_object(resp), None))
 
 
 def from_answer(ident, doc, old):
@@ -188,7 +115,7 @@ def rotate_with(ident, reg, cand):
     )
     if resp.status != 200:
         return resp
-    return save_registration(ident, from_answer(ident, _json(resp), reg))
+    return save_registration(ident, from_answer(ident, json_object(resp), reg))
 
 
 def rotate(ident):
@@ -198,7 +125,7 @@ def rotate(ident):
         raise NeedsOnboarding("agent %s is not onboarded" % ident.config.client_id)
     new = rotate_with(ident, reg, reg)
     if not isinstance(new, dict):
-        raise _error(new, "secret rotation")
+        raise http_error(new, "secret rotation")
     return new
 
 
@@ -231,7 +158,7 @@ def recover(ident):
         if isinstance(new, dict):
             return new
         if new.status not in (400, 401, 403, 404):
-            raise _error(new, "secret rotation")
+            raise http_error(new, "secret rotation")
     if ident.new_key(reg):
         try:
             return register(ident)
@@ -244,100 +171,3 @@ def recover(ident):
         "install it there; buffered data is kept and uploads after onboarding."
         % (ident.config.client_id, iso_ms(exp * 1000) if exp else "none", ident.config.source)
     )
-
-
-def fetch_token(ident):
-    reg = ident.registration()
-    if reg is None or ident.new_key(reg):
-        onboard(ident)
-        reg = ident.registration()
-    ensure_sane_clock(ident)
-    from mcagent import jwt  # the signing code, only for this (onboarding does not sign)
-
-    relearned = recovered = False
-    while True:
-        sent_ms = ident.clock.now_ms()
-        body = (
-            _FORM
-            + jwt.client_assertion(reg["client_id"], ident.config.tenant, reg["secret"], sent_ms // 1000)
-        ).encode()
-        resp = call(
-            ident, "POST", TOKEN_PATH, {"Content-Type": "application/x-www-form-urlencoded"}, body, 4096
-        )
-        if resp.status == 200:
-            return accept(ident, resp, reg, sent_ms)
-        if resp.status == 401 and not relearned:
-            relearned = True
-            if ident.observe(resp):
-                continue  # our clock was wrong: sign again with the right time
-        # Rotate only when the service says the secret expired (400, as MindConnect Library C does) or when
-        # a rotation of ours may have happened unseen (its answer was lost). A 401 is no reason by itself
-        # (the Node.js library never rotates on it): a needless rotation whose answer is lost locks us out.
-        if (resp.status == 400 or (resp.status == 401 and reg.get("rotating"))) and not recovered:
-            recovered = True
-            reg = recover(ident)
-            continue
-        raise _error(resp, "access token")
-
-
-def _after(b, key):
-    """Index of the value after "key": in the JSON text b (spaces allowed around the colon), or -1."""
-    i = b.find(key)
-    if i < 0:
-        return -1
-    i += len(key)
-    n = len(b)
-    while i < n and b[i] in b" \t\r\n":
-        i += 1
-    if i >= n or b[i] != 58:  # ":"
-        return -1
-    i += 1
-    while i < n and b[i] in b" \t\r\n":
-        i += 1
-    return i
-
-
-def _token_answer(resp):
-    """(Authorization value "Bearer <token>", expires_in) of a token answer.
-
-    The usual answer, {"access_token":"<JWT>",...,"expires_in":N,...} (compact or spaced) in a buffer of our
-    own, is read in place: "Bearer " is written over the 7 bytes before the token and the header value taken
-    as one string, so the ~1 KB token is not held as a parsed object, a str and a header value at once (this
-    is the peak of a wake that fetches a token). Anything else goes through the JSON parser."""
-    b = resp.body
-    i = _after(b, b'"access_token"') if isinstance(b, bytearray) and not resp.truncated else -1
-    if 0 <= i < len(b) and b[i] == 34:  # '"' (the key before it leaves room for "Bearer ")
-        i += 1
-        j = b.find(b'"', i)
-        e = k = _after(b, b'"expires_in"')
-        if j > i and b.find(b"\\", i, j) < 0 and k >= 0:
-            while e < len(b) and 48 <= b[e] <= 57:
-                e += 1
-            if k < e < len(b) and b[e] in b",} \r\n":
-                life = int(bytes(b[k:e]))
-                b[i - 7 : i] = b"Bearer "
-                return str(memoryview(b)[i - 7 : j], "utf-8"), life
-    doc = _json(resp)
-    token = doc.get("access_token")
-    if not isinstance(token, str) or not token:
-        raise ProtocolError("token answer lacks access_token")
-    try:
-        life = int(doc.get("expires_in", 1800))
-    except (TypeError, ValueError):
-        life = 1800
-    return "Bearer " + token, life
-
-
-def accept(ident, resp, reg, sent_ms):
-    auth, life = _token_answer(resp)
-    resp = None
-    keep_token(ident, auth, sent_ms + (life - min(TOKEN_MARGIN_S, life // 4)) * 1000)
-    auth = None
-    if not reg.get("used"):
-        # The service has now seen the new secret: older registration tokens are dead (§B).
-        reg["used"] = True
-        save_registration(ident, reg)
-        ident.state.remove(PREVIOUS)
-    # Decided after a token answer: the clock was just checked against the service's, so a wrong
-    # device clock cannot trigger a needless rotation.
-    rotate_if_due(ident, reg)

@@ -23,9 +23,10 @@ key_id, used, rotating?, bad_key?}, "previous" [{rat, uri, expires_at}] (up to 5
 to recover), "token" {client_id, token, expires_ms},
 "clock" {correction_ms, device_sane}.
 
-This module keeps what every wake uses (the cached token, the clock, the registration's expiry); the
-enrolment steps (and the requests, token caching and clock checks only they make) live in mcagent.enroll,
-loaded only when a token is to be fetched or the secret rotated; status() in mcagent.agentutil.
+This module keeps what every wake uses (the cached token, the clock, the registration's expiry). Fetching
+a token (and the requests, token caching and clock checks it makes) lives in mcagent.token, loaded when the
+cached token is near expiry; onboarding, rotation and recovery in mcagent.enroll, loaded only when one is
+due; status() in mcagent.agentutil.
 """
 
 from micropython import const
@@ -145,9 +146,9 @@ class Identity:
         if self._auth is not None and self.clock.now_ms() < self._token_expires_ms:
             reg = self.registration()
             if reg is not None and self.rotation_is_due(reg):
-                self._enroll("rotate_if_due", reg)
+                self._enroll("rotate_if_due", "mcagent.enroll", reg)
         else:
-            self._enroll("fetch_token")
+            self._enroll("fetch_token", "mcagent.token")
         return self._auth
 
     def rotation_is_due(self, reg):
@@ -173,15 +174,16 @@ class Identity:
 
     def fetch_token(self):
         """A new access token from the service (onboarding first, recovering a refused secret)."""
-        self._enroll("fetch_token")
+        self._enroll("fetch_token", "mcagent.token")
         return self._auth[7:]
 
-    def _enroll(self, name, *args):
-        """Run one step of mcagent.enroll, then release it and the signing code it loaded."""
+    def _enroll(self, name, module="mcagent.enroll", *args):
+        """Run one step of mcagent.enroll (or mcagent.token), then release it and what it loaded (the
+        token code enroll uses, the signing code a token request uses)."""
         try:
-            return compat.call_cold("mcagent.enroll", name, self, *args)
+            return compat.call_cold(module, name, self, *args)
         finally:
-            for m in ("jwt", "hmac256", "b64"):
+            for m in ("token", "jwt", "hmac256", "b64"):
                 compat.unload("mcagent." + m)
 
     def invalidate_token(self):

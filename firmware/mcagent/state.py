@@ -43,41 +43,6 @@ def decode(data):
         return None
 
 
-def _emit(value, out):
-    """Write value as compact JSON through out(text), piece by piece (same text as cjson.dumps).
-
-    A 1 KB access token is written as it is, not copied into a growing document string: on a fragmented
-    64 KB heap, a few such copies at once are what fails."""
-    if isinstance(value, (str, memoryview)):  # a memoryview: UTF-8 text as a slice of a bigger string
-        # Its bytes, never its characters: a character taken from a str is interned for good on MicroPython.
-        for c in value if isinstance(value, memoryview) else memoryview(compat.utf8(value)):
-            if c == 34 or c == 92 or c < 32:
-                out(cjson.quote(value if isinstance(value, str) else bytes(value).decode()))
-                return
-        out('"')
-        out(value)
-        out('"')
-    elif isinstance(value, (dict, cjson.Obj)):
-        pairs = value.pairs if isinstance(value, cjson.Obj) else sorted(value.items())
-        sep = "{"
-        for k, v in pairs:
-            out(sep)
-            _emit(k, out)
-            out(":")
-            _emit(v, out)
-            sep = ","
-        out("}" if sep == "," else "{}")
-    elif isinstance(value, (list, tuple)):
-        sep = "["
-        for v in value:
-            out(sep)
-            _emit(v, out)
-            sep = ","
-        out("]" if sep == "," else "[]")
-    else:
-        out(cjson.dumps(value))
-
-
 def encode(value):
     """The stored value (dict, list or cjson.Obj) -> file bytes."""
     body = cjson.dumps(value).encode()
@@ -139,7 +104,7 @@ class State:
                 h.update(b)
                 write(b)
 
-            _emit(value, out)
+            cjson.emit(value, out)
             write(b"\n")
             write(hexlify(h.digest()[:8]))
             write(b"\n")

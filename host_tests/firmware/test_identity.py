@@ -10,7 +10,20 @@ import json
 import sys
 
 from checks import raises
-from mcagent import Agent, NeedsOnboarding, b64, clock, compat, config, dsc, enroll, identity, state
+from mcagent import (
+    Agent,
+    NeedsOnboarding,
+    b64,
+    cjson,
+    clock,
+    compat,
+    config,
+    dsc,
+    enroll,
+    identity,
+    state,
+    token,
+)
 from mcagent.hmac256 import hmac_sha256
 from mcagent.http import HttpError, TransportError
 
@@ -100,6 +113,11 @@ class FakeService:
             path = path[len(ORIGIN):]
         elif "://" in path:  # as http.Connection: another origin is not this connection's
             raise ValueError("URL not on this connection's origin")
+        if hasattr(body, "write_to"):  # a streaming body (the DSC): the bytes a server would read
+            parts = []
+            body.write_to(lambda piece: parts.append(bytes(piece)))
+            assert sum(len(p) for p in parts) == body.length
+            body = b"".join(parts)
         self.log.append((method, path, headers, body))
         resp = self._answer(method, path, headers, body)
         if self.send_date:
@@ -134,9 +152,9 @@ class FakeService:
                     self.prev_rat = self.rat
                 return self._issue(200)
             return Resp(401, b'{"id":"2","message":"bad registration token"}')
-        if path == enroll.TOKEN_PATH and method == "POST":
+        if path == token.TOKEN_PATH and method == "POST":
             return self._token(body.decode())
-        if path == enroll.TOKEN_KEY_PATH:
+        if path == token.TOKEN_KEY_PATH:
             return Resp(200, b'{"kty":"RSA"}')
         if path.startswith("/api/agentmanagement/v3/agents/" + CLIENT + "/dataSourceConfiguration"):
             if bearer not in self.tokens:
@@ -300,13 +318,13 @@ def test_token_is_cached_and_kept_across_reboots(workdir):
     assert agent.token() == tok
     advance(svc, t, 1000)
     assert reboot(workdir, agent, t).token() == tok
-    assert svc.count("POST", enroll.TOKEN_PATH) == 1
+    assert svc.count("POST", token.TOKEN_PATH) == 1
     m, p, h, b = svc.log[-1]
     assert h["Content-Type"] == "application/x-www-form-urlencoded" and "Authorization" not in h
     # Renewed shortly before it expires.
     advance(svc, t, 1800 - 1000 - 30)
     assert agent.token() == svc.tokens[1]
-    assert svc.count("POST", enroll.TOKEN_PATH) == 2
+    assert svc.count("POST", token.TOKEN_PATH) == 2
 
 
 def test_secret_rotates_when_less_than_25h_left(workdir):
@@ -345,11 +363,11 @@ def test_short_lived_secret_rotates_at_half_life_without_looping(workdir):
 def test_token_400_rotates_and_retries(workdir):
     agent, svc, t = make(workdir)
     agent.onboard()
-    svc.fault(enroll.TOKEN_PATH, 400)
+    svc.fault(token.TOKEN_PATH, 400)
     tok = agent.token()
     assert tok == svc.tokens[-1]
     assert svc.count("PUT", enroll.REGISTER_PATH) == 1
-    assert svc.count("POST", enroll.TOKEN_PATH) == 2
+    assert svc.count("POST", token.TOKEN_PATH) == 2
 
 
 def test_expired_secret_after_long_sleep_is_rotated(workdir):
@@ -407,7 +425,7 @@ def test_a_token_401_does_not_rotate(workdir):
     agent, svc, t = make(workdir)
     agent.token()
     advance(svc, t, 1900)
-    svc.fault(enroll.TOKEN_PATH, 401)
+    svc.fault(token.TOKEN_PATH, 401)
     e = raises(HttpError, agent.token)
     assert e.status == 401
     assert svc.count("PUT", enroll.REGISTER_PATH) == 0 and svc.gen == 1
@@ -447,13 +465,13 @@ def test_server_time_as_epoch_seconds_or_ms_and_date_as_fallback():
 def test_recovery_with_an_older_registration_token(workdir):
     agent, svc, t = make(workdir)
     agent.onboard()
-    svc.fault(enroll.TOKEN_PATH, 400)
+    svc.fault(token.TOKEN_PATH, 400)
     agent.token()  # rotation: we hold gen 2, previous gen 1 is dropped once gen 2 earned a token
     # Now a rotation that the service "forgets": we hold gen 3 + prev gen 2, the service only knows gen 2.
     agent.identity.rotate()
     assert agent.identity.state.load("previous")[0]["rat"] == "rat-2"
     svc.gen, svc.secret, svc.rat, svc.prev_rat, svc.new_secret_used = 2, "lost", "rat-2", None, True
-    svc.fault(enroll.TOKEN_PATH, 400)  # the token endpoint says the secret expired: recover
+    svc.fault(token.TOKEN_PATH, 400)  # the token endpoint says the secret expired: recover
     advance(svc, t, 1900)
     assert agent.token() == svc.tokens[-1]
     assert agent.identity.registration()["secret"] == svc.secret and svc.gen == 3
@@ -509,7 +527,7 @@ def test_insane_clock_learns_from_onboarding_answer(workdir):
     assert not agent.clock.is_sane()
     agent.token()
     assert agent.clock.is_sane()
-    assert svc.count("GET", enroll.TOKEN_KEY_PATH) == 0
+    assert svc.count("GET", token.TOKEN_KEY_PATH) == 0
     assert abs(agent.clock.now_s() - svc.now) <= 1
 
 
@@ -521,8 +539,8 @@ def test_insane_clock_asks_the_server_before_signing(workdir):
     # Same registration, fresh state otherwise (no learned correction yet).
     again.state.save("registration", agent.identity.registration())
     assert again.token() == svc.tokens[-1]
-    assert svc.count("GET", enroll.TOKEN_KEY_PATH) == 1
-    assert svc.log[-2][1] == enroll.TOKEN_KEY_PATH  # before the token request
+    assert svc.count("GET", token.TOKEN_KEY_PATH) == 1
+    assert svc.log[-2][1] == token.TOKEN_KEY_PATH  # before the token request
 
 
 def test_insane_clock_without_date_header_refuses_to_sign(workdir):
@@ -534,7 +552,7 @@ def test_insane_clock_without_date_header_refuses_to_sign(workdir):
     })
     e = raises(identity.ClockError, agent.token)
     assert "1970" in str(e)
-    assert svc.count("POST", enroll.TOKEN_PATH) == 0
+    assert svc.count("POST", token.TOKEN_PATH) == 0
 
 
 def test_clock_10_years_ahead_is_corrected_from_401_and_kept(workdir):
@@ -546,7 +564,7 @@ def test_clock_10_years_ahead_is_corrected_from_401_and_kept(workdir):
     agent2.state.remove("clock")
     assert agent2.token() == svc.tokens[-1]
     assert abs(agent2.clock.now_s() - svc.now) <= 1
-    assert svc.count("POST", enroll.TOKEN_PATH) == 2
+    assert svc.count("POST", token.TOKEN_PATH) == 2
     # The learned correction is kept in state.
     agent3 = reboot(workdir, agent, t)
     _ = agent3.identity  # loads the clock
@@ -640,7 +658,6 @@ def test_build_full_and_compact_forms_give_the_same_text():
         "dataSources": {"DS-1": {"DP-T": ["DOUBLE", "C", "temperature"], "DP-S": "STRING"}},
     }
     c, cmaps, ctypes = dsc.build(compact)
-    from mcagent import cjson
 
     text = cjson.dumps(full)
     assert text.startswith('{"configurationId":"CF-1","dataSources":[{"name":"DS-1",'
@@ -686,6 +703,21 @@ def test_configure_puts_once_and_maps(workdir):
     assert svc.log[-2][0] == "PUT" and svc.log[-2][2]["If-Match"] == "1"
     assert svc.log[-1][1] == dsc.MAPPINGS_PATH  # mappings re-posted after a PUT: 409 is fine
     assert svc.etag == 2
+
+
+def test_configure_streams_the_dsc_with_its_byte_length(workdir):
+    """The DSC goes out as a streaming body (never one text in RAM): its length counts UTF-8 bytes, escapes
+    are right, and the same DSC again is "unchanged" (the digest of the streamed bytes was kept)."""
+    agent, svc, t = make(workdir)
+    odd = json.loads(json.dumps(DSC))
+    odd["dataSources"][0]["description"] = 'Kessel "Süd"\tà'
+    odd["dataSources"][0]["dataPoints"][0]["unit"] = "\u00b0C"
+    assert agent.configure(odd)["dsc"] == "put"
+    put = [x for x in svc.log if x[0] == "PUT" and "dataSource" in x[1]][0]
+    assert put[3] == cjson.dumps(dsc.build(odd)[0]).encode()  # the fake checked length == bytes sent
+    assert svc.dsc["dataSources"][0]["dataPoints"][0]["unit"] == "\u00b0C"
+    assert svc.dsc["dataSources"][0]["description"] == 'Kessel "Süd"\tà'
+    assert reboot(workdir, agent, t).configure(odd)["dsc"] == "unchanged"
 
 
 def test_configure_with_lost_state_does_not_put_the_same_dsc(workdir):
@@ -760,21 +792,21 @@ def test_token_answer_read_in_place_or_parsed():
     """The usual token answer is read in place (the header value built in the answer's own buffer); any other
     shape goes through the JSON parser; an answer without a token is a ProtocolError."""
     body = bytearray(b'{"access_token":"eyJ0.eyJ1.sig_-","token_type":"Bearer","expires_in":1799,"jti":"x"}')
-    assert enroll._token_answer(Resp(200, body)) == ("Bearer eyJ0.eyJ1.sig_-", 1799)
+    assert token._token_answer(Resp(200, body)) == ("Bearer eyJ0.eyJ1.sig_-", 1799)
     assert body.startswith(b'{"access_tBearer eyJ0')  # in place: the header value was built in the body
     spaced = bytearray(b'{"access_token" : "abc",\n "expires_in": 60}')  # what southgate (aiohttp) sends
-    assert enroll._token_answer(Resp(200, spaced)) == ("Bearer abc", 60)
+    assert token._token_answer(Resp(200, spaced)) == ("Bearer abc", 60)
     assert spaced.startswith(b'{"access_tokBearer abc')  # read in place too
     for odd in (b'{"access_token"', b'{"access_token":', b'{"access_token" x "a","expires_in":1}',
                 b'{"access_token":"a","expires_in":1'):
-        raises(identity.ProtocolError, enroll._token_answer, Resp(200, bytearray(odd)))
+        raises(identity.ProtocolError, token._token_answer, Resp(200, bytearray(odd)))
     escaped = bytearray(b'{"access_token":"a\\/b","expires_in":5}')
-    assert enroll._token_answer(Resp(200, escaped)) == ("Bearer a/b", 5)
+    assert token._token_answer(Resp(200, escaped)) == ("Bearer a/b", 5)
     as_bytes = b'{"expires_in":120,"access_token":"t.u.v"}'
-    assert enroll._token_answer(Resp(200, as_bytes)) == ("Bearer t.u.v", 120)
+    assert token._token_answer(Resp(200, as_bytes)) == ("Bearer t.u.v", 120)
     no_life = bytearray(b'{"access_token":"t"}')
-    assert enroll._token_answer(Resp(200, no_life)) == ("Bearer t", 1800)
-    raises(identity.ProtocolError, enroll._token_answer, Resp(200, bytearray(b'{"token":"t"}')))
+    assert token._token_answer(Resp(200, no_life)) == ("Bearer t", 1800)
+    raises(identity.ProtocolError, token._token_answer, Resp(200, bytearray(b'{"token":"t"}')))
 
 
 class OtherOrigin:

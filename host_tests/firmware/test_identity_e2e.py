@@ -13,7 +13,7 @@ import json
 import time
 
 from checks import RUNTIME_HEAP_KB, board_heap, raises
-from mcagent import Agent, NeedsOnboarding, clock, enroll, http, state
+from mcagent import Agent, NeedsOnboarding, clock, enroll, http, state, token
 
 # The tests read southgate's admin API (request counters, settings) on the agent's connection while the
 # ballast is held: that scaffolding (a counters answer of ~3 KB in one piece, parsed, several times a test)
@@ -197,7 +197,7 @@ def test_rotation_forced_by_a_short_secret_lifetime(sg):
     adm.travel(t, 1900)  # the new secret earns a token, and is rotated in turn
     a.token()
     assert a.request("GET", dsc_path(sg)).status == 404
-    assert adm.requests("POST", enroll.TOKEN_PATH) == [200, 200, 200]
+    assert adm.requests("POST", token.TOKEN_PATH) == [200, 200, 200]
     assert adm.requests("PUT", enroll.REGISTER_PATH) == [200, 200]
     note(sg, a)
     del ballast
@@ -209,11 +209,11 @@ def test_rotation_after_token_400(sg):
     adm = Admin(sg, a.conn)
     a.onboard()
     first = a.identity.registration()["secret"]
-    adm.fault(path=enroll.TOKEN_PATH, status=400)
+    adm.fault(path=token.TOKEN_PATH, status=400)
     a.token()
     show(a.status())
     assert a.identity.registration()["secret"] != first
-    assert adm.requests("POST", enroll.TOKEN_PATH) == [400, 200]
+    assert adm.requests("POST", token.TOKEN_PATH) == [400, 200]
     assert adm.requests("PUT", enroll.REGISTER_PATH) == [200]
     assert a.request("GET", dsc_path(sg)).status == 404
     note(sg, a)
@@ -250,7 +250,7 @@ def test_recovery_after_the_rotation_answer_is_lost(sg):
     b.identity.invalidate_token()
     b.token()
     assert b.identity.registration()["secret"] != first
-    assert adm.requests("POST", enroll.TOKEN_PATH) == [200, 401, 200]
+    assert adm.requests("POST", token.TOKEN_PATH) == [200, 401, 200]
     assert adm.requests("PUT", enroll.REGISTER_PATH) == [200, 200]
     assert b.request("GET", dsc_path(sg)).status == 404
     assert b.conn.handshakes == 1
@@ -266,7 +266,7 @@ def test_401_gets_a_new_token(sg):
     adm.fault(path=dsc_path(sg), method="GET", status=401)
     assert a.request("GET", dsc_path(sg)).status == 404
     assert adm.requests("GET", dsc_path(sg)) == [401, 404]
-    assert adm.requests("POST", enroll.TOKEN_PATH) == [200, 200]
+    assert adm.requests("POST", token.TOKEN_PATH) == [200, 200]
     note(sg, a)
     del ballast
 
@@ -289,7 +289,7 @@ def test_clock_10_years_off_is_corrected_from_the_server(sg):
     b.identity.invalidate_token()
     b.token()
     assert abs(b.clock.now_s() - time.time()) < 5
-    assert adm.requests("POST", enroll.TOKEN_PATH) == [200, 401, 200]
+    assert adm.requests("POST", token.TOKEN_PATH) == [200, 401, 200]
     assert adm.requests("PUT", enroll.REGISTER_PATH) == []  # no needless rotation
     assert make(sg, OffsetTime(YEARS_10)).token() == b.identity.token()  # the correction is kept
     note(sg, b)
@@ -339,7 +339,7 @@ def test_through_a_connect_proxy(sg, identity_proxy):
     a.token()
     assert a.configure(dsc_for(sg))["dsc"] == "put"
     assert a.conn.handshakes == 1
-    assert adm.requests("POST", enroll.TOKEN_PATH) == [200]
+    assert adm.requests("POST", token.TOKEN_PATH) == [200]
     note(sg, a)
     del ballast
 

@@ -227,11 +227,11 @@ def test_the_walls():
             if top == "sensors" and ttop == "runtime":
                 bad.append("%s:%d (sensors) reaches runtime: %s" % (known[name], line, target))
             if name.startswith(("mcagent.store", "mcagent.exchange", "mcagent.kind")) and target.startswith(
-                ("mcagent.http", "mcagent.identity", "mcagent.enroll", "mcagent.uploa")
+                ("mcagent.http", "mcagent.identity", "mcagent.enroll", "mcagent.token", "mcagent.uploa")
             ):
                 bad.append("%s:%d (the flash log, the wire format) reaches the network: %s"
                            % (known[name], line, target))
-            if name == "mcagent.dsc" and target in ("mcagent.identity", "mcagent.enroll"):
+            if name == "mcagent.dsc" and target in ("mcagent.identity", "mcagent.enroll", "mcagent.token"):
                 bad.append("%s:%d (dsc) reaches identity: %s" % (known[name], line, target))
     assert not bad, "\n".join(bad)
 
@@ -302,6 +302,7 @@ ROOMS = {
     "mcagent.uploadcold": ("mcagent.uploader",),
     "mcagent.httpsetup": ("mcagent.http",),
     "mcagent.enroll": ("mcagent.identity",),
+    "mcagent.token": ("mcagent.identity",),
     "mcagent.agentutil": ("mcagent", "mcagent.identity"),  # the Agent's rare paths and Identity.status
 }
 
