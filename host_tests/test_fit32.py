@@ -26,11 +26,11 @@ import pytest
 from mcagent_tools.fit import BOARDS, Workbench, standin
 from southgate.testing import RunningSouthgate
 
-# Measured 2026-12-03 with the heap packed (compat.pack_heap); the bounds keep a ~16 KB margin (a fragmented
-# heap varies by up to 3 steps with names and timing: a loaded CI run once failed 8 KB above a figure).
-FIRST_WAKE_KB = 112  # measured 92-96 KB (112-116 before packing; ~150 before node.json and phase release)
-LATER_WAKE_KB = 108  # measured 92-96 KB, the same for 100, 10,000 and 100,000 readings (100-104 unpacked)
-LIBRARY_KB = 92  # measured 72-76 KB (92 before packing)
+# Measured 2026-12-03 (make fit); the bounds keep a ~16 KB margin (a fragmented heap varies by up to 3 steps
+# with names and timing: a loaded CI run once failed 8 KB above a figure).
+FIRST_WAKE_KB = 100  # measured 84 KB (92-96 earlier that day, 112-116 before packing; ~150 in November)
+LATER_WAKE_KB = 100  # measured 84-88 KB, the same for 100, 10,000 and 100,000 readings (92-96, 100-104)
+LIBRARY_KB = 88  # measured 72 KB (72-76 earlier that day, 92 before packing)
 FROZEN_WAKE_KB = 48  # measured 36 KB (48-52 before packing)
 
 
