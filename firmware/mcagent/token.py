@@ -90,6 +90,9 @@ def json_object(resp):
 
 
 def fetch_token(ident):
+    """A new access token, cached (keep_token): onboarding first when there is no registration, signed
+    again once when a 401 taught the clock, the secret recovered once when the service refuses it
+    (mcagent.enroll)."""
     reg = ident.registration()
     if reg is None or ident.new_key(reg):
         _enroll(ident, "onboard")
