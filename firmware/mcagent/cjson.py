@@ -16,25 +16,29 @@ class Obj:
 
 
 def quote(text):
-    """A JSON string literal for text (str). It scans the UTF-8 bytes, never the characters: on MicroPython
-    a character taken from a str is interned for good (a token's letters and digits: ~0.5 KB of heap).
-    Every character JSON escapes is ASCII, so a byte slice between two of them is whole UTF-8 text."""
-    data = memoryview(compat.utf8(text))
-    out = None
+    """A JSON string literal for text (str), as a str: the pieces emit_text writes."""
+    out = []
+    emit_text(memoryview(compat.utf8(text)), out.append)
+    if len(out) == 3:  # '"', the text whole, '"': nothing was escaped
+        return '"' + text + '"'
+    return b"".join([bytes(p) for p in out]).decode()
+
+
+def emit_text(data, out):
+    """Write the JSON string literal of UTF-8 text (a memoryview) through out(piece), as slices of data
+    between the escapes: the text is never copied whole (a 1 KB token, a long string value). It scans the
+    bytes, never the characters: on MicroPython a character taken from a str is interned for good. Every
+    character JSON escapes is ASCII, so a slice between two of them is whole UTF-8 text."""
+    out(b'"')
     start = 0
     for i in range(len(data)):
         c = data[i]
         if c == 34 or c == 92 or c < 32:
-            if out is None:
-                out = [b'"']
-            out.append(bytes(data[start:i]))
-            out.append(_ESCAPES.get(c) or ("\\u%04x" % c).encode())
+            out(data[start:i])
+            out(_ESCAPES.get(c) or b"\\u%04x" % c)
             start = i + 1
-    if out is None:
-        return '"' + text + '"'
-    out.append(bytes(data[start:]))
-    out.append(b'"')
-    return b"".join(out).decode()
+    out(data[start:])
+    out(b'"')
 
 
 _ESCAPES = {34: b'\\"', 92: b"\\\\", 10: b"\\n", 13: b"\\r", 9: b"\\t"}
@@ -43,23 +47,16 @@ _ESCAPES = {34: b'\\"', 92: b"\\\\", 10: b"\\n", 13: b"\\r", 9: b"\\t"}
 def dumps(value):
     """Compact JSON text for value: None, bool, int, float, str, list/tuple, dict, Obj (see emit)."""
     out = []
-    emit(value, out.append)
+    emit(value, lambda p: out.append(p if isinstance(p, str) else bytes(p).decode()))
     return "".join(out)
 
 
 def emit(value, out):
     """Write value as compact JSON through out(piece), piece by piece: the text dumps returns, never held
-    whole (a request body, a state file, a 1 KB token). A piece is a str, or a memoryview when value holds
-    one (UTF-8 text as a slice of a bigger string: its bytes are written as they are)."""
+    whole (a request body, a state file, a 1 KB token). A piece is a str, or bytes or a memoryview for
+    text (emit_text: UTF-8 slices of the value; a memoryview value is UTF-8 text, e.g. part of a string)."""
     if isinstance(value, (str, memoryview)):
-        # Its bytes, never its characters: a character taken from a str is interned for good on MicroPython.
-        for c in value if isinstance(value, memoryview) else memoryview(compat.utf8(value)):
-            if c == 34 or c == 92 or c < 32:
-                out(quote(value if isinstance(value, str) else bytes(value).decode()))
-                return
-        out('"')
-        out(value)
-        out('"')
+        emit_text(value if isinstance(value, memoryview) else memoryview(compat.utf8(value)), out)
     elif isinstance(value, (dict, Obj)):
         pairs = value.pairs if isinstance(value, Obj) else sorted(value.items())
         sep = "{"

@@ -33,22 +33,24 @@ def _token(value, what, limit):
 def _content_type(value):
     """type/subtype[; name=value]... (RFC 2045), not multipart: the payload part's Content-Type header."""
     b = _token(value or "application/octet-stream", "content type", 255)
-    parts = b.decode().split(";")
-    main = parts[0].strip().split("/")
-    ok = len(main) == 2 and _is_token(main[0]) and _is_token(main[1]) and main[0].lower() != "multipart"
+    # Parsed as bytes: a character taken from a str is interned for good on MicroPython.
+    parts = b.split(b";")
+    main = parts[0].strip().split(b"/")
+    ok = len(main) == 2 and _is_token(main[0]) and _is_token(main[1]) and main[0].lower() != b"multipart"
     for p in parts[1:]:
-        k, eq, v = p.strip().partition("=")
-        ok = ok and eq == "=" and _is_token(k) and (_is_token(v) or (len(v) > 1 and v[0] == v[-1] == '"'))
+        k, eq, v = p.strip().partition(b"=")
+        ok = ok and eq == b"=" and _is_token(k) and (_is_token(v) or (len(v) > 1 and v[0] == v[-1] == 34))
     if not ok:
         raise StoreError("content type %r must be type/subtype[; name=value], not multipart" % value)
     return b
 
 
 def _is_token(s):
+    """s (bytes) is an RFC 2045 token: printable ASCII without spaces and tspecials."""
     if not s:
         return False
     for c in s:
-        if c in ' ()<>@,;:\\"/[]?=' or not " " < c <= "~":
+        if c in b' ()<>@,;:\\"/[]?=' or not 32 < c <= 126:
             return False
     return True
 

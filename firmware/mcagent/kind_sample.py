@@ -162,18 +162,7 @@ def element(put, rec):
         put(cfg.qids[cfg.index[dp_id]])
         put(b',"value":')
         if t == _T_STRING or t == _T_BIG_STRING:
-            # A run of UTF-8 bytes in the record, streamed: a long string is never copied whole.
-            put(b'"')
-            start = 0
-            for i in range(len(v)):
-                c = v[i]
-                if c == 34 or c == 92 or c < 32:  # escaped as cjson.quote does
-                    put(v[start:i])
-                    k = '"\\\n\r\t'.find(chr(c))
-                    put("\\" + '"\\nrt'[k] if k >= 0 else "\\u%04x" % c)
-                    start = i + 1
-            put(v[start:])
-            put(b'"')
+            cjson.emit_text(v, put)  # a run of UTF-8 bytes in the record, streamed: never copied whole
         else:
             if t == _T_DOUBLE:
                 v = repr(v)  # shortest text that reads back as the same double

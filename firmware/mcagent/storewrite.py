@@ -23,9 +23,8 @@ from mcagent.store import (
 
 _REC_OVERHEAD = const(8)  # record header (kind, 0, length u16) + CRC32
 _MAX_FILE_BYTES = const(10420224)  # 10 MiB minus 64 KiB for the multipart framing of one file item
-_MODS = [None] * len(
-    kinds.MODULES
-)  # the kind modules appends used: they go with this module (release_writer)
+# The kind modules appends used: they go with this module (release_writer).
+_MODS = [None] * len(kinds.MODULES)
 
 
 def append(store, code, ts_ms, args):

@@ -8,6 +8,7 @@ is missing, the runtime checks and compiles them once here and writes node.json 
 
 import hashlib
 import json
+from binascii import hexlify
 
 from mcagent import compat
 from runtime import Cfg
@@ -29,7 +30,7 @@ def digest(board_text, settings_text):
     h = hashlib.sha256(board_text or b"")
     h.update(b"\0")
     h.update(settings_text or b"")
-    return "".join("%02x" % b for b in h.digest()[:8])
+    return hexlify(h.digest()[:8]).decode()
 
 
 def _read(path):
