@@ -7,7 +7,7 @@ for that step and releases it after. Fetching a token, what a later wake does, i
 
 from micropython import const
 
-from mcagent import cjson
+from mcagent import cjson, compat
 from mcagent.clock import iso_ms
 from mcagent.errors import NeedsOnboarding
 from mcagent.http import HttpError, TransportError
@@ -39,13 +39,20 @@ def onboard(ident):
 
 def register(ident):
     cfg = ident.config
+    iat = cfg.iat
+    if iat is None:  # dropped once used (Identity.onboard): the file still holds it, unless it changed
+        again = compat.call_cold("mcagent.config", "load", cfg.source)
+        if again.key_id != cfg.key_id:
+            raise NeedsOnboarding("%s changed while the agent ran: start it again" % cfg.source)
+        iat = again.iat
     resp = call(
         ident,
         "POST",
         REGISTER_PATH,
-        {"Authorization": "Bearer " + cfg.iat, "Content-Type": "application/json"},
+        {"Authorization": "Bearer " + iat, "Content-Type": "application/json"},
         b"{}",
     )
+    iat = None
     if resp.status in (400, 401, 403, 409):
         exp = cfg.expiration_ms
         raise NeedsOnboarding(
@@ -55,6 +62,7 @@ def register(ident):
         )
     if resp.status != 201:
         raise http_error(resp, "onboarding")
+    cfg.iat = None  # spent: the heap need not hold it (~1 KB) through the rest of the run
     ident.invalidate_token()
     return save_registration(ident, from_answer(ident, json_object(resp), None))
 

@@ -37,6 +37,7 @@ from mcagent.clock import SANE_AFTER_S
 _ROTATE_BEFORE_S = const(90000)  # 25 h
 _LEARN_SKEW_MS = const(10000)  # a server clock this far from ours is adopted
 _RELEARN_MS = const(3600000)  # after one answer's time was read, the next are read again this much later
+_UNREAD = const(-1)  # _due_s before the registration was read (a due time is never negative)
 
 
 class ProtocolError(Exception):
@@ -61,7 +62,7 @@ class Identity:
         self._conn = conn
         self.clock = clock
         self.retry_rotation_at = 0  # a refused rotation waits until then (last_rotation_error says why)
-        self._reg = None
+        self._due_s = _UNREAD  # rotation_due_at() of the saved registration, read once per registration
         self._auth = None  # "Bearer <token>": the cached token kept once, as the header needs it (~1 KB)
         self._token_expires_ms = 0
         self._read_at = None  # clock.device_ms() when an answer's time was last read
@@ -112,12 +113,17 @@ class Identity:
         return True
 
     def registration(self):
-        """The saved registration of this agent (dict), or None before onboarding."""
-        if self._reg is None:
-            reg = self.state.load("registration")
-            if reg and reg.get("client_id") == self.config.client_id and reg.get("secret"):
-                self._reg = reg
-        return self._reg
+        """The saved registration of this agent (dict), or None before onboarding. Read from flash each
+        time: it is asked for once or twice a wake, and the heap need not hold it (with its registration
+        token ~0.5 KB) through the upload; what every request needs from it is its rotation time."""
+        reg = self.state.load("registration")
+        if reg and reg.get("client_id") == self.config.client_id and reg.get("secret"):
+            return reg
+        return None
+
+    def registered(self):
+        """A registration was saved (mcagent.token.save_registration): its rotation time is read again."""
+        self._due_s = _UNREAD
 
     def new_key(self, reg):
         """True when agentconfig.json holds an onboarding key this registration was not made with."""
@@ -128,8 +134,12 @@ class Identity:
         """Unix seconds from which the secret should be rotated (None: never expires / not onboarded).
 
         The board runtime must wake up before this (and well before the secret's expiry) to stay in."""
-        reg = reg or self.registration()
-        if reg is None or not reg.get("expires_at"):
+        if reg is None:
+            if self._due_s == _UNREAD:
+                reg = self.registration()
+                self._due_s = None if reg is None else self.rotation_due_at(reg)
+            return self._due_s
+        if not reg.get("expires_at"):
             return None
         expires = reg["expires_at"]
         return expires - min(_ROTATE_BEFORE_S, max(expires - reg.get("issued_at", expires), 0) // 2)
@@ -144,15 +154,15 @@ class Identity:
         while the token lasts (a token is ~1 KB: a new copy per request is garbage that fragments a small
         heap)."""
         if self._auth is not None and self.clock.now_ms() < self._token_expires_ms:
-            reg = self.registration()
-            if reg is not None and self.rotation_is_due(reg):
-                self._enroll("rotate_if_due", "mcagent.enroll", reg)
+            if self.rotation_is_due():
+                self._enroll("rotate_if_due", "mcagent.enroll", self.registration())
         else:
             self._enroll("fetch_token", "mcagent.token")
         return self._auth
 
-    def rotation_is_due(self, reg):
-        """Due by the expiry rule and not refused a moment ago (mcagent.enroll.ROTATION_RETRY_S)."""
+    def rotation_is_due(self, reg=None):
+        """Due by the expiry rule and not refused a moment ago (mcagent.enroll.ROTATION_RETRY_S). reg: a
+        registration in hand (default: the saved one)."""
         due = self.rotation_due_at(reg)
         now = self.clock.now_s()
         return due is not None and now >= due and now >= self.retry_rotation_at
@@ -161,6 +171,9 @@ class Identity:
         """Onboard with the IAT unless already done with it. Returns True when a registration was made."""
         reg = self.registration()
         if reg is not None and not self.new_key(reg):
+            # The IAT (~1 KB) was used or refused with this key: it is not held through the upload (a
+            # registration drops it too). Were the registration lost, mcagent.enroll reads it again.
+            self.config.iat = None
             return False
         return self._enroll("onboard")
 

@@ -27,7 +27,9 @@ def describe(exc):
     except Exception:  # never fail while reporting a failure
         lines = []
     head = "%s: %s" % (type(exc).__name__, exc)
-    frames = [ln for ln in lines if ln.startswith("File ")][-2:]
+    # Deployed .mpy files carry no line numbers (mcagent deploy compiles with mpy-cross -O3): every frame
+    # says "line 1", which would only take room from the message.
+    frames = [ln.replace(", line 1,", ",") for ln in lines if ln.startswith("File ")][-2:]
     text = head if not frames else head + " | " + " | ".join(frames)
     return text.replace("\n", " ")[:_LINE_MAX]
 

@@ -58,7 +58,7 @@ def ensure_sane_clock(ident):
 
 def save_registration(ident, reg):
     ident.state.save("registration", reg)
-    ident._reg = reg
+    ident.registered()
     return reg
 
 

@@ -287,6 +287,25 @@ def test_onboard_once(workdir):
     assert reg["uri"] == ORIGIN + enroll.REGISTER_PATH + "/" + CLIENT  # as the service gave it
 
 
+def test_the_iat_is_not_held_once_used_and_read_again_if_the_registration_is_lost(workdir):
+    agent, svc, t = make(workdir)
+    assert agent.onboard() is True
+    assert agent.config.iat is None  # spent: ~1 KB of heap not held through an upload
+    again = reboot(workdir, agent, t)
+    assert again.config.iat == "a.b.c" and again.onboard() is False
+    assert again.config.iat is None  # nor after a reboot, once the registration is known
+    agent.identity.state.remove("registration")  # lost: the IAT comes from agentconfig.json again
+    svc.iats["a.b.c"] = False
+    assert agent.onboard() is True
+    assert svc.count("POST", enroll.REGISTER_PATH) == 2
+    assert svc.log[-1][2]["Authorization"] == "Bearer a.b.c" and agent.config.iat is None
+    agent.identity.state.remove("registration")
+    write_config(workdir, "d.e.f")  # another key in the file than the one this agent was made with
+    e = raises(NeedsOnboarding, agent.onboard)
+    assert "changed" in str(e) and "d.e.f" not in str(e)
+    assert svc.count("POST", enroll.REGISTER_PATH) == 2
+
+
 def test_refused_iat_is_needs_onboarding(workdir):
     agent, svc, t = make(workdir)
     svc.iats["a.b.c"] = True  # already used

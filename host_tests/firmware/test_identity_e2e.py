@@ -93,11 +93,17 @@ def note(sg, *agents):
         for a in agents:
             reg = a.identity.registration() or {}
             for v in [reg.get("secret"), reg.get("rat"), (a.identity._auth or "")[7:] or None,
-                      a.config.iat] + [
+                      a.config.iat or _iat_of(a.config.source)] + [
                 p.get("rat") for p in (a.identity.state.load("previous") or ())
             ]:
                 if v:
                     f.write(v + "\n")
+
+
+def _iat_of(path):
+    """The IAT of an agentconfig.json (an onboarded agent no longer holds it: Identity.onboard)."""
+    with open(path) as f:
+        return json.loads(f.read())["content"]["iat"]
 
 
 def show(*things):

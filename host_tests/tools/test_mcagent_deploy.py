@@ -299,3 +299,18 @@ def layout_root() -> Path:
     from mcagent_tools.build import ROOT
 
     return ROOT
+
+
+def test_mpy_files_leave_line_numbers_out_unless_asked(
+    agent_files: dict[str, Path], boards_dir: Path, firmware_snapshot: Path, build_dir: Path
+) -> None:
+    """-O3 by default (the line-number tables are ~2 KB of a wake's heap); --line-numbers keeps them."""
+    args = deploy_args("/dev/no-such-board", agent_files, boards_dir, firmware_snapshot, build_dir)
+    sizes = []
+    for extra in ((), ("--line-numbers",)):
+        dry = run_cli_here(*args, "--dry-run", "--no-reset", *extra)
+        assert dry.returncode == 0, dry.stderr
+        stamp = json.loads(next(build_dir.rglob(".build-stamp")).read_text())
+        assert stamp["flags"] == (["-O0"] if extra else [])
+        sizes.append(sum(p.stat().st_size for p in build_dir.rglob("*.mpy")))
+    assert sizes[0] < sizes[1] - 2000, sizes

@@ -45,15 +45,25 @@ def module_name(rel: PurePosixPath) -> str:
     return ".".join(parts)
 
 
+#: mpy-cross's optimisation level unless the arguments name one: -O3 leaves the line-number tables out of
+#: the .mpy. A board loads a .mpy's bytecode into its GC heap, and those tables are ~2 KB of a wake's
+#: peak; tracebacks still name the module and the function (with "line 1"). `mcagent deploy
+#: --line-numbers` passes LINE_NUMBERS instead, for a board with heap to spare while chasing a bug.
+OPTIMISE = "-O3"
+LINE_NUMBERS = "-O0"
+
+
 def compile_file(
     source: Path, target: Path, extra_args: tuple[str, ...] = (), name: str | None = None
 ) -> CompileError | None:
-    """mpy-cross one file. name: the source name tracebacks show (default: the path given); the module's
-    dotted name (module_name) shares the qstr its import interns and names no build machine's path."""
+    """mpy-cross one file (OPTIMISE unless extra_args name a level). name: the source name tracebacks show
+    (default: the path given); the module's dotted name (module_name) shares the qstr its import interns
+    and names no build machine's path."""
     target.parent.mkdir(parents=True, exist_ok=True)
     named = ["-s", name] if name else []
+    level = [] if any(a.startswith("-O") for a in extra_args) else [OPTIMISE]
     proc = subprocess.run(
-        [mpy_cross_path(), *extra_args, *named, "-o", str(target), str(source)],
+        [mpy_cross_path(), *level, *extra_args, *named, "-o", str(target), str(source)],
         capture_output=True,
         text=True,
     )

@@ -29,7 +29,15 @@ from pathlib import Path, PurePosixPath
 
 from . import firmware as host_firmware
 from . import layout
-from .build import FIRMWARE, ROOT, compile_file, firmware_sources, module_name, mpy_cross_path
+from .build import (
+    FIRMWARE,
+    LINE_NUMBERS,
+    ROOT,
+    compile_file,
+    firmware_sources,
+    module_name,
+    mpy_cross_path,
+)
 from .certs import CertError, DerCert, der_certs, write_der_dir
 from .mpytarget import (
     IncompatibleDevice,
@@ -446,6 +454,7 @@ class Deployer:
     def match_build(self, target: MpyTarget) -> None:
         """Recompile for the board's architecture if the bundle was built for another (same file paths)."""
         flags = cross_flags(target, native=uses_native_code(firmware_sources(self.firmware)))
+        flags += tuple(f for f in self.bundle.flags if f.startswith("-O"))  # --line-numbers stays
         if flags != self.bundle.flags:
             compile_firmware(self.firmware, self.bundle.lib_dir.parent, flags)
             self.bundle.flags = flags
@@ -602,6 +611,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="print the mpremote commands (builds the local files they copy; touches no board)",
     )
     p.add_argument("--arch", help="mpy-cross -march for --dry-run (a real deploy asks the board)")
+    p.add_argument(
+        "--line-numbers",
+        action="store_true",
+        help="keep line numbers in tracebacks (~2 KB more heap per wake; for boards with heap to spare)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="print each mpremote command as it runs")
     p.add_argument(
         "--report", type=Path, help="write a JSON list of {port, agent_id, config, ok, error} here"
@@ -659,6 +673,8 @@ def run(args: argparse.Namespace) -> int:
         cross = cross_version()
         native = uses_native_code(firmware_sources(args.firmware_dir))
         flags = cross_flags(MpyTarget(cross[0], cross[1], args.arch), native) if args.arch else ()
+        if args.line_numbers:
+            flags += (LINE_NUMBERS,)
         bundle = build_bundle(
             firmware=args.firmware_dir,
             build_dir=args.build_dir.resolve(),
