@@ -62,6 +62,25 @@ WAKE_MODULES = [  # in the order a later wake (token refresh, upload) loads them
 ]
 
 
+def short_link(target: Path) -> Path:
+    """A short symlink to target, /tmp/mcN (the first free N; a stale link is taken over).
+
+    Importing a module interns its file's path (a qstr, kept for the run): on a board that is
+    /lib/mcagent/http.mpy, and a build directory as long as a pytest temporary one would add ~40 bytes per
+    module, ~1.5 KB to every figure. The board's path is 4 characters; this one is 8."""
+    tmp = Path(tempfile.gettempdir())
+    for n in range(10000):
+        link = tmp / f"mc{n}"
+        if link.is_symlink() and not link.exists():  # left by a run that was killed
+            link.unlink(missing_ok=True)
+        try:
+            link.symlink_to(target, target_is_directory=True)
+        except FileExistsError:
+            continue
+        return link
+    return target
+
+
 @dataclass
 class Wake:
     """One run of firmware/main.py (one cycle) on the unix board at a given heap."""
@@ -87,16 +106,27 @@ class Workbench:
     agents: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        self.mpy = self.work / "mpy"
-        errors = compile_tree(FIRMWARE, self.mpy)
+        errors = compile_tree(FIRMWARE, self.work / "mpy")
         if errors:
             raise SystemExit("\n".join(f"{e.source}: {e.message}" for e in errors))
+        self.mpy = short_link(self.work / "mpy")  # as short as a board's /lib (see short_link)
         self.launcher = self.work / "launch.py"
         self.launcher.write_text(LAUNCHER)
         self.node = self.work / "node.json"
         doc = node_json(self.board_json)
         self.node.write_text(json.dumps(doc))
         self.blocks = int(doc["flash_blocks"])
+
+    def close(self) -> None:
+        """Remove the short link to the compiled firmware (the files stay in work/mpy)."""
+        if self.mpy.is_symlink():
+            self.mpy.unlink(missing_ok=True)
+
+    def __enter__(self) -> Workbench:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def micropython(self, heap_kb: int, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -283,7 +313,13 @@ def fit_board(upy: Path, work: Path, sg: Any, name: str, backlogs: list[int], li
     board_work.mkdir(parents=True, exist_ok=True)
     board_json = standin(BOARDS / name / "board.json", board_work / "board.json")
     budget = int(json.loads(board_json.read_text())["heap_kb"])
-    bench = Workbench(upy, board_work, sg, board_json=board_json)
+    with Workbench(upy, board_work, sg, board_json=board_json) as bench:
+        return BoardFit(name, budget, _fit_rows(bench, board_work, name, backlogs, library))
+
+
+def _fit_rows(
+    bench: Workbench, board_work: Path, name: str, backlogs: list[int], library: int
+) -> list[tuple[str, int | None]]:
     rows: list[tuple[str, int | None]] = []
     rows.append(("first wake", smallest_steady(lambda kb: bench.first_wake(kb).ok, 32, 256, STEP_KB)))
     base = board_work / "base.img"
@@ -307,7 +343,7 @@ def fit_board(upy: Path, work: Path, sg: Any, name: str, backlogs: list[int], li
                 smallest_steady(lambda kb: bench.library(kb, library), 32, 256, STEP_KB, above=2),
             )
         )
-    return BoardFit(name, budget, rows)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
