@@ -23,7 +23,7 @@ PACKAGE_JSON = ROOT / "package.json"
 # mip ignores keys it does not know; this one tells a reader of package.json which boards it suits.
 MIP_NOTE = (
     "Installs the agent as .py source, compiled on the board at import: a wake then needs ~108 KB of GC "
-    "heap (84-88 KB as .mpy), enough for an ESP32-C3 or -S3 or a board with PSRAM. On an ESP32 without "
+    "heap (80 KB as .mpy), enough for an ESP32-C3 or -S3 or a board with PSRAM. On an ESP32 without "
     "PSRAM use `mcagent deploy` (.mpy, see docs/deploy.md)."
 )
 
