@@ -522,6 +522,22 @@ def test_runlog_ring_is_bounded(workdir):
     assert capped.lines() == ["a", "b"] and capped.suppressed == 1
 
 
+def _boom():
+    raise KeyError("x")
+
+
+def test_runlog_names_the_function_of_the_innermost_frames(workdir):
+    """An entry: type, message, the two innermost frames (file and function; a deployed .mpy has no line
+    numbers, and describe() leaves out the "line 1" such a frame shows)."""
+    from mcagent import runlog
+
+    try:
+        _boom()
+    except KeyError as e:
+        text = runlog.describe(e)
+    assert text.startswith("KeyError: ") and "| File " in text and text.endswith("in _boom"), text
+
+
 def test_unix_board_runs_with_simulated_deep_sleep(workdir):
     svc = Service(learn_time=False)
     machine.reset_sim(time=machine.SimTime(T0))  # the FakeAgent's "server" time; the node uses the host's
