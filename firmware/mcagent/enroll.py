@@ -9,7 +9,7 @@ from micropython import const
 
 from mcagent import cjson, compat
 from mcagent.clock import iso_ms
-from mcagent.errors import NeedsOnboarding
+from mcagent.errors import ConfigError, NeedsOnboarding
 from mcagent.http import HttpError, TransportError
 from mcagent.identity import ProtocolError
 from mcagent.token import call, http_error, json_object, save_registration
@@ -41,7 +41,10 @@ def register(ident):
     cfg = ident.config
     iat = cfg.iat
     if iat is None:  # dropped once used (Identity.onboard): the file still holds it, unless it changed
-        again = compat.call_cold("mcagent.config", "load", cfg.source)
+        try:
+            again = compat.call_cold("mcagent.config", "load", cfg.source)
+        except ConfigError as e:
+            raise NeedsOnboarding(str(e))  # the file is gone or broken: the same as a used key
         if again.key_id != cfg.key_id:
             raise NeedsOnboarding("%s changed while the agent ran: start it again" % cfg.source)
         iat = again.iat

@@ -7,6 +7,7 @@ travel costs nothing.
 """
 
 import json
+import os
 import sys
 
 from checks import raises
@@ -303,6 +304,9 @@ def test_the_iat_is_not_held_once_used_and_read_again_if_the_registration_is_los
     write_config(workdir, "d.e.f")  # another key in the file than the one this agent was made with
     e = raises(NeedsOnboarding, agent.onboard)
     assert "changed" in str(e) and "d.e.f" not in str(e)
+    os.remove(workdir + "/agentconfig.json")  # gone: the same answer, not a ConfigError
+    e = raises(NeedsOnboarding, agent.onboard)
+    assert "agentconfig.json" in str(e)
     assert svc.count("POST", enroll.REGISTER_PATH) == 2
 
 

@@ -311,6 +311,6 @@ def test_mpy_files_leave_line_numbers_out_unless_asked(
         dry = run_cli_here(*args, "--dry-run", "--no-reset", *extra)
         assert dry.returncode == 0, dry.stderr
         stamp = json.loads(next(build_dir.rglob(".build-stamp")).read_text())
-        assert stamp["flags"] == (["-O0"] if extra else [])
+        assert stamp["flags"] == (["-O0"] if extra else []) and stamp["opt"] == "-O3"
         sizes.append(sum(p.stat().st_size for p in build_dir.rglob("*.mpy")))
     assert sizes[0] < sizes[1] - 2000, sizes

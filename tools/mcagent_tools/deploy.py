@@ -32,6 +32,7 @@ from . import layout
 from .build import (
     FIRMWARE,
     LINE_NUMBERS,
+    OPTIMISE,
     ROOT,
     compile_file,
     firmware_sources,
@@ -185,7 +186,9 @@ def compile_firmware(firmware: Path, out: Path, flags: tuple[str, ...]) -> list[
     Files newer than their source are kept (make-style), unless the flags or mpy-cross changed.
     """
     stamp = out / ".build-stamp"
-    wanted_stamp = json.dumps({"flags": list(flags), "mpy_cross": mpy_cross_path(), "names": "module"})
+    wanted_stamp = json.dumps(
+        {"flags": list(flags), "opt": OPTIMISE, "mpy_cross": mpy_cross_path(), "names": "module"}
+    )
     if out.exists() and (not stamp.exists() or stamp.read_text() != wanted_stamp):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -71,14 +72,23 @@ def short_link(target: Path) -> Path:
     tmp = Path(tempfile.gettempdir())
     for n in range(10000):
         link = tmp / f"mc{n}"
-        if link.is_symlink() and not link.exists():  # left by a run that was killed
-            link.unlink(missing_ok=True)
         try:
+            if link.is_symlink() and not link.exists():  # left by a run that was killed
+                link.unlink()
             link.symlink_to(target, target_is_directory=True)
-        except FileExistsError:
+        except OSError:  # taken, or another user's (a sticky /tmp)
             continue
         return link
     return target
+
+
+def drop_link(link: Path, target: Path) -> None:
+    """Remove a short_link if it still points at target (another run may have taken the name since)."""
+    try:
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            link.unlink()
+    except OSError:
+        pass
 
 
 @dataclass
@@ -109,18 +119,17 @@ class Workbench:
         errors = compile_tree(FIRMWARE, self.work / "mpy")
         if errors:
             raise SystemExit("\n".join(f"{e.source}: {e.message}" for e in errors))
-        self.mpy = short_link(self.work / "mpy")  # as short as a board's /lib (see short_link)
         self.launcher = self.work / "launch.py"
         self.launcher.write_text(LAUNCHER)
         self.node = self.work / "node.json"
         doc = node_json(self.board_json)
         self.node.write_text(json.dumps(doc))
         self.blocks = int(doc["flash_blocks"])
+        self.mpy = short_link(self.work / "mpy")  # as short as a board's /lib (see short_link)
 
     def close(self) -> None:
         """Remove the short link to the compiled firmware (the files stay in work/mpy)."""
-        if self.mpy.is_symlink():
-            self.mpy.unlink(missing_ok=True)
+        drop_link(self.mpy, self.work / "mpy")
 
     def __enter__(self) -> Workbench:
         return self
@@ -375,7 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     with RunningSouthgate(work / "southgate") as sg:
         for name in names:
             results.append(fit_board(upy, work, sg, name, backlogs, args.library if name == "unix" else 0))
-        costs = import_costs(upy, work / names[0] / "mpy", WAKE_MODULES)
+        compiled = work / names[0] / "mpy"
+        link = short_link(compiled)  # each module's cost includes its path, as long as a board's
+        try:
+            costs = import_costs(upy, link, WAKE_MODULES)
+        finally:
+            drop_link(link, compiled)
     print(f"32-bit MicroPython, firmware as .mpy, smallest -X heapsize ({STEP_KB} KB steps):")
     for r in results:
         verdict = "fits" if r.fits else "DOES NOT FIT"
