@@ -16,8 +16,7 @@ own). Parts are created on first use and share one keep-alive connection (`agent
 (config parsing, DSC building) are unloaded after a successful use: bytecode loaded from .mpy lives in the
 heap, and ~14 KB back matters on a 64 KB board. Their exception classes live in mcagent.errors (re-exported
 here), so `except` clauses keep matching after a module was unloaded and loaded again. What a wake needs
-once or never (status, reading the CA certificates, error texts) is in mcagent.agentutil, loaded per use
-and released at once.
+once or never (status, error texts) is in mcagent.agentutil, loaded per use and released at once.
 """
 
 from mcagent.errors import (  # noqa: F401 (the package's public names)
@@ -115,9 +114,9 @@ class Agent:
 
     def _connect(self, url):
         """A connection of its own to another origin (the gateway may name one for rotations)."""
-        from mcagent.http import Connection  # before the CAs are read: http is not loaded beside agentutil
+        from mcagent.http import Connection
 
-        return Connection(url, _cold("read_cas", self._ca), self.proxy, self.timeout_s)
+        return Connection(url, self._ca, self.proxy, self.timeout_s)  # it reads the CA files (httpsetup)
 
     @property
     def identity(self):

@@ -1,5 +1,5 @@
-"""The rare paths of mcagent.Agent and mcagent.identity.Identity: what a wake needs once (reading the CA
-certificates, status) or only on errors (the texts of ConfigError and DscError). Loaded per
+"""The rare paths of mcagent.Agent and mcagent.identity.Identity: what a wake needs once in a while (status)
+or only on errors (the texts of ConfigError and DscError). Loaded per
 use (mcagent._cold, compat.call_cold) and released at once, so the package and Identity, held through every
 wake, stay small. Nothing here imports a big module while it is loaded (that would add this module to that
 moment's heap), and no exception class lives here (except clauses must keep matching after a reload).
@@ -11,24 +11,6 @@ def config_error_text(source, problems):
     if len(problems) == 1:
         return "%s: %s" % (source, problems[0])
     return "%s has %d problems:\n  - %s" % (source, len(problems), "\n  - ".join(problems))
-
-
-def _read_ca(item):
-    if isinstance(item, (bytes, bytearray)):
-        return bytes(item)
-    try:
-        with open(item, "rb") as f:
-            der = f.read()
-    except OSError:
-        raise ValueError("CA certificate %s cannot be read" % item)
-    if der[:5] == b"-----":
-        raise ValueError("CA certificate %s is PEM: MicroPython needs DER (openssl x509 -outform der)" % item)
-    return der
-
-
-def read_cas(items):
-    """The DER bytes of each CA certificate (a file path or DER bytes), for Agent._connect."""
-    return [_read_ca(c) for c in items]
 
 
 def no_dsc():

@@ -126,7 +126,8 @@ class Response:
 class Connection:
     """One keep-alive HTTP/1.1 connection to the origin of base_url, opened on first use.
 
-    ca_ders: list of DER CA certificates (bytes) the https server must chain to (required for https).
+    ca_ders: list of DER CA certificates (bytes, or paths of DER files) the https server must chain to
+    (required for https).
     proxy: None or "http://[user:pass@]host:port" of an HTTP CONNECT proxy (Basic auth with user:pass).
     timeout_s: inactivity timeout of each connect, handshake, write and read. deadline_s (default 4 x
     timeout_s, plus a second per 2 KB of request body): the whole request, from connecting to the last

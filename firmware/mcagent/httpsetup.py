@@ -1,5 +1,5 @@
-"""What an mcagent.http.Connection needs once, when it is made: URL parsing and the checks of its arguments
-(the base URL, the DER CA certificates, the proxy URL).
+"""What an mcagent.http.Connection needs once, when it is made: URL parsing, reading the CA certificates and
+the checks of its arguments (the base URL, the DER CA certificates, the proxy URL).
 
 http runs it through compat.call_cold, which unloads it again: on a board its bytecode would otherwise sit
 in the heap for the whole upload, next to the TLS connection it never touches."""
@@ -29,6 +29,26 @@ def split_url(url):
     return scheme, host, int(port) if port else (443 if scheme == "https" else 80), path, user if at else None
 
 
+def read_ca(item):
+    """A CA certificate as DER bytes: given as bytes, or read from the DER file at a path."""
+    if isinstance(item, str):
+        try:
+            with open(item, "rb") as f:
+                der = f.read()
+        except OSError:
+            raise ValueError("CA certificate %s cannot be read" % item)
+        if der[:5] == b"-----":
+            raise ValueError(
+                "CA certificate %s is PEM: MicroPython needs DER (openssl x509 -outform der)" % item
+            )
+        return der
+    if not isinstance(item, (bytes, bytearray)):
+        raise TypeError("ca_ders must be DER certificates as bytes (or paths of DER files)")
+    if item[:5] == b"-----":
+        raise ValueError("CA certificates must be DER, not PEM (mbedTLS here reads DER only)")
+    return item
+
+
 def setup(conn, base_url, ca_ders, proxy):
     """Connection.__init__'s part that needs no keeping: check the arguments, set host, port, tls, the
     base path (_prefix), the Host header (_hosthdr), the TLS context (_ctx) and the parsed proxy URL."""
@@ -41,12 +61,7 @@ def setup(conn, base_url, ca_ders, proxy):
     conn._hosthdr = h if conn.port == (443 if conn.tls else 80) else "%s:%d" % (h, conn.port)
     conn._ctx = conn._proxy = None
     if conn.tls:
-        ca_ders = list(ca_ders)
-        for der in ca_ders:
-            if not isinstance(der, (bytes, bytearray)):
-                raise TypeError("ca_ders must be DER certificates as bytes")
-            if der[:5] == b"-----":
-                raise ValueError("CA certificates must be DER, not PEM (mbedTLS here reads DER only)")
+        ca_ders = [read_ca(c) for c in ca_ders]
         try:
             conn._ctx = compat.tls_client_context(ca_ders)
         except OSError as e:  # CPython: ssl.SSLError for a bad DER (MicroPython: ValueError)

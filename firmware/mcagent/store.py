@@ -365,6 +365,11 @@ class Store:
                 for i in range(len(counts)):
                     p[i] = max(0, p[i] - counts[i])
 
+    def pending_known(self):
+        """Records pending per kind (index = code - 1) when known without a scan of the backlog, else None
+        (the uploader's summary: storeinfo is not loaded for it)."""
+        return self._pending
+
     def drained(self):
         """A composer found nothing after the cursor: no record is pending (known now without a scan)."""
         self._pending = [0] * len(kinds.NAMES)

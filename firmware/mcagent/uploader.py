@@ -106,9 +106,9 @@ class Uploader:
             self._loop(s, max_batches)
         finally:
             compat.gc_threshold(packing)
-        p = store.stats(False, False)  # no rescan of a big backlog just for the summary
+        p = store.pending_known()  # no rescan of a big backlog just for the summary
         s["dropped"] = store.counters["dropped_readings"]
-        if p[0] is not None:
+        if p is not None:
             s["pending"] = sum(p)
         return s
 

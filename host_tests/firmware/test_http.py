@@ -359,7 +359,10 @@ def test_connection_refused_and_bad_arguments(http_env):
     assert not isinstance(e, http.Timeout)
     raises(ValueError, http.Connection, http_env["https"])  # https without a CA
     raises(ValueError, http.Connection, http_env["https"], [der(http_env["ca_pem"])])  # PEM
-    raises(TypeError, http.Connection, http_env["https"], [http_env["ca_der"]])  # a path, not bytes
+    raises(TypeError, http.Connection, http_env["https"], [42])  # neither DER bytes nor a path
+    http.Connection(http_env["https"], [http_env["ca_der"]]).close()  # the path of a DER file
+    raises(ValueError, http.Connection, http_env["https"], [http_env["ca_der"] + ".missing"])
+    raises(ValueError, http.Connection, http_env["https"], [http_env["ca_pem"]])  # a PEM file
     raises(ValueError, http.Connection, "ftp://x/")
     raises(ValueError, http.Connection, "https://h:99999/", [der(http_env["ca_der"])])
     with connect(http_env) as c:
