@@ -3,10 +3,12 @@ agentconfig.json or a TIMESTAMP reading, a Retry-After date. mcagent.clock hands
 (its module __getattr__) and releases this module at once, so its code is not held through a wake.
 """
 
+from micropython import const
+
 from mcagent.clock import civil_from_days
 
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = const(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"))
+_DAYS = const(("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"))
 
 
 def days_from_civil(y, m, d):

@@ -10,11 +10,13 @@ import hashlib
 import json
 from binascii import hexlify
 
+from micropython import const
+
 from mcagent import clock, compat
 from mcagent.errors import AgentConfig, ConfigError
 
-PROFILE = "SHARED_SECRET"
-_ID_CHARS = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_"
+_PROFILE = const("SHARED_SECRET")
+_ID_CHARS = const(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
 
 
 def key_id(iat):
@@ -102,10 +104,10 @@ def parse(doc, source="agentconfig.json"):
     if profiles is not None:
         if isinstance(profiles, str):
             profiles = [profiles]
-        if not isinstance(profiles, list) or PROFILE not in profiles:
+        if not isinstance(profiles, list) or _PROFILE not in profiles:
             problems.append(
                 '"content.clientCredentialProfile" is %s: only %s agents are supported; '
-                "create the agent with the SHARED_SECRET security profile" % (json.dumps(profiles), PROFILE)
+                "create the agent with the SHARED_SECRET security profile" % (json.dumps(profiles), _PROFILE)
             )
 
     expiration_ms = None

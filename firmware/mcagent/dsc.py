@@ -25,7 +25,7 @@ from micropython import const
 from mcagent import cjson, compat
 from mcagent.errors import TYPES, DscError, MappingError
 
-MAPPINGS_PATH = "/api/mindconnect/v3/dataPointMappings"
+_MAPPINGS_PATH = const("/api/mindconnect/v3/dataPointMappings")
 _MAX_DSC = const(16384)  # bytes of the service's DSC we are willing to read back
 
 
@@ -282,7 +282,11 @@ def configure(request, state, client_id, desc, force=False):
     if want_maps is not None and (force or saved.get("maps") != want_maps):
         for m in mappings:
             resp = request(
-                "POST", MAPPINGS_PATH, {"Content-Type": "application/json"}, _mapping_body(client_id, m), 1024
+                "POST",
+                _MAPPINGS_PATH,
+                {"Content-Type": "application/json"},
+                _mapping_body(client_id, m),
+                1024,
             )
             if resp.status == 201:
                 summary["mappings"] += 1

@@ -14,7 +14,7 @@ from mcagent.http import HttpError, TransportError
 from mcagent.identity import ProtocolError
 from mcagent.token import call, http_error, json_object, save_registration
 
-REGISTER_PATH = "/api/agentmanagement/v3/register"
+_REGISTER_PATH = const("/api/agentmanagement/v3/register")
 ROTATION_RETRY_S = const(600)  # a refused rotation (secret still valid) is tried again after this
 _KEEP_PREVIOUS = const(5)  # earlier registration answers kept for recovery (as the Node.js library does)
 PREVIOUS = "previous"  # state file of those answers: read only to recover, so a wake does not hold them
@@ -51,7 +51,7 @@ def register(ident):
     resp = call(
         ident,
         "POST",
-        REGISTER_PATH,
+        _REGISTER_PATH,
         {"Authorization": "Bearer " + iat, "Content-Type": "application/json"},
         b"{}",
     )

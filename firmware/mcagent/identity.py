@@ -196,7 +196,7 @@ class Identity:
         try:
             return compat.call_cold(module, name, self, *args)
         finally:
-            for m in ("token", "jwt", "hmac256", "b64"):
+            for m in ("token", "jwt"):
                 compat.unload("mcagent." + m)
 
     def invalidate_token(self):

@@ -15,9 +15,11 @@ import json
 import os
 from binascii import hexlify
 
+from micropython import const
+
 from mcagent import cjson, compat
 
-_TMP = ".tmp"
+_TMP = const(".tmp")
 
 # Fault injection for tests: when set, called as hook(name) once NAME.tmp is complete, before it is closed
 # and renamed (the commit point). Raising there simulates a power cut between "answer received" and "answer

@@ -1,8 +1,8 @@
 """Fetching an access token (docs/protocol.md §C): sign a client assertion, POST it, keep the answer.
 
 The rules are in mcagent.identity's docstring. This is the code a later wake needs when its cached token is
-near expiry: Identity imports it for that and releases it after, with the signing code it pulls in (jwt,
-hmac256, b64). Onboarding, rotation and recovery are in mcagent.enroll, loaded only when one is due; the
+near expiry: Identity imports it for that and releases it after, with the signing code it pulls in
+(jwt). Onboarding, rotation and recovery are in mcagent.enroll, loaded only when one is due; the
 request helpers here (call, json_object, http_error, save_registration) serve both.
 """
 
@@ -12,10 +12,10 @@ from mcagent import compat
 from mcagent.clock import iso_ms
 from mcagent.identity import ClockError, ProtocolError
 
-TOKEN_PATH = "/api/agentmanagement/v3/oauth/token"
-TOKEN_KEY_PATH = "/api/agentmanagement/v3/oauth/token_key"
+_TOKEN_PATH = const("/api/agentmanagement/v3/oauth/token")
+_TOKEN_KEY_PATH = const("/api/agentmanagement/v3/oauth/token_key")
 _TOKEN_MARGIN_S = const(60)  # a cached token is renewed this long before it expires
-_FORM = (
+_FORM = const(
     "grant_type=client_credentials"
     "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"
     "&client_assertion="
@@ -48,7 +48,7 @@ def call(ident, method, path, headers, body=None, max_body=2048):
 def ensure_sane_clock(ident):
     """Before signing: make sure the clock is after 2024, asking the server for its time if not."""
     if not ident.clock.is_sane():
-        ident.observe(ident.conn.request("GET", TOKEN_KEY_PATH, None, None, 64))
+        ident.observe(ident.conn.request("GET", _TOKEN_KEY_PATH, None, None, 64))
         if not ident.clock.is_sane():
             raise ClockError(
                 "device clock says %s and the server sent no usable Date: set the time"
@@ -108,7 +108,7 @@ def fetch_token(ident):
             + jwt.client_assertion(reg["client_id"], ident.config.tenant, reg["secret"], sent_ms // 1000)
         ).encode()
         resp = call(
-            ident, "POST", TOKEN_PATH, {"Content-Type": "application/x-www-form-urlencoded"}, body, 4096
+            ident, "POST", _TOKEN_PATH, {"Content-Type": "application/x-www-form-urlencoded"}, body, 4096
         )
         if resp.status == 200:
             return accept(ident, resp, reg, sent_ms)

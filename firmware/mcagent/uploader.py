@@ -26,9 +26,11 @@ The sleep function is injectable so the board runtime can feed its watchdog whil
 run without waiting.
 """
 
+from micropython import const
+
 from mcagent import compat, exchange, kinds
 
-EXCHANGE_PATH = "/api/mindconnect/v3/exchange"
+_EXCHANGE_PATH = const("/api/mindconnect/v3/exchange")
 
 
 def _cold(fn, *args):
@@ -53,7 +55,7 @@ class Uploader:
         retry_after_cap_s=900,
         sleep=None,
         rand=None,
-        path=EXCHANGE_PATH,
+        path=_EXCHANGE_PATH,
     ):
         self.store = store
         self.conn = conn

@@ -4,7 +4,7 @@ as on an ESP32), mounted with os.VfsLfs2. Loaded only on the Unix port.
 
 from micropython import const
 
-BLOCK_SIZE = const(4096)
+_BLOCK_SIZE = const(4096)
 _ERASED = b"\xff" * 256
 
 
@@ -15,7 +15,7 @@ class FileBlockDevice:
     through is the same as NOR's AND here.
     """
 
-    def __init__(self, path, blocks, block_size=BLOCK_SIZE):
+    def __init__(self, path, blocks, block_size=_BLOCK_SIZE):
         self.block_size = block_size
         self.blocks = blocks
         self.created = False

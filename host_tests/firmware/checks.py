@@ -14,6 +14,16 @@ def raises(exc_type, fn, *args, **kwargs):
     raise AssertionError("expected " + exc_type.__name__)
 
 
+def b64url_decode(text):
+    """base64url, padded or not -> bytes: what a test needs to read a token (the firmware never decodes)."""
+    import binascii
+
+    if isinstance(text, str):
+        text = text.encode()
+    text = text.rstrip(b"=").replace(b"-", b"+").replace(b"_", b"/")
+    return binascii.a2b_base64(text + b"=" * (-len(text) % 4))
+
+
 def is_micropython():
     import sys
 

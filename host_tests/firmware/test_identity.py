@@ -10,11 +10,10 @@ import json
 import os
 import sys
 
-from checks import raises
+from checks import b64url_decode, raises
 from mcagent import (
     Agent,
     NeedsOnboarding,
-    b64,
     cjson,
     clock,
     compat,
@@ -22,11 +21,12 @@ from mcagent import (
     dsc,
     enroll,
     identity,
+    jwt,
     state,
     token,
 )
-from mcagent.hmac256 import hmac_sha256
 from mcagent.http import HttpError, TransportError
+from vectors import MAPPINGS_PATH, REGISTER_PATH, TOKEN_KEY_PATH, TOKEN_PATH
 
 CLIENT = "00112233445566778899aabbccddeeff"
 T0 = 1767225600  # 2026-01-01T00:00:00Z
@@ -111,7 +111,7 @@ class FakeService:
     def request(self, method, path, headers=None, body=None, max_body=4096):
         headers = headers or {}
         if path.startswith(ORIGIN):  # an absolute URL on this service (the registration_client_uri)
-            path = path[len(ORIGIN):]
+            path = path[len(ORIGIN) :]
         elif "://" in path:  # as http.Connection: another origin is not this connection's
             raise ValueError("URL not on this connection's origin")
         if hasattr(body, "write_to"):  # a streaming body (the DSC): the bytes a server would read
@@ -138,30 +138,31 @@ class FakeService:
                 return Resp(status, b'{"id":"x","message":"injected"}')
         auth = headers.get("Authorization", "")
         bearer = auth[7:] if auth.startswith("Bearer ") else None
-        if path == enroll.REGISTER_PATH and method == "POST":
+        if path == REGISTER_PATH and method == "POST":
             if bearer not in self.iats or self.iats[bearer]:
                 return Resp(401, b'{"id":"1","message":"bad iat"}')
             assert body == b"{}"
             self.iats[bearer] = True
             self.prev_rat = None
             return self._issue(201)
-        if path == enroll.REGISTER_PATH + "/" + CLIENT and method == "PUT":
+        if path == REGISTER_PATH + "/" + CLIENT and method == "PUT":
             assert json.loads(body) == {"client_id": CLIENT}
-            if bearer is not None and (bearer == self.rat
-                                       or (bearer == self.prev_rat and not self.new_secret_used)):
+            if bearer is not None and (
+                bearer == self.rat or (bearer == self.prev_rat and not self.new_secret_used)
+            ):
                 if bearer == self.rat:
                     self.prev_rat = self.rat
                 return self._issue(200)
             return Resp(401, b'{"id":"2","message":"bad registration token"}')
-        if path == token.TOKEN_PATH and method == "POST":
+        if path == TOKEN_PATH and method == "POST":
             return self._token(body.decode())
-        if path == token.TOKEN_KEY_PATH:
+        if path == TOKEN_KEY_PATH:
             return Resp(200, b'{"kty":"RSA"}')
         if path.startswith("/api/agentmanagement/v3/agents/" + CLIENT + "/dataSourceConfiguration"):
             if bearer not in self.tokens:
                 return Resp(401, b"{}")
             return self._dsc(method, headers, body)
-        if path == dsc.MAPPINGS_PATH and method == "POST":
+        if path == MAPPINGS_PATH and method == "POST":
             if bearer not in self.tokens:
                 return Resp(401, b"{}")
             m = json.loads(body)
@@ -189,7 +190,7 @@ class FakeService:
             "client_secret_expires_at": self.secret_exp,
             "grant_types": ["client_credentials"],
             "registration_access_token": self.rat,
-            "registration_client_uri": self.rotation_origin + enroll.REGISTER_PATH + "/" + CLIENT,
+            "registration_client_uri": self.rotation_origin + REGISTER_PATH + "/" + CLIENT,
             "token_endpoint_auth_method": "client_secret_jwt",
         }
         return Resp(status, _jdump(doc))
@@ -202,11 +203,10 @@ class FakeService:
         head, claims, sig = assertion.split(".")
         if self.secret is None:
             return Resp(401, b'{"error":"invalid_client"}')
-        good_sig = b64.urlsafe_encode(hmac_sha256(self.secret.encode(),
-                                                  (head + "." + claims).encode())).decode()
+        good_sig = jwt.b64url(jwt.hmac_sha256(self.secret.encode(), (head + "." + claims).encode())).decode()
         if sig != good_sig:
             return Resp(401, b'{"error":"invalid_client","error_description":"bad signature"}')
-        c = json.loads(b64.urlsafe_decode(claims))
+        c = json.loads(b64url_decode(claims))
         assert c["iss"] == CLIENT and c["sub"] == CLIENT and c["ten"] == "acme" and c["aud"] == ["southgate"]
         if abs(c["iat"] - self.now) > 300:
             return Resp(401, b'{"error":"invalid_client","error_description":"time"}')
@@ -216,8 +216,11 @@ class FakeService:
         self.prev_rat = None
         tok = "access-%d-%d" % (self.gen, len(self.tokens))
         self.tokens.append(tok)
-        return Resp(200, _jdump({"access_token": tok, "token_type": "bearer", "expires_in": self.token_life}),
-                    {"server-time": clock.iso_ms(self.now * 1000)})
+        return Resp(
+            200,
+            _jdump({"access_token": tok, "token_type": "bearer", "expires_in": self.token_life}),
+            {"server-time": clock.iso_ms(self.now * 1000)},
+        )
 
     def _dsc(self, method, headers, body):
         if method == "GET":
@@ -256,15 +259,23 @@ def write_config(workdir, iat="a.b.c", name="agentconfig.json"):
 def make(workdir, svc=None, device_s=T0, epoch=1970, iat="a.b.c", cfg_name="agentconfig.json"):
     svc = svc or FakeService(iat=iat)
     t = FakeTime(device_s, epoch)
-    agent = Agent(config=write_config(workdir, iat, cfg_name), state=workdir + "/state",
-                  clock=clock.Clock(time_module=t), conn=svc)
+    agent = Agent(
+        config=write_config(workdir, iat, cfg_name),
+        state=workdir + "/state",
+        clock=clock.Clock(time_module=t),
+        conn=svc,
+    )
     return agent, svc, t
 
 
 def reboot(workdir, agent, t, cfg_name="agentconfig.json"):
     """A new Agent on the same files (a power cycle), same service and device clock."""
-    return Agent(config=workdir + "/" + cfg_name, state=workdir + "/state",
-                 clock=clock.Clock(time_module=t), conn=agent.conn)
+    return Agent(
+        config=workdir + "/" + cfg_name,
+        state=workdir + "/state",
+        clock=clock.Clock(time_module=t),
+        conn=agent.conn,
+    )
 
 
 def advance(svc, t, seconds):
@@ -280,12 +291,12 @@ def test_onboard_once(workdir):
     assert agent.onboard() is True
     assert agent.onboard() is False
     assert reboot(workdir, agent, t).onboard() is False
-    assert svc.count("POST", enroll.REGISTER_PATH) == 1
+    assert svc.count("POST", REGISTER_PATH) == 1
     m, p, h, b = svc.log[0]
     assert h["Authorization"] == "Bearer a.b.c" and h["Content-Type"] == "application/json" and b == b"{}"
     reg = agent.identity.registration()
     assert reg["secret"] == svc.secret and reg["rat"] == svc.rat
-    assert reg["uri"] == ORIGIN + enroll.REGISTER_PATH + "/" + CLIENT  # as the service gave it
+    assert reg["uri"] == ORIGIN + REGISTER_PATH + "/" + CLIENT  # as the service gave it
 
 
 def test_the_iat_is_not_held_once_used_and_read_again_if_the_registration_is_lost(workdir):
@@ -298,7 +309,7 @@ def test_the_iat_is_not_held_once_used_and_read_again_if_the_registration_is_los
     agent.identity.state.remove("registration")  # lost: the IAT comes from agentconfig.json again
     svc.iats["a.b.c"] = False
     assert agent.onboard() is True
-    assert svc.count("POST", enroll.REGISTER_PATH) == 2
+    assert svc.count("POST", REGISTER_PATH) == 2
     assert svc.log[-1][2]["Authorization"] == "Bearer a.b.c" and agent.config.iat is None
     agent.identity.state.remove("registration")
     write_config(workdir, "d.e.f")  # another key in the file than the one this agent was made with
@@ -307,7 +318,7 @@ def test_the_iat_is_not_held_once_used_and_read_again_if_the_registration_is_los
     os.remove(workdir + "/agentconfig.json")  # gone: the same answer, not a ConfigError
     e = raises(NeedsOnboarding, agent.onboard)
     assert "agentconfig.json" in str(e)
-    assert svc.count("POST", enroll.REGISTER_PATH) == 2
+    assert svc.count("POST", REGISTER_PATH) == 2
 
 
 def test_refused_iat_is_needs_onboarding(workdir):
@@ -322,7 +333,7 @@ def test_refused_iat_is_needs_onboarding(workdir):
 
 def test_onboarding_server_error_is_http_error(workdir):
     agent, svc, t = make(workdir)
-    svc.fault(enroll.REGISTER_PATH, 503)
+    svc.fault(REGISTER_PATH, 503)
     e = raises(HttpError, agent.onboard)
     assert e.status == 503
     # made by httputil.http_error, the one maker of HttpError: the step, the status, an excerpt of the body
@@ -341,13 +352,13 @@ def test_token_is_cached_and_kept_across_reboots(workdir):
     assert agent.token() == tok
     advance(svc, t, 1000)
     assert reboot(workdir, agent, t).token() == tok
-    assert svc.count("POST", token.TOKEN_PATH) == 1
+    assert svc.count("POST", TOKEN_PATH) == 1
     m, p, h, b = svc.log[-1]
     assert h["Content-Type"] == "application/x-www-form-urlencoded" and "Authorization" not in h
     # Renewed shortly before it expires.
     advance(svc, t, 1800 - 1000 - 30)
     assert agent.token() == svc.tokens[1]
-    assert svc.count("POST", token.TOKEN_PATH) == 2
+    assert svc.count("POST", TOKEN_PATH) == 2
 
 
 def test_secret_rotates_when_less_than_25h_left(workdir):
@@ -356,10 +367,10 @@ def test_secret_rotates_when_less_than_25h_left(workdir):
     first = svc.secret
     advance(svc, t, 7 * DAY - 25 * 3600 - 60)  # just before the 25 h mark: no rotation
     agent.token()
-    assert svc.count("PUT", enroll.REGISTER_PATH) == 0
+    assert svc.count("PUT", REGISTER_PATH) == 0
     advance(svc, t, 120)
     agent.token()
-    assert svc.count("PUT", enroll.REGISTER_PATH) == 1
+    assert svc.count("PUT", REGISTER_PATH) == 1
     reg = agent.identity.registration()
     assert reg["secret"] == svc.secret != first  # rotated although the cached token was still valid
     prev = agent.identity.state.load("previous")
@@ -376,21 +387,21 @@ def test_short_lived_secret_rotates_at_half_life_without_looping(workdir):
     svc = FakeService(secret_life=2 * 3600, token_life=600)
     agent, svc, t = make(workdir, svc)
     agent.token()
-    assert svc.count("PUT", enroll.REGISTER_PATH) == 0
+    assert svc.count("PUT", REGISTER_PATH) == 0
     for _ in range(6):  # 6 x 20 min: rotations at 1 h and 2 h (each half-life)
         advance(svc, t, 1200)
         agent.token()
-    assert svc.count("PUT", enroll.REGISTER_PATH) == 2, svc.count("PUT", enroll.REGISTER_PATH)
+    assert svc.count("PUT", REGISTER_PATH) == 2, svc.count("PUT", REGISTER_PATH)
 
 
 def test_token_400_rotates_and_retries(workdir):
     agent, svc, t = make(workdir)
     agent.onboard()
-    svc.fault(token.TOKEN_PATH, 400)
+    svc.fault(TOKEN_PATH, 400)
     tok = agent.token()
     assert tok == svc.tokens[-1]
-    assert svc.count("PUT", enroll.REGISTER_PATH) == 1
-    assert svc.count("POST", token.TOKEN_PATH) == 2
+    assert svc.count("PUT", REGISTER_PATH) == 1
+    assert svc.count("POST", TOKEN_PATH) == 2
 
 
 def test_expired_secret_after_long_sleep_is_rotated(workdir):
@@ -434,7 +445,7 @@ def test_lost_rotation_answer_then_old_secret_refused_with_401(workdir):
     agent, svc, t = make(workdir)
     agent.token()
     advance(svc, t, 6 * DAY + 3600)  # the rotation is due
-    svc.fault(enroll.REGISTER_PATH + "/", -1, "PUT")  # the service rotates, its answer never arrives
+    svc.fault(REGISTER_PATH + "/", -1, "PUT")  # the service rotates, its answer never arrives
     agent.token()  # the cached token still works: the failed rotation is remembered, not raised
     assert svc.gen == 2 and agent.identity.registration()["rotating"]
     advance(svc, t, 1900)  # cached token expired; the old secret gets 401, and we know why
@@ -448,10 +459,10 @@ def test_a_token_401_does_not_rotate(workdir):
     agent, svc, t = make(workdir)
     agent.token()
     advance(svc, t, 1900)
-    svc.fault(token.TOKEN_PATH, 401)
+    svc.fault(TOKEN_PATH, 401)
     e = raises(HttpError, agent.token)
     assert e.status == 401
-    assert svc.count("PUT", enroll.REGISTER_PATH) == 0 and svc.gen == 1
+    assert svc.count("PUT", REGISTER_PATH) == 0 and svc.gen == 1
     assert agent.token() == svc.tokens[-1]  # the next try works with the same secret
 
 
@@ -461,8 +472,10 @@ def test_answers_time_read_once_an_hour_or_on_401(workdir):
     agent, svc, t = make(workdir)
     ident = agent.identity
     t0 = T0 + 3600  # the service is an hour ahead of the device
+
     def at(s, status=200):
         return Resp(status, headers={"server-time": str(s)})
+
     assert ident.observe(at(t0)) is True and abs(agent.clock.now_s() - t0) <= 1
     assert ident.observe(at(t0 + 100)) is False and abs(agent.clock.now_s() - t0) <= 1  # not read
     assert not compat.MICROPYTHON or "mcagent.clockutil" not in sys.modules
@@ -488,13 +501,13 @@ def test_server_time_as_epoch_seconds_or_ms_and_date_as_fallback():
 def test_recovery_with_an_older_registration_token(workdir):
     agent, svc, t = make(workdir)
     agent.onboard()
-    svc.fault(token.TOKEN_PATH, 400)
+    svc.fault(TOKEN_PATH, 400)
     agent.token()  # rotation: we hold gen 2, previous gen 1 is dropped once gen 2 earned a token
     # Now a rotation that the service "forgets": we hold gen 3 + prev gen 2, the service only knows gen 2.
     agent.identity.rotate()
     assert agent.identity.state.load("previous")[0]["rat"] == "rat-2"
     svc.gen, svc.secret, svc.rat, svc.prev_rat, svc.new_secret_used = 2, "lost", "rat-2", None, True
-    svc.fault(token.TOKEN_PATH, 400)  # the token endpoint says the secret expired: recover
+    svc.fault(TOKEN_PATH, 400)  # the token endpoint says the secret expired: recover
     advance(svc, t, 1900)
     assert agent.token() == svc.tokens[-1]
     assert agent.identity.registration()["secret"] == svc.secret and svc.gen == 3
@@ -539,7 +552,7 @@ def test_new_config_for_a_live_agent_is_used_and_a_bad_one_is_not_retried(workdi
     advance(svc, t, 1900)
     assert again.token() == svc.tokens[-1]
     assert reboot(workdir, agent, t).onboard() is False
-    assert svc.count("POST", enroll.REGISTER_PATH) == 3
+    assert svc.count("POST", REGISTER_PATH) == 3
 
 
 # ---- clock ---------------------------------------------------------------------------------------------
@@ -550,32 +563,43 @@ def test_insane_clock_learns_from_onboarding_answer(workdir):
     assert not agent.clock.is_sane()
     agent.token()
     assert agent.clock.is_sane()
-    assert svc.count("GET", token.TOKEN_KEY_PATH) == 0
+    assert svc.count("GET", TOKEN_KEY_PATH) == 0
     assert abs(agent.clock.now_s() - svc.now) <= 1
 
 
 def test_insane_clock_asks_the_server_before_signing(workdir):
     agent, svc, t = make(workdir)
     agent.onboard()
-    again = Agent(config=workdir + "/agentconfig.json", state=workdir + "/state2",
-                  clock=clock.Clock(time_module=FakeTime(T0 - 10 * 365 * DAY)), conn=svc)
+    again = Agent(
+        config=workdir + "/agentconfig.json",
+        state=workdir + "/state2",
+        clock=clock.Clock(time_module=FakeTime(T0 - 10 * 365 * DAY)),
+        conn=svc,
+    )
     # Same registration, fresh state otherwise (no learned correction yet).
     again.state.save("registration", agent.identity.registration())
     assert again.token() == svc.tokens[-1]
-    assert svc.count("GET", token.TOKEN_KEY_PATH) == 1
-    assert svc.log[-2][1] == token.TOKEN_KEY_PATH  # before the token request
+    assert svc.count("GET", TOKEN_KEY_PATH) == 1
+    assert svc.log[-2][1] == TOKEN_KEY_PATH  # before the token request
 
 
 def test_insane_clock_without_date_header_refuses_to_sign(workdir):
     agent, svc, t = make(workdir, device_s=1000)
     svc.send_date = False
-    agent.state.save("registration", {
-        "client_id": CLIENT, "secret": "s", "expires_at": 0, "rat": "r", "uri": "/u",
-        "key_id": agent.config.key_id,
-    })
+    agent.state.save(
+        "registration",
+        {
+            "client_id": CLIENT,
+            "secret": "s",
+            "expires_at": 0,
+            "rat": "r",
+            "uri": "/u",
+            "key_id": agent.config.key_id,
+        },
+    )
     e = raises(identity.ClockError, agent.token)
     assert "1970" in str(e)
-    assert svc.count("POST", token.TOKEN_PATH) == 0
+    assert svc.count("POST", TOKEN_PATH) == 0
 
 
 def test_clock_10_years_ahead_is_corrected_from_401_and_kept(workdir):
@@ -587,7 +611,7 @@ def test_clock_10_years_ahead_is_corrected_from_401_and_kept(workdir):
     agent2.state.remove("clock")
     assert agent2.token() == svc.tokens[-1]
     assert abs(agent2.clock.now_s() - svc.now) <= 1
-    assert svc.count("POST", token.TOKEN_PATH) == 2
+    assert svc.count("POST", TOKEN_PATH) == 2
     # The learned correction is kept in state.
     agent3 = reboot(workdir, agent, t)
     _ = agent3.identity  # loads the clock
@@ -610,7 +634,7 @@ def test_2000_epoch_port(workdir):
     agent.token()
     advance(svc, t, 6 * DAY + 3600)
     agent.token()
-    assert svc.count("PUT", enroll.REGISTER_PATH) == 1
+    assert svc.count("PUT", REGISTER_PATH) == 1
     assert agent.clock.correction_ms == 0
 
 
@@ -663,8 +687,13 @@ DSC = {
             "name": "DS-1",
             "description": "board sensors",
             "dataPoints": [
-                {"id": "DP-T", "name": "Temperature", "type": "DOUBLE", "unit": "C",
-                 "property": "temperature"},
+                {
+                    "id": "DP-T",
+                    "name": "Temperature",
+                    "type": "DOUBLE",
+                    "unit": "C",
+                    "property": "temperature",
+                },
                 {"id": "DP-S", "name": "Status", "type": "STRING", "unit": ""},
             ],
         }
@@ -683,8 +712,9 @@ def test_build_full_and_compact_forms_give_the_same_text():
     c, cmaps, ctypes = dsc.build(compact)
 
     text = cjson.dumps(full)
-    assert text.startswith('{"configurationId":"CF-1","dataSources":[{"name":"DS-1",'
-                           '"description":"board sensors",')
+    assert text.startswith(
+        '{"configurationId":"CF-1","dataSources":[{"name":"DS-1","description":"board sensors",'
+    )
     assert '{"id":"DP-T","name":"Temperature","type":"DOUBLE","unit":"C"}' in text
     assert maps == [("DP-T", ENTITY, "Environment", "temperature")] and cmaps == maps
     assert types == ctypes == {"DP-T": "DOUBLE", "DP-S": "STRING"}
@@ -700,8 +730,13 @@ def test_build_rejects_bad_descriptions():
         ({"configurationId": "C", "dataSources": {"D": {"P": "INT"}, "E": {"P": "INT"}}}, "twice"),
         ({"configurationId": "C", "dataSources": {"D": {"P": ["INT", "u", "prop"]}}}, "entityId"),
         ({"configurationId": "C", "dataSources": {"D": {"P": ["INT", 5]}}}, "unit"),
-        ({"configurationId": "C",
-          "dataSources": {"D": {"P": {"type": "INT", "mappings": [{"entityId": "e"}]}}}}, "propertySetName"),
+        (
+            {
+                "configurationId": "C",
+                "dataSources": {"D": {"P": {"type": "INT", "mappings": [{"entityId": "e"}]}}},
+            },
+            "propertySetName",
+        ),
     )
     for desc, word in cases:
         e = raises(dsc.DscError, dsc.build, desc)
@@ -724,7 +759,7 @@ def test_configure_puts_once_and_maps(workdir):
     changed["dataSources"][0]["dataPoints"][1]["unit"] = "-"
     assert agent.configure(changed)["dsc"] == "put"
     assert svc.log[-2][0] == "PUT" and svc.log[-2][2]["If-Match"] == "1"
-    assert svc.log[-1][1] == dsc.MAPPINGS_PATH  # mappings re-posted after a PUT: 409 is fine
+    assert svc.log[-1][1] == MAPPINGS_PATH  # mappings re-posted after a PUT: 409 is fine
     assert svc.etag == 2
 
 
@@ -769,11 +804,15 @@ def test_configure_errors(workdir):
     bad["dataSources"][0]["dataPoints"][0]["property"] = "nope"
     e = raises(dsc.MappingError, agent.configure, bad)
     assert "DP-T" in str(e) and "no such property" in str(e)
-    svc.fault(dsc.MAPPINGS_PATH, 500)
+    svc.fault(MAPPINGS_PATH, 500)
     e = raises(HttpError, agent.configure, DSC)
     assert e.status == 500
-    assert agent.configure(DSC) == {"dsc": "unchanged", "mappings": 1, "existing": 0,
-                                    "configurationId": "CF-1"}
+    assert agent.configure(DSC) == {
+        "dsc": "unchanged",
+        "mappings": 1,
+        "existing": 0,
+        "configurationId": "CF-1",
+    }
     svc.fault(dsc.dsc_path(CLIENT), 503, "GET")
     changed = dict(DSC)
     changed["configurationId"] = "CF-2"
@@ -800,15 +839,15 @@ def test_due_rotation_that_fails_does_not_cost_the_valid_token(workdir):
     agent, svc, t = make(workdir)
     tok = agent.token()
     advance(svc, t, 6 * DAY + 60)  # rotation due; the cached token expired long ago: fetch a new one
-    svc.fault(enroll.REGISTER_PATH + "/", 0)  # the rotation's connection breaks
+    svc.fault(REGISTER_PATH + "/", 0)  # the rotation's connection breaks
     tok = agent.token()
     assert tok == svc.tokens[-1]
     assert "TransportError" in agent.status()["last_rotation_error"]
     assert agent.token() == tok  # not retried at once ...
-    assert svc.count("PUT", enroll.REGISTER_PATH) == 1  # (the broken one)
+    assert svc.count("PUT", REGISTER_PATH) == 1  # (the broken one)
     advance(svc, t, enroll.ROTATION_RETRY_S)
     agent.token()  # ... but after a while
-    assert svc.count("PUT", enroll.REGISTER_PATH) == 2 and agent.status()["last_rotation_error"] is None
+    assert svc.count("PUT", REGISTER_PATH) == 2 and agent.status()["last_rotation_error"] is None
 
 
 def test_token_answer_read_in_place_or_parsed():
@@ -820,8 +859,12 @@ def test_token_answer_read_in_place_or_parsed():
     spaced = bytearray(b'{"access_token" : "abc",\n "expires_in": 60}')  # what southgate (aiohttp) sends
     assert token._token_answer(Resp(200, spaced)) == ("Bearer abc", 60)
     assert spaced.startswith(b'{"access_tokBearer abc')  # read in place too
-    for odd in (b'{"access_token"', b'{"access_token":', b'{"access_token" x "a","expires_in":1}',
-                b'{"access_token":"a","expires_in":1'):
+    for odd in (
+        b'{"access_token"',
+        b'{"access_token":',
+        b'{"access_token" x "a","expires_in":1}',
+        b'{"access_token":"a","expires_in":1',
+    ):
         raises(identity.ProtocolError, token._token_answer, Resp(200, bytearray(odd)))
     escaped = bytearray(b'{"access_token":"a\\/b","expires_in":5}')
     assert token._token_answer(Resp(200, escaped)) == ("Bearer a/b", 5)
@@ -842,7 +885,7 @@ class OtherOrigin:
 
     def request(self, method, path, headers=None, body=None, max_body=4096):
         assert path.startswith(self.origin), path
-        return self.svc.request(method, ORIGIN + path[len(self.origin):], headers, body, max_body)
+        return self.svc.request(method, ORIGIN + path[len(self.origin) :], headers, body, max_body)
 
     def close(self):
         self.closed += 1
@@ -863,5 +906,5 @@ def test_rotation_goes_to_the_registration_uri_as_given(workdir):
     agent.token()
     assert agent.identity.registration()["uri"].startswith("https://rotation.example.com/")
     agent.identity.rotate()
-    assert svc.count("PUT", enroll.REGISTER_PATH) == 1 and svc.gen == 2
+    assert svc.count("PUT", REGISTER_PATH) == 1 and svc.gen == 2
     assert len(made) == 1 and made[0].closed == 1

@@ -13,7 +13,8 @@ import json
 import time
 
 from checks import RUNTIME_HEAP_KB, board_heap, raises
-from mcagent import Agent, NeedsOnboarding, clock, enroll, http, state, token
+from mcagent import Agent, NeedsOnboarding, clock, http, state
+from vectors import REGISTER_PATH, TOKEN_PATH
 
 # The tests read southgate's admin API (request counters, settings) on the agent's connection while the
 # ballast is held: that scaffolding (a counters answer of ~3 KB in one piece, parsed, several times a test)
@@ -24,7 +25,6 @@ UPY_MPY = True
 UPY_TIMEOUT = 120
 
 YEARS_10 = 10 * 365 * 86400
-
 
 
 class OffsetTime:
@@ -75,13 +75,19 @@ class Admin:
     def requests(self, method, prefix):
         """Statuses of the agent-side requests since the fixture reset the counters."""
         c = self("GET", "/admin/counters")
-        return [r["status"] for r in c["per_request"]
-                if r["method"] == method and r["path"].startswith(prefix)]
+        return [
+            r["status"] for r in c["per_request"] if r["method"] == method and r["path"].startswith(prefix)
+        ]
 
 
 def make(sg, t=None, state_dir="state", **kw):
-    return Agent(config=sg["config"], state=sg["dir"] + "/" + state_dir, ca=[sg["ca_der"]],
-                 clock=clock.Clock(time_module=t or OffsetTime()), **kw)
+    return Agent(
+        config=sg["config"],
+        state=sg["dir"] + "/" + state_dir,
+        ca=[sg["ca_der"]],
+        clock=clock.Clock(time_module=t or OffsetTime()),
+        **kw,
+    )
 
 
 def note(sg, *agents):
@@ -92,10 +98,12 @@ def note(sg, *agents):
         f.write(sg["admin_token"] + "\n")
         for a in agents:
             reg = a.identity.registration() or {}
-            for v in [reg.get("secret"), reg.get("rat"), (a.identity._auth or "")[7:] or None,
-                      a.config.iat or _iat_of(a.config.source)] + [
-                p.get("rat") for p in (a.identity.state.load("previous") or ())
-            ]:
+            for v in [
+                reg.get("secret"),
+                reg.get("rat"),
+                (a.identity._auth or "")[7:] or None,
+                a.config.iat or _iat_of(a.config.source),
+            ] + [p.get("rat") for p in (a.identity.state.load("previous") or ())]:
                 if v:
                     f.write(v + "\n")
 
@@ -198,13 +206,13 @@ def test_rotation_forced_by_a_short_secret_lifetime(sg):
     a.token()
     reg = a.identity.registration()
     assert reg["secret"] != first and reg["expires_at"] >= int(time.time()) + t.offset_s + 3500
-    assert adm.requests("PUT", enroll.REGISTER_PATH) == [200]
+    assert adm.requests("PUT", REGISTER_PATH) == [200]
     note(sg, a)
     adm.travel(t, 1900)  # the new secret earns a token, and is rotated in turn
     a.token()
     assert a.request("GET", dsc_path(sg)).status == 404
-    assert adm.requests("POST", token.TOKEN_PATH) == [200, 200, 200]
-    assert adm.requests("PUT", enroll.REGISTER_PATH) == [200, 200]
+    assert adm.requests("POST", TOKEN_PATH) == [200, 200, 200]
+    assert adm.requests("PUT", REGISTER_PATH) == [200, 200]
     note(sg, a)
     del ballast
 
@@ -215,12 +223,12 @@ def test_rotation_after_token_400(sg):
     adm = Admin(sg, a.conn)
     a.onboard()
     first = a.identity.registration()["secret"]
-    adm.fault(path=token.TOKEN_PATH, status=400)
+    adm.fault(path=TOKEN_PATH, status=400)
     a.token()
     show(a.status())
     assert a.identity.registration()["secret"] != first
-    assert adm.requests("POST", token.TOKEN_PATH) == [400, 200]
-    assert adm.requests("PUT", enroll.REGISTER_PATH) == [200]
+    assert adm.requests("POST", TOKEN_PATH) == [400, 200]
+    assert adm.requests("PUT", REGISTER_PATH) == [200]
     assert a.request("GET", dsc_path(sg)).status == 404
     note(sg, a)
     del ballast
@@ -256,8 +264,8 @@ def test_recovery_after_the_rotation_answer_is_lost(sg):
     b.identity.invalidate_token()
     b.token()
     assert b.identity.registration()["secret"] != first
-    assert adm.requests("POST", token.TOKEN_PATH) == [200, 401, 200]
-    assert adm.requests("PUT", enroll.REGISTER_PATH) == [200, 200]
+    assert adm.requests("POST", TOKEN_PATH) == [200, 401, 200]
+    assert adm.requests("PUT", REGISTER_PATH) == [200, 200]
     assert b.request("GET", dsc_path(sg)).status == 404
     assert b.conn.handshakes == 1
     note(sg, b)
@@ -272,7 +280,7 @@ def test_401_gets_a_new_token(sg):
     adm.fault(path=dsc_path(sg), method="GET", status=401)
     assert a.request("GET", dsc_path(sg)).status == 404
     assert adm.requests("GET", dsc_path(sg)) == [401, 404]
-    assert adm.requests("POST", token.TOKEN_PATH) == [200, 200]
+    assert adm.requests("POST", TOKEN_PATH) == [200, 200]
     note(sg, a)
     del ballast
 
@@ -295,8 +303,8 @@ def test_clock_10_years_off_is_corrected_from_the_server(sg):
     b.identity.invalidate_token()
     b.token()
     assert abs(b.clock.now_s() - time.time()) < 5
-    assert adm.requests("POST", token.TOKEN_PATH) == [200, 401, 200]
-    assert adm.requests("PUT", enroll.REGISTER_PATH) == []  # no needless rotation
+    assert adm.requests("POST", TOKEN_PATH) == [200, 401, 200]
+    assert adm.requests("PUT", REGISTER_PATH) == []  # no needless rotation
     assert make(sg, OffsetTime(YEARS_10)).token() == b.identity.token()  # the correction is kept
     note(sg, b)
     del ballast
@@ -325,7 +333,7 @@ def test_locked_out_then_reonboarded_with_a_new_config(sg):
     adm.conn = b.conn
     b.token()
     assert b.configure(dsc_for(sg))["dsc"] == "put"
-    assert adm.requests("POST", enroll.REGISTER_PATH) == [201, 201]
+    assert adm.requests("POST", REGISTER_PATH) == [201, 201]
     note(sg, b)
     del ballast
 
@@ -345,7 +353,7 @@ def test_through_a_connect_proxy(sg, identity_proxy):
     a.token()
     assert a.configure(dsc_for(sg))["dsc"] == "put"
     assert a.conn.handshakes == 1
-    assert adm.requests("POST", token.TOKEN_PATH) == [200]
+    assert adm.requests("POST", TOKEN_PATH) == [200]
     note(sg, a)
     del ballast
 

@@ -8,3 +8,9 @@ ASSERTION_INPUTS = (
     1790000000,
     "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
 )
+
+# The agent API paths (docs/protocol.md), pinned here apart from the firmware's own constants.
+REGISTER_PATH = "/api/agentmanagement/v3/register"
+TOKEN_PATH = "/api/agentmanagement/v3/oauth/token"
+TOKEN_KEY_PATH = "/api/agentmanagement/v3/oauth/token_key"
+MAPPINGS_PATH = "/api/mindconnect/v3/dataPointMappings"
