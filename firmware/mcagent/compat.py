@@ -1,7 +1,9 @@
 """The one place that knows MicroPython from CPython, a 2000 epoch from 1970, `tls` from `ssl`.
 
 Every other firmware module imports platform-dependent things from here, so a port difference is fixed in
-one file and can be faked in one place by tests.
+one place and can be faked in one place by tests. Where CPython needs code of its own (sockets with
+settimeout, ssl's host-name check, chmod, traceback), that code is in mcagent.hostcompat, which this module
+imports on CPython only: a board loads none of it.
 """
 
 import os
@@ -22,12 +24,12 @@ except ImportError:
 _PACK_BYTES = const(1024)  # pack_heap: allocation between collections (512 to 8192 measured: make fit)
 
 # Seconds from 1970-01-01 to 2000-01-01: ESP32 and most bare-metal ports count time from 2000.
-Y2K_S = 946684800
+_Y2K_S = const(946684800)
 
 
 def epoch_offset(time_module=time):
     """Seconds to add to the port's time() to get Unix time (0 on 1970-epoch ports)."""
-    return Y2K_S if time_module.gmtime(0)[0] == 2000 else 0
+    return _Y2K_S if time_module.gmtime(0)[0] == 2000 else 0
 
 
 def port_time_ms(time_module=time):
@@ -48,10 +50,9 @@ def urandom(n):
     return os.urandom(n)
 
 
-# Errors that mean "this TLS peer is not who it claims to be" or "the handshake failed". MicroPython
-# raises ValueError for verification failures and OSError for I/O; CPython raises ssl.SSLError (an
-# OSError) with SSLCertVerificationError as the verification subclass.
-TLS_VERIFY_ERRORS = (ValueError,) if MICROPYTHON else (tls.SSLCertVerificationError,)
+# Errors that mean "this TLS peer is not who it claims to be" or "the handshake failed": MicroPython raises
+# ValueError for verification failures and OSError for I/O.
+TLS_VERIFY_ERRORS = (ValueError,)
 
 
 def tls_client_context(ca_ders):
@@ -64,11 +65,7 @@ def tls_client_context(ca_ders):
     ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = tls.CERT_REQUIRED
     for der in ca_ders:
-        if MICROPYTHON:
-            ctx.load_verify_locations(der)  # positional only; called once per CA (they accumulate)
-        else:
-            ctx.check_hostname = True
-            ctx.load_verify_locations(cadata=der)
+        ctx.load_verify_locations(der)  # positional only; called once per CA (they accumulate)
     return ctx
 
 
@@ -78,22 +75,13 @@ def tls_wrap(ctx, sock, host):
 
 
 def make_private(path):
-    """Restrict a file holding secrets to its owner (host filesystems; boards have no permissions).
-
-    MicroPython's Unix port has neither chmod nor umask: whoever starts it sets `umask 077` (mcagent vboard
-    and make demo do), so the files it creates are owner-only from the start."""
-    chmod = getattr(os, "chmod", None)
-    if chmod is not None:
-        chmod(path, 0o600)
+    """Restrict a file holding secrets to its owner: nothing to do on a board (no permissions). MicroPython's
+    Unix port has neither chmod nor umask: whoever starts it sets `umask 077` (mcagent vboard and make demo
+    do), so the files it creates are owner-only from the start."""
 
 
 def print_exception(exc, file=sys.stderr):
-    if MICROPYTHON:
-        sys.print_exception(exc, file)
-    else:
-        import traceback
-
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=file)
+    sys.print_exception(exc, file)
 
 
 def unload(name):
@@ -155,24 +143,21 @@ class SockIO:
     recv_into(mv) returns what is available now (>= 1 byte) or 0 at EOF; send(mv) writes all of mv; both
     raise OSError(ETIMEDOUT) after timeout_ms without progress. Why not just settimeout(): MicroPython's
     readinto() on a blocking socket waits until the whole buffer is full (a short response would stall
-    until the timeout) and some ports' TLS sockets have no recv_into. So on MicroPython the socket goes
-    non-blocking and waits with select.poll (which also sees data mbedTLS already decrypted); CPython uses
-    blocking calls with settimeout. Call blocking(sock, s) before handing the raw socket to tls_wrap.
+    until the timeout) and some ports' TLS sockets have no recv_into. So the socket goes non-blocking and
+    waits with select.poll (which also sees data mbedTLS already decrypted). Call blocking(sock, s) before
+    handing the raw socket to tls_wrap. (CPython's, with blocking calls and settimeout: hostcompat.)
     """
 
     def __init__(self, sock, timeout_ms):
+        import select
+
         self.sock = sock
         self.timeout_ms = timeout_ms
         self.deadline = None  # ticks_ms() by which the whole request must be done (http.Connection sets it)
-        if MICROPYTHON:
-            import select
-
-            self._select = select
-            sock.setblocking(False)
-            self._poll = select.poll()
-            self._poll.register(sock, select.POLLIN)
-        else:
-            sock.settimeout(timeout_ms / 1000)
+        self._select = select
+        sock.setblocking(False)
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
 
     def _budget(self):
         """ms this wait may take: the inactivity timeout, cut to what is left before the deadline."""
@@ -187,19 +172,8 @@ class SockIO:
 
         raise OSError(errno.ETIMEDOUT)
 
-    def _cpython(self, op, mv, budget):
-        self.sock.settimeout(budget / 1000)
-        try:
-            return op(mv)
-        except OSError as e:
-            if is_timeout(e) and budget < self.timeout_ms:
-                self._budget()  # the wait was cut to the deadline, which has now passed: say so
-            raise
-
     def recv_into(self, mv):
-        budget = self._budget()  # also when bytes keep coming (a drip, endless 1xx): the deadline holds
-        if not MICROPYTHON:
-            return self._cpython(self.sock.recv_into, mv, budget)
+        self._budget()  # also when bytes keep coming (a drip, endless 1xx): the deadline holds
         while True:
             n = self.sock.readinto(mv)  # non-blocking: what is there, 0 at EOF, None if nothing yet
             if n is not None:
@@ -207,10 +181,7 @@ class SockIO:
             self._wait(self._select.POLLIN)
 
     def send(self, mv):
-        budget = self._budget()
-        if not MICROPYTHON:
-            self._cpython(self.sock.sendall, mv, budget)
-            return
+        self._budget()
         n = len(mv)
         i = 0
         while i < n:
@@ -223,31 +194,15 @@ class SockIO:
     def idle_ok(self):
         """False if the peer closed, reset or sent anything while the connection sat idle (then it must
         not carry another request). TLS housekeeping records alone (no application data) count as alive."""
-        if MICROPYTHON:
-            self._poll.modify(self.sock, self._select.POLLIN)
-            for _ in self._poll.ipoll(0):
-                break
-            else:
-                return True
-            try:
-                return self.sock.readinto(bytearray(1)) is None
-            except OSError:
-                return False
-        import select
-
-        pending = getattr(self.sock, "pending", None)
-        if pending is not None and pending():
-            return False
-        if not select.select([self.sock], [], [], 0)[0]:
+        self._poll.modify(self.sock, self._select.POLLIN)
+        for _ in self._poll.ipoll(0):
+            break
+        else:
             return True
-        self.sock.setblocking(False)
         try:
-            self.sock.recv(1)
-            return False  # data or EOF
-        except OSError as e:
-            return isinstance(e, (BlockingIOError, getattr(tls, "SSLWantReadError", BlockingIOError)))
-        finally:
-            self.sock.settimeout(self.timeout_ms / 1000)
+            return self.sock.readinto(bytearray(1)) is None
+        except OSError:
+            return False
 
 
 def time_left(deadline, cap_ms):
@@ -394,3 +349,15 @@ def enospc():
     import errno
 
     return getattr(errno, "ENOSPC", 28)
+
+
+if not MICROPYTHON:  # CPython (host tests and tools): its own versions of what differs there
+    from mcagent import hostcompat
+
+    TLS_VERIFY_ERRORS = hostcompat.TLS_VERIFY_ERRORS
+    tls_client_context = hostcompat.tls_client_context
+    make_private = hostcompat.make_private
+    print_exception = hostcompat.print_exception
+
+    def SockIO(sock, timeout_ms):  # noqa: F811
+        return hostcompat.SockIO(sock, timeout_ms, time_left)

@@ -61,7 +61,7 @@ def board_heap(kb=RUNTIME_HEAP_KB):
     for name in sorted(os.listdir(mcagent.__path__)):
         if name.endswith(".mpy") or name.endswith(".py"):
             base = name.rsplit(".", 1)[0]
-            if base != "__init__":
+            if base not in ("__init__", "hostcompat"):  # hostcompat: CPython's, never on a board
                 compat.load("mcagent." + base)
     gc.collect()
     want = kb * 1024
