@@ -337,9 +337,10 @@ class Connection:
         self._bad_body = True
 
     def write(self, data):
-        """Queue bytes (or ASCII str) for the socket through the buffer; big pieces go out directly."""
+        """Queue bytes (or str) for the socket through the buffer; big pieces go out directly. A str is read
+        in place on MicroPython (compat.utf8): the ~1 KB Authorization value is not copied per request."""
         if isinstance(data, str):
-            data = data.encode()
+            data = memoryview(compat.utf8(data))
         n = len(data)
         w = self._w
         cap = len(self._buf)

@@ -98,18 +98,14 @@ def fetch_token(ident):
         _enroll(ident, "onboard")
         reg = ident.registration()
     ensure_sane_clock(ident)
-    from mcagent import jwt  # the signing code, only for this (onboarding does not sign)
-
     relearned = recovered = False
     while True:
         sent_ms = ident.clock.now_ms()
-        body = (
-            _FORM
-            + jwt.client_assertion(reg["client_id"], ident.config.tenant, reg["secret"], sent_ms // 1000)
-        ).encode()
+        body = _assertion_form(ident, reg, sent_ms)
         resp = call(
             ident, "POST", _TOKEN_PATH, {"Content-Type": "application/x-www-form-urlencoded"}, body, 4096
         )
+        body = None  # not held beside the answer: reading the token is the peak of this step
         if resp.status == 200:
             return accept(ident, resp, reg, sent_ms)
         if resp.status == 401 and not relearned:
@@ -124,6 +120,19 @@ def fetch_token(ident):
             reg = _enroll(ident, "recover")
             continue
         raise http_error(resp, "access token")
+
+
+def _assertion_form(ident, reg, sent_ms):
+    """The token request's form with a client assertion signed now. The signing code (mcagent.jwt; onboarding
+    does not sign) is released before the request goes out, so it is not in the heap beside the answer."""
+    from mcagent import jwt
+
+    try:
+        claims = (reg["client_id"], ident.config.tenant, reg["secret"], sent_ms // 1000)
+        return (_FORM + jwt.client_assertion(*claims)).encode()
+    finally:
+        jwt = None
+        compat.unload("mcagent.jwt")
 
 
 def _after(b, key):
