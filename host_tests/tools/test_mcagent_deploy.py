@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from mcagent_helpers import IAT, assert_no_secrets, deploy_args, run_cli, run_cli_here, wait_for
 from mcagent_tools import layout
+from mcagent_tools.build import HOST_ONLY
 from mcagent_tools.deploy import cleanup_code, probe_code
 from mcagent_tools.mpytarget import cross_version
 from mcagent_tools.runner import tool_path
@@ -36,6 +37,8 @@ def _expected_device_files(firmware: Path) -> set[str]:
     }
     for src in firmware.rglob("*.py"):
         rel = src.relative_to(firmware)
+        if rel.as_posix() in HOST_ONLY:  # CPython's: never copied to a board
+            continue
         if rel.as_posix() == "main.py":  # compiled to /lib/mcnode.mpy; /main.py is a two-line stub
             files |= {"main.py", f"lib/{layout.RUNTIME_MODULE}.mpy"}
         elif rel.as_posix() in layout.SCRIPTS:

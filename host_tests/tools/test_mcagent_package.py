@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from mcagent_helpers import run_cli_here
-from mcagent_tools.build import FIRMWARE, ROOT
+from mcagent_tools.build import FIRMWARE, HOST_ONLY, ROOT
 from mcagent_tools.layout import SCRIPTS
 from mcagent_tools.package import PACKAGE_JSON, library_sources, render
 
@@ -62,13 +62,14 @@ def test_package_json_lists_every_library_file_with_a_url_that_exists() -> None:
         assert (ROOT / url).is_file(), url
         assert url == f"firmware/{target}"
     assert not {t for t in targets if "/" not in t} & set(SCRIPTS)  # main.py is the board's, not a library
+    assert not set(targets) & HOST_ONLY  # CPython's code: a board never imports it
 
 
 @pytest.mark.skipif(not MANIFESTS, reason="no boards/*/manifest.py yet")
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.parent.name)
 def test_freeze_manifest_freezes_the_package_files(manifest: Path) -> None:
     library = {p.as_posix() for p in library_sources()}
-    frozen = frozen_files(manifest)
+    frozen = frozen_files(manifest) - HOST_ONLY  # frozen as part of its package: flash, no heap
     assert frozen - set(SCRIPTS) == library, (
         f"{manifest.relative_to(ROOT)} freezes other files than package.json lists: "
         f"missing {sorted(library - frozen)}, extra {sorted(frozen - library - set(SCRIPTS))}"

@@ -31,7 +31,18 @@ def mpy_cross_path() -> str:
 
 
 def firmware_sources(src: Path = FIRMWARE) -> list[Path]:
+    """Every firmware source (mpy-cross must compile them all)."""
     return sorted(p for p in src.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+#: Firmware files only CPython imports (host tests and tools): a board never loads them, so deploy and the
+#: mip package leave them out (a frozen build carries them in flash, where they cost no heap).
+HOST_ONLY = frozenset({"mcagent/hostcompat.py"})
+
+
+def board_sources(src: Path = FIRMWARE) -> list[Path]:
+    """The firmware sources a board gets: firmware_sources without HOST_ONLY."""
+    return [p for p in firmware_sources(src) if p.relative_to(src).as_posix() not in HOST_ONLY]
 
 
 def module_name(rel: PurePosixPath) -> str:

@@ -34,8 +34,8 @@ from .build import (
     LINE_NUMBERS,
     OPTIMISE,
     ROOT,
+    board_sources,
     compile_file,
-    firmware_sources,
     module_name,
     mpy_cross_path,
 )
@@ -194,7 +194,7 @@ def compile_firmware(firmware: Path, out: Path, flags: tuple[str, ...]) -> list[
     out.mkdir(parents=True, exist_ok=True)
     jobs: list[tuple[Path, Path, str]] = []
     files: list[tuple[Path, str]] = []
-    for source in firmware_sources(firmware):
+    for source in board_sources(firmware):
         rel = PurePosixPath(source.relative_to(firmware).as_posix())
         device = layout.device_path_for_source(rel)
         local = out / str(device).lstrip("/")
@@ -456,7 +456,7 @@ class Deployer:
 
     def match_build(self, target: MpyTarget) -> None:
         """Recompile for the board's architecture if the bundle was built for another (same file paths)."""
-        flags = cross_flags(target, native=uses_native_code(firmware_sources(self.firmware)))
+        flags = cross_flags(target, native=uses_native_code(board_sources(self.firmware)))
         flags += tuple(f for f in self.bundle.flags if f.startswith("-O"))  # --line-numbers stays
         if flags != self.bundle.flags:
             compile_firmware(self.firmware, self.bundle.lib_dir.parent, flags)
@@ -674,7 +674,7 @@ def run(args: argparse.Namespace) -> int:
         board = board_json(args.board, args.boards_dir)
         board_chip = read_json_object(board, "board description").get("chip")
         cross = cross_version()
-        native = uses_native_code(firmware_sources(args.firmware_dir))
+        native = uses_native_code(board_sources(args.firmware_dir))
         flags = cross_flags(MpyTarget(cross[0], cross[1], args.arch), native) if args.arch else ()
         if args.line_numbers:
             flags += (LINE_NUMBERS,)

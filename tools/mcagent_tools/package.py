@@ -16,7 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-from .build import FIRMWARE, ROOT, firmware_sources
+from .build import FIRMWARE, ROOT, board_sources
 from .layout import SCRIPTS
 
 PACKAGE_JSON = ROOT / "package.json"
@@ -30,7 +30,7 @@ MIP_NOTE = (
 
 def library_sources(firmware: Path = FIRMWARE) -> list[Path]:
     """firmware-relative paths of the library files (what goes under /lib)."""
-    rels = [p.relative_to(firmware) for p in firmware_sources(firmware)]
+    rels = [p.relative_to(firmware) for p in board_sources(firmware)]
     return [r for r in rels if not (len(r.parts) == 1 and r.name in SCRIPTS)]
 
 
