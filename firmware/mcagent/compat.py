@@ -360,4 +360,4 @@ if not MICROPYTHON:  # CPython (host tests and tools): its own versions of what 
     print_exception = hostcompat.print_exception
 
     def SockIO(sock, timeout_ms):  # noqa: F811
-        return hostcompat.SockIO(sock, timeout_ms, time_left)
+        return hostcompat.SockIO(sock, timeout_ms, time_left, is_timeout)

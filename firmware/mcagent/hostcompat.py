@@ -39,13 +39,14 @@ def print_exception(exc, file=sys.stderr):
 
 class SockIO:
     """compat.SockIO on CPython: blocking calls with settimeout, each cut to what is left before the request's
-    deadline (time_left: compat.time_left)."""
+    deadline (time_left and is_timeout: compat's)."""
 
-    def __init__(self, sock, timeout_ms, time_left):
+    def __init__(self, sock, timeout_ms, time_left, is_timeout):
         self.sock = sock
         self.timeout_ms = timeout_ms
         self.deadline = None
         self._time_left = time_left
+        self._is_timeout = is_timeout
         sock.settimeout(timeout_ms / 1000)
 
     def _budget(self):
@@ -57,7 +58,7 @@ class SockIO:
         try:
             return op(mv)
         except OSError as e:
-            if isinstance(e, TimeoutError) and budget < self.timeout_ms:
+            if self._is_timeout(e) and budget < self.timeout_ms:
                 self._budget()  # the wait was cut to the deadline, which has now passed: say so
             raise
 

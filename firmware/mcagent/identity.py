@@ -191,13 +191,12 @@ class Identity:
         return self._auth[7:]
 
     def _enroll(self, name, module="mcagent.enroll", *args):
-        """Run one step of mcagent.enroll (or mcagent.token), then release it and what it loaded (the
-        token code enroll uses, the signing code a token request uses)."""
+        """Run one step of mcagent.enroll (or mcagent.token), then release it and the token code enroll uses
+        (mcagent.token releases its signing code itself)."""
         try:
             return compat.call_cold(module, name, self, *args)
         finally:
-            for m in ("token", "jwt"):
-                compat.unload("mcagent." + m)
+            compat.unload("mcagent.token")
 
     def invalidate_token(self):
         """Forget the cached token (the service answered 401 to it)."""

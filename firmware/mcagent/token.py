@@ -1,9 +1,10 @@
 """Fetching an access token (docs/protocol.md §C): sign a client assertion, POST it, keep the answer.
 
 The rules are in mcagent.identity's docstring. This is the code a later wake needs when its cached token is
-near expiry: Identity imports it for that and releases it after, with the signing code it pulls in
-(jwt). Onboarding, rotation and recovery are in mcagent.enroll, loaded only when one is due; the
-request helpers here (call, json_object, http_error, save_registration) serve both.
+near expiry: Identity imports it for that and releases it after; the signing code (mcagent.jwt) is loaded
+only to sign and released before the request goes out. Onboarding, rotation and recovery are in
+mcagent.enroll, loaded only when one is due; the request helpers here (call, json_object, http_error,
+save_registration) serve both.
 """
 
 from micropython import const
@@ -105,7 +106,7 @@ def fetch_token(ident):
         resp = call(
             ident, "POST", _TOKEN_PATH, {"Content-Type": "application/x-www-form-urlencoded"}, body, 4096
         )
-        body = None  # not held beside the answer: reading the token is the peak of this step
+        body = None  # not held while the answer is parsed: taking the token out is this step's peak
         if resp.status == 200:
             return accept(ident, resp, reg, sent_ms)
         if resp.status == 401 and not relearned:
