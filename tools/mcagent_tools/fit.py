@@ -9,7 +9,8 @@ fragmented heap is not quite monotonic) with which
 - a **later wake** succeeds: token refresh (the cached token is dropped), upload of a 1,000-reading backlog;
 - (`--backlogs 10000,100000`) later wakes with bigger backlogs succeed in that same heap plus one step;
 - (unix board, unless `--library 0`) the library API: Agent onboard, configure, token, record 20,000
-  readings, flush.
+  readings, flush. It also prints how many names (qstrs) that run made and where MicroPython's next
+  qstr pool would be allocated: one name too many costs a whole pool.
 
 Each board in boards/ (or `--board NAME`) runs as its unix stand-in: the same data points, DSC, schedule and
 store, its sensors simulated, on a 4 MiB littlefs flash image. Every upload of a wake must succeed the first
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -38,6 +40,21 @@ UPY = Path(__file__).parent / "upy"
 LAUNCHER = "import main\nmain.main()\n"
 T0_MS = 1790000000000  # backlog readings: T0_MS + i s
 STEP_KB = 4  # binary search resolution
+QSTR_ENTRY_BYTES = 7  # a qstr pool entry on this 32-bit build: pointer, 2-byte hash, length
+
+
+def names_note(n: int) -> str:
+    """What n names (qstrs made at run time) cost in pools. MicroPython's pools double from 20 entries on
+    every port (20, 40, ... 640): a run that crosses a pool's end allocates the next one whole."""
+    full, size = 0, 20
+    while full + size < n:
+        full, size = full + size, size * 2
+    return (
+        f"the library API's run makes {n} names; name {full + size + 1:,} would allocate the next qstr"
+        f" pool: {size * 2} entries, {size * 2 * QSTR_ENTRY_BYTES:,} bytes in one block"
+    )
+
+
 FIT_BLOCKS = 1024  # the stand-in's flash: 4 MiB of littlefs, room for a 100,000-reading backlog
 FIT_CAPACITY_KB = 3584
 WAKE_MODULES = [  # in the order a later wake (token refresh, upload) loads them
@@ -125,6 +142,7 @@ class Workbench:
         doc = node_json(self.board_json)
         self.node.write_text(json.dumps(doc))
         self.blocks = int(doc["flash_blocks"])
+        self.library_names: int | None = None  # names (qstrs) the last library run made, if it got that far
         self.mpy = short_link(self.work / "mpy")  # as short as a board's /lib (see short_link)
 
     def close(self) -> None:
@@ -240,6 +258,9 @@ class Workbench:
         )
         proc = self.micropython(heap_kb, str(UPY / "library_api.py"), str(args_file))
         for line in proc.stdout.splitlines():
+            names = re.search(r"^qstr pool: .*\bn_qstr=(\d+)", line)
+            if names:
+                self.library_names = int(names.group(1))
             if line.startswith("mcagent-library "):
                 summary = json.loads(line.split(" ", 1)[1])
                 return (
@@ -311,6 +332,7 @@ class BoardFit:
     name: str
     budget_kb: int
     rows: list[tuple[str, int | None]]
+    library_names: int | None = None
 
     @property
     def fits(self) -> bool:
@@ -323,7 +345,8 @@ def fit_board(upy: Path, work: Path, sg: Any, name: str, backlogs: list[int], li
     board_json = standin(BOARDS / name / "board.json", board_work / "board.json")
     budget = int(json.loads(board_json.read_text())["heap_kb"])
     with Workbench(upy, board_work, sg, board_json=board_json) as bench:
-        return BoardFit(name, budget, _fit_rows(bench, board_work, name, backlogs, library))
+        rows = _fit_rows(bench, board_work, name, backlogs, library)
+        return BoardFit(name, budget, rows, bench.library_names if library else None)
 
 
 def _fit_rows(
@@ -396,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r.name} (budget: heap_kb {r.budget_kb} KB): {verdict}")
         for what, kb in r.rows:
             print(f"  {what:<36} {str(kb) + ' KB' if kb else 'fails'}")
+        if r.library_names is not None:
+            print(f"  ({names_note(r.library_names)})")
     print("import cost of the modules a later wake loads (in this order):")
     for name, cost in costs:
         print(f"  {name:<24} {cost / 1024:5.1f} KB")

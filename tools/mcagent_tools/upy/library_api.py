@@ -28,6 +28,9 @@ try:
         agent.record({point: (i % 100) * 0.5}, timestamp_ms=args[3] + i * 1000)
     summary = agent.flush()
     agent.close()
+    import micropython
+
+    micropython.qstr_info()  # "qstr pool: ..., n_qstr=N, ...": the names the run made (make fit reports them)
     print("mcagent-library " + json.dumps(summary))
 finally:
     os.chdir("/")
