@@ -31,22 +31,21 @@ def split_url(url):
 
 def read_ca(item):
     """A CA certificate as DER bytes: given as bytes, or read from the DER file at a path."""
+    der = item
     if isinstance(item, str):
         try:
             with open(item, "rb") as f:
                 der = f.read()
         except OSError:
             raise ValueError("CA certificate %s cannot be read" % item)
-        if der[:5] == b"-----":
-            raise ValueError(
-                "CA certificate %s is PEM: MicroPython needs DER (openssl x509 -outform der)" % item
-            )
-        return der
-    if not isinstance(item, (bytes, bytearray)):
+    elif not isinstance(item, (bytes, bytearray)):
         raise TypeError("ca_ders must be DER certificates as bytes (or paths of DER files)")
-    if item[:5] == b"-----":
-        raise ValueError("CA certificates must be DER, not PEM (mbedTLS here reads DER only)")
-    return item
+    if der[:5] == b"-----":
+        raise ValueError(
+            "CA certificate %s is PEM: mbedTLS here reads DER only (openssl x509 -outform der)"
+            % (item if der is not item else "given as bytes")
+        )
+    return der
 
 
 def setup(conn, base_url, ca_ders, proxy):

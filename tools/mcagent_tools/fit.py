@@ -41,20 +41,6 @@ LAUNCHER = "import main\nmain.main()\n"
 T0_MS = 1790000000000  # backlog readings: T0_MS + i s
 STEP_KB = 4  # binary search resolution
 QSTR_ENTRY_BYTES = 7  # a qstr pool entry on this 32-bit build: pointer, 2-byte hash, length
-
-
-def names_note(n: int) -> str:
-    """What n names (qstrs made at run time) cost in pools. MicroPython's pools double from 20 entries on
-    every port (20, 40, ... 640): a run that crosses a pool's end allocates the next one whole."""
-    full, size = 0, 20
-    while full + size < n:
-        full, size = full + size, size * 2
-    return (
-        f"the library API's run makes {n} names; name {full + size + 1:,} would allocate the next qstr"
-        f" pool: {size * 2} entries, {size * 2 * QSTR_ENTRY_BYTES:,} bytes in one block"
-    )
-
-
 FIT_BLOCKS = 1024  # the stand-in's flash: 4 MiB of littlefs, room for a 100,000-reading backlog
 FIT_CAPACITY_KB = 3584
 WAKE_MODULES = [  # in the order a later wake (token refresh, upload) loads them
@@ -106,6 +92,18 @@ def drop_link(link: Path, target: Path) -> None:
             link.unlink()
     except OSError:
         pass
+
+
+def names_note(n: int) -> str:
+    """What n names (qstrs made at run time) cost in pools. MicroPython's pools double from 20 entries on
+    every port (20, 40, ... 640): a run that crosses a pool's end allocates the next one whole."""
+    full, size = 0, 20
+    while full + size < n:
+        full, size = full + size, size * 2
+    return (
+        f"the library API's run makes {n} names; name {full + size + 1:,} would allocate the next qstr"
+        f" pool: {size * 2} entries, {size * 2 * QSTR_ENTRY_BYTES:,} bytes in one block"
+    )
 
 
 @dataclass
