@@ -21,6 +21,7 @@ class FileBlockDevice:
         self.created = False
         try:
             self.f = open(path, "r+b")
+            self.blocks = self.f.seek(0, 2) // block_size or blocks  # an image keeps the size it was made
         except OSError:
             f = open(path, "wb")
             for _ in range(blocks * block_size // len(_ERASED)):

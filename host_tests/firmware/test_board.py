@@ -376,13 +376,14 @@ def test_unix_flash_image(workdir):
         os.umount("/flash")
         dev.close()
     assert os.stat(img)[6] == 64 * 4096
-    dev = flashimage.mount_image(img, "/flash", 64)  # remounts the same bytes
-    try:
-        assert not dev.created
-        assert sorted(os.listdir("/flash")) == ["board.json", "node"]
-    finally:
-        os.umount("/flash")
-        dev.close()
+    for blocks in (64, 512):  # remounts the same bytes; an image keeps the size it was made with (a run
+        dev = flashimage.mount_image(img, "/flash", blocks)  # without --board passes the default, 512)
+        try:
+            assert not dev.created and dev.blocks == 64
+            assert sorted(os.listdir("/flash")) == ["board.json", "node"]
+        finally:
+            os.umount("/flash")
+            dev.close()
     with open(workdir + "/junk.img", "wb") as f:
         f.write(b"\x00" * 4096 * 16)
     e = raises(OSError, flashimage.mount_image, workdir + "/junk.img", "/flash", 16)
