@@ -892,7 +892,9 @@ def test_negative_dsc(dsc: Any, msg: str) -> None:
         ({"fileName": "", "creationDate": T}, '"payload.details.fileName" must be a non-empty string'),
         ({"fileName": "a"}, '"payload.details.creationDate" must be an ISO 8601 UTC timestamp'),
         ({"fileName": "a", "creationDate": "1.5.2024"}, '"payload.details.creationDate" must be an ISO 8601'),
-        ({"fileName": "a", "creationDate": T, "fileType": 3}, '"payload.details.fileType" must be a string'),
+        ({"fileName": "a", "creationDate": T, "fileType": 3}, '"payload.details.fileType" must be a media'),
+        # it becomes the Content-Type of the file's download: no header injection through it
+        ({"fileName": "a", "creationDate": T, "fileType": "text/plain\r\nX-Injected: 1"}, "printable ASCII"),
         (None, '"payload.details.fileName" must be a non-empty string'),
     ],
 )

@@ -166,3 +166,30 @@ def test_read_back_finds_the_agent_by_name_or_alone(tmp_path: Path) -> None:
     two = run("timeseries", "--data", d, check=False)
     assert two.returncode == 2 and "give --agent: this data directory has 2 agents: pump-1" in two.stderr
     assert run("diagnostics", "--data", d, "--agent", "pump-2").returncode == 0
+
+
+def test_settings_out_of_range_are_refused_with_the_range(fresh_settings: RunningSouthgate) -> None:
+    """A value the service could not work with (a lifetime past year 9999, NaN, an offset of 1e300) is
+    refused where it is given, not met later as a 500 or a dropped connection on every request."""
+    sg = fresh_settings
+    for change in (
+        "secret_lifetime_s=10000000000000000000",
+        "clock_offset_s=NaN",
+        "clock_offset_s=1e300",
+        "rate_window_s=Infinity",
+        "max_exchange_bytes=-1",
+    ):
+        bad = run("settings", "--data", str(sg.data_dir), change, check=False)
+        assert bad.returncode == 2 and "must be" in bad.stderr, (change, bad.stderr)
+    c = Client(sg.base_url, sg.ca_pem)
+    r = c.request(
+        "PUT",
+        "/admin/settings",
+        json.dumps({"iat_lifetime_s": 10**19}).encode(),
+        {"Content-Type": "application/json"},
+        token=sg.admin_token,
+    )
+    assert r.status == 400 and "iat_lifetime_s" in r.json()["message"]
+    assert c.request("GET", "/api/agentmanagement/v3/oauth/token_key").status == 200
+    c.close()
+    assert sg.settings(clock_offset_s=-86400.0)["clock_offset_s"] == -86400.0  # a day back is fine

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
+import json
 import socket
 import ssl
 import subprocess
@@ -21,6 +23,10 @@ T0 = "2024-05-01T10:00:00.000Z"
 @pytest.fixture
 def ready(fresh_settings: RunningSouthgate) -> Agent:
     return Agent(fresh_settings).ready()
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def body(value: str = "1.5") -> tuple[str, bytes]:
@@ -194,6 +200,26 @@ def test_rate_limit(sg: RunningSouthgate, ready: Agent) -> None:
     assert other.exchange(ct, data).status == 200  # per agent
     sg.settings(rate_limit=0)
     assert ready.exchange(ct, data).status == 200
+
+
+def test_a_forged_token_counts_against_its_sender_not_the_agent_it_names(
+    sg: RunningSouthgate, ready: Agent
+) -> None:
+    """Requests are counted per agent only on a token this server signed: a token that merely names another
+    agent (alg none, a made-up signature) neither uses up that agent's requests nor writes into its
+    diagnostics."""
+    forged = "eyJhbGciOiJub25lIn0." + b64url(json.dumps({"sub": ready.id}).encode()) + ".AAAA"
+    sg.settings(rate_limit=3, rate_window_s=30)
+    ct, data = body()
+    c = Client(sg.base_url, sg.ca_pem)
+    for _ in range(3):
+        assert c.request("POST", EXCHANGE, data, {"Content-Type": ct}, token=forged).status == 401
+    assert ready.exchange(ct, data).status == 200
+    sg.settings(rate_limit=0)
+    sg.add_fault(path=EXCHANGE, kind="drop")
+    assert c.request("POST", EXCHANGE, data, {"Content-Type": ct}, token=forged).status == 200
+    assert not [d for d in sg.admin("GET", f"/admin/agents/{ready.id}/diagnostics") if "dropped" in str(d)]
+    c.close()
 
 
 def test_counters(sg: RunningSouthgate, ready: Agent) -> None:

@@ -236,3 +236,22 @@ def test_agent_cannot_write_to_another_agents_asset(sg: RunningSouthgate, agent:
     free = uuid.uuid4().hex
     assert put(other, free, "x.txt", b"x").status == 201
     assert put(other, other.id, "x.txt", b"x").status == 201
+
+
+def test_a_multipart_upload_is_its_starters(sg: RunningSouthgate, agent: Agent) -> None:
+    """Nobody else aborts or takes over an upload in progress; the asset is the starter's tenant's from the
+    start, so an agent of another tenant does not even see it."""
+    entity = uuid.uuid4().hex
+    assert put(agent, entity, "m.bin", b"", "?upload=start").status == 201
+    assert put(agent, entity, "m.bin", b"a" * (5 * MIB), "?part=1").status == 201
+    neighbour = Agent(sg).onboard().login()  # same tenant
+    assert put(neighbour, entity, "m.bin", b"", "?upload=abort").status == 403
+    assert put(neighbour, entity, "m.bin", b"", "?upload=start").status == 409
+    stranger = Agent(sg, tenant="othertenant").ready()
+    for query in ("?upload=abort", "?upload=start"):
+        r = put(stranger, entity, "m.bin", b"", query)
+        assert r.status == 404 and "not found in tenant" in r.json()["message"], r.body
+    r = put(agent, entity, "m.bin", b"!", "?upload=complete")
+    assert r.status == 201
+    got = agent.http.request("GET", f"{FILES}/{entity}/m.bin", token=sg.admin_token)
+    assert got.body == b"a" * (5 * MIB) + b"!"

@@ -87,6 +87,12 @@ def test_a_path_cannot_forge_or_split_a_log_line(sg: RunningSouthgate) -> None:
     log = sg.log_tail(200)
     assert f"southgate: GET {forged} 404 in=" in log and "key=secret" not in log
     assert not re.search(r"^southgate: GET /console/y 500", log, re.M)
+    # nor does an agent id in a path: the log names an agent only once it is known
+    rotate = "/api/agentmanagement/v3/register/x%0asouthgate:%20FORGED%20LINE"
+    assert http.request("PUT", rotate, b"{}", {"Content-Type": "application/json"}, token="rat").status == 401
+    log = sg.log_tail(200)
+    assert re.search(f"^southgate: PUT {re.escape(rotate)} 401 in=\\d+ agent=- ", log, re.M), log
+    assert not re.search(r"^southgate: FORGED", log, re.M)
 
 
 def test_unknown_route_and_method_json(sg: RunningSouthgate) -> None:

@@ -29,7 +29,7 @@ from .routes_data import routes as data_routes
 from .routes_data import send_and_close
 from .routes_files import routes as file_routes
 from .routes_read import routes as read_routes
-from .service import Service
+from .service import HEX32, Service
 from .webutil import SERVICE_KEY, header_text
 
 RATE_KEY: web.AppKey[dict[str, deque[float]]] = web.AppKey("rate", dict)
@@ -75,12 +75,19 @@ def _conn(request: web.Request) -> ConnStats | None:
 
 
 def _agent_hint(request: web.Request) -> str | None:
-    """Who a request is from, without checking the token (rate-limit bucket, diagnostics of a drop fault)."""
+    """Who a request is from (rate-limit bucket, diagnostics of a drop fault): the subject of a token this
+    server signed, expired or not, before any handler looked at it. Only a signed one: a forged `sub` would
+    let anyone use up another agent's requests or write into its diagnostics."""
     auth = header_text(request.headers.get("Authorization", "")) or ""
     if auth[:7].lower() == "bearer ":
-        claims = tokens.unverified_claims(auth[7:].strip())
-        if claims and isinstance(claims.get("sub"), str):
-            return claims["sub"][:64]
+        keys = request.app[SERVICE_KEY].keys
+        try:
+            claims = tokens.verify_rs256(auth[7:].strip(), keys.token_key, keys.token_kid)
+        except ValueError:  # TokenError, or whatever a malformed signature raises
+            return None
+        sub = claims.get("sub")
+        if isinstance(sub, str) and HEX32.match(sub):
+            return sub
     return None
 
 

@@ -12,12 +12,10 @@ from aiohttp import web
 from . import faults, readback
 from .clock import parse_iso
 from .errors import bad_request, not_found
-from .multipart import MultipartError, parse_content_type
-from .webutil import SERVICE_KEY, admin_auth, base_url, header_text, json_body, json_response, service
+from .webutil import SERVICE_KEY, admin_auth, base_url, json_body, json_response, service, stored_content_type
 
 routes = web.RouteTableDef()
 COUNTERS_KEY: web.AppKey[Any] = web.AppKey("counters", object)
-MAX_CONTENT_TYPE = 1024  # a stored Content-Type longer than this is answered as octet-stream
 
 
 @routes.post("/admin/agents")
@@ -115,18 +113,6 @@ def _custom_item_json(row: dict[str, Any], full: bool) -> dict[str, Any]:
     return out
 
 
-def _payload_type(value: str) -> str:
-    """The stored Content-Type of a custom item if it is a well-formed header value, else octet-stream."""
-    if value and len(value) <= MAX_CONTENT_TYPE and header_text(value) is not None:
-        try:
-            parse_content_type(value)
-        except MultipartError:
-            pass
-        else:
-            return value.strip()
-    return "application/octet-stream"
-
-
 @routes.get("/admin/agents/{agent_id}/items/{item_id}")
 async def custom_item(request: web.Request) -> web.Response:
     """One custom item's payload exactly as the agent sent it, as an attachment of its own Content-Type."""
@@ -142,7 +128,7 @@ async def custom_item(request: web.Request) -> web.Response:
     return web.Response(
         body=bytes(row["payload"]),
         headers={
-            "Content-Type": _payload_type(row["content_type"]),
+            "Content-Type": stored_content_type(row["content_type"]),
             "Content-Disposition": f'attachment; filename="item-{row["id"]}.bin"',
             "X-Content-Type-Options": "nosniff",
         },

@@ -42,12 +42,12 @@ async def register(request: web.Request) -> web.Response:
 async def rotate(request: web.Request) -> web.Response:
     rat = bearer(request)
     agent_id = request.match_info["agent_id"]
-    request["agent_id"] = agent_id[:32]
     svc = service(request)
     # The token is checked before the body so that a bad token never learns anything about the body rules.
     agent = svc.storage.agent(agent_id)
     if agent is None:
         raise ApiError(401, "registration access token rejected")
+    request["agent_id"] = agent["id"]  # a known id only: the path is the client's, and it is logged
     require_json_type(request)
     body = await json_body(request)
     return json_response(svc.rotate(agent_id, rat, body, base_url(request)))

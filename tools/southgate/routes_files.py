@@ -16,7 +16,7 @@ from .errors import ApiError, bad_request, not_found
 from .ingest import remove_blob, store_file
 from .routes_read import read_auth
 from .service import HEX32, Service
-from .webutil import agent_auth, is_admin, json_response, own_entity, service
+from .webutil import agent_auth, is_admin, json_response, own_entity, service, stored_content_type
 
 routes = web.RouteTableDef()
 FILES = "/api/iotfile/v3/files"
@@ -165,13 +165,21 @@ async def put_file(request: web.Request) -> web.Response:
         _check_precondition(request, existing)
         if await request.content.read(1):
             raise bad_request("?upload=start takes an empty body")
+        running = st.upload(entity, path)
+        if running is not None and running["agent_id"] != agent["id"]:
+            raise ApiError(409, "another agent's multipart upload of this file is in progress")
         _abort(svc, entity, path)
+        # the asset is the writer's tenant's from the start: nobody of another tenant reaches the upload
+        st.ensure_asset(entity, svc.clock.now_ms(), tenant=agent["tenant"])
         st.put_upload(entity, path, agent["id"], svc.clock.now_ms(), {"parts": {}, **meta})
         return web.Response(status=201)
 
     if upload == "abort":
-        if st.upload(entity, path) is None:
+        running = st.upload(entity, path)
+        if running is None:
             raise not_found("no multipart upload in progress for this file")
+        if running["agent_id"] != agent["id"]:
+            raise ApiError(403, "the multipart upload belongs to another agent")
         _abort(svc, entity, path)
         return web.Response(status=200)
 
@@ -310,7 +318,9 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     row = svc.storage.file(entity, path)
     if row is None:
         raise not_found("file not found")
-    resp = web.StreamResponse(headers={"ETag": str(row["etag"]), "Content-Type": row["content_type"]})
+    resp = web.StreamResponse(
+        headers={"ETag": str(row["etag"]), "Content-Type": stored_content_type(row["content_type"])}
+    )
     resp.content_length = row["size"]
     await resp.prepare(request)
     with open(svc.files_dir / row["blob"], "rb") as f:

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 MIB = 1024 * 1024
+MAX_COUNT = 10**12  # bytes and counts: more than any test needs, within SQLite's integers
+MAX_SPAN_S = 100 * 365 * 86400  # times and the clock's offset: a century, so every date keeps four digits
 
 
 @dataclass
@@ -44,14 +46,16 @@ class Settings:
                 if not isinstance(value, bool):
                     raise ValueError(f"setting {key!r} must be true or false")
             elif kind is int:
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise ValueError(f"setting {key!r} must be a non-negative integer")
+                top = MAX_SPAN_S if key.endswith("_s") else MAX_COUNT
+                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+                    raise ValueError(f"setting {key!r} must be an integer from 0 to {top}")
             elif kind is float:
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ValueError(f"setting {key!r} must be a number")
                 value = float(value)
-                if key != "clock_offset_s" and value < 0:
-                    raise ValueError(f"setting {key!r} must not be negative")
+                low = -MAX_SPAN_S if key == "clock_offset_s" else 0
+                if not low <= value <= MAX_SPAN_S:  # NaN too
+                    raise ValueError(f"setting {key!r} must be a number from {low} to {MAX_SPAN_S}")
             staged[key] = value
         for key, value in staged.items():
             setattr(self, key, value)

@@ -36,6 +36,7 @@ MAX_TEXT = 255  # names, ids, descriptions: at most this many characters (descri
 
 _INT_RE = re.compile(r"[+-]?[0-9]+\Z")
 _DOUBLE_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
+_MEDIA_TYPE = re.compile(r"[\x20-\x7e]{0,255}\Z")  # a file item's fileType: it becomes a Content-Type header
 _ISO_RE = re.compile(r"(\d{4}-\d{2}-\d{2})T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.(\d{1,9}))?Z\Z")
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
@@ -403,8 +404,9 @@ def check_item_details(ptype: str, details: dict[str, Any]) -> None:
                 '"payload.details.creationDate" must be an ISO 8601 UTC timestamp'
                 " like 2024-05-01T12:00:00.000Z"
             )
-        if "fileType" in details and not isinstance(details["fileType"], str):
-            raise Invalid('"payload.details.fileType" must be a string')
+        ftype = details.get("fileType", "")
+        if not isinstance(ftype, str) or not _MEDIA_TYPE.match(ftype):
+            raise Invalid('"payload.details.fileType" must be a media type like "text/csv" (printable ASCII)')
 
 
 def check_item_payload(ptype: str, version: str, parsed: Any) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from .errors import ApiError, bad_request, forbidden, not_found, unauthorized
+from .multipart import MultipartError, parse_content_type
 from .service import Service
 from .validation import Invalid, parse_json
 
@@ -28,6 +29,22 @@ def header_text(value: str) -> str | None:
     """`value` if it is printable ASCII, else None (aiohttp hands non-UTF-8 header bytes through as lone
     surrogates, which break .encode() and SQLite)."""
     return value if _PRINTABLE_ASCII.match(value) else None
+
+
+MAX_CONTENT_TYPE = 1024  # a stored Content-Type longer than this is answered as octet-stream
+
+
+def stored_content_type(value: str | None) -> str:
+    """A Content-Type stored from an agent's upload, as a response header: the value if it is a well-formed
+    header value, else application/octet-stream (a stored value never breaks the response)."""
+    if value and len(value) <= MAX_CONTENT_TYPE and header_text(value) is not None:
+        try:
+            parse_content_type(value)
+        except MultipartError:
+            pass
+        else:
+            return value.strip()
+    return "application/octet-stream"
 
 
 def authorization(request: web.Request) -> str:
