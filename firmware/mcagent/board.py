@@ -263,7 +263,7 @@ def parse(doc, source="board.json", drivers=None):
     if _ident(name, "board", p):
         b.name = name
     chip = doc.get("chip")
-    if chip not in CHIPS:
+    if not isinstance(chip, str) or chip not in CHIPS:
         p.append("chip must be one of %s, got %s" % (", ".join(sorted(CHIPS)), _show(chip)))
         chip = "unix"
     b.chip = chip

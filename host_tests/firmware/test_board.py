@@ -105,6 +105,7 @@ def test_dsc_mapping_fields_pass_through():
 def test_wrong_fields_are_named():
     cases = [
         (lambda d: d.update(chip="esp8266"), "chip must be one of"),
+        (lambda d: d.update(chip=["esp32"]), "chip must be one of"),  # not a crash on an unhashable value
         (lambda d: d.update(board="my board"), "board must be at most"),
         (lambda d: d.pop("sensors"), "sensors must be a non-empty list"),
         (lambda d: d["sensors"][0].update(kind="dht22"), "sensors[0].kind must be one of"),

@@ -230,6 +230,11 @@ def test_bad_inputs_are_refused_with_the_file_named_and_no_secret(
     assert proc.returncode == 2 and "settings is not valid JSON (line 1 column" in proc.stderr
     assert "xxxxxxxx" not in proc.stderr
 
+    bad_settings.write_bytes('{"wifi": {"ssid": "Caf\u00e9", "password": "xxxxxxxx"}}'.encode("latin-1"))
+    proc = run_cli_here(*args, "--dry-run")  # saved by an editor in Latin-1: named, not a traceback
+    assert proc.returncode == 2 and "settings is not UTF-8 text" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "xxxxxxxx" not in proc.stderr
+
     args = deploy_args("/dev/null", agent_files, boards_dir, firmware_snapshot, build_dir)
     args[args.index("unix")] = "no-such-board"
     proc = run_cli_here(*args, "--dry-run")

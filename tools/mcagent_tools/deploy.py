@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -65,9 +66,11 @@ class DeployError(Exception):
 def read_json_object(path: Path, what: str) -> dict[str, object]:
     """A JSON object from path; errors name the file and the position, never the content (secrets)."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise DeployError(f"{path}: cannot read {what} ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise DeployError(f"{path}: {what} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
     try:
         doc = json.loads(text)
     except ValueError as e:
@@ -299,8 +302,11 @@ def build_bundle(
     certs_dir = build_dir / layout.CERTS_DIR.lstrip("/")
     write_der_dir(certs, certs_dir)
     node_json = build_dir / "node.json"
-    node_json.write_text(json.dumps(compiled_node))
-    node_json.chmod(0o600)  # it carries the Wi-Fi key from settings.json
+    # It carries the Wi-Fi key from settings.json: owner-only from the moment it exists.
+    fd = os.open(node_json, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(compiled_node))
+    node_json.chmod(0o600)  # a file left by an older deploy keeps its mode through O_TRUNC
     return Bundle(build_dir, lib_dir, scripts, certs_dir, certs, board, settings, node_json, flags, lib_files)
 
 
