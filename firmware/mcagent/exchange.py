@@ -153,6 +153,8 @@ class Body:
                 self.end = rec.end
         finally:
             r.close()
+        # damaged records inside the batch go with its acknowledgement, counted (store.ack)
+        self.damaged = len([p for p in r.damaged if p <= self.end])
         self.records = sum(taken)
         self.files_missing = self.records - sum(sent)
         self.items = len(groups)

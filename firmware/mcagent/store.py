@@ -70,6 +70,8 @@ COUNTERS = (
     "corrupt_segments",
     "files_missing",
 ) + tuple(p + n for n in kinds.NAMES[3:] for p in ("dropped_", "quarantined_"))
+# Counters added since go last (a state file's counters are positional; an older file reads them as 0).
+COUNTERS += ("damaged_records",)
 STATE_LEN = max(64, 16 + 4 * len(COUNTERS))  # b"MCK1", cursor seq, cursor offset, counters, CRC32
 
 
@@ -132,7 +134,9 @@ def check_header(head, seq):
 
 
 def read_record(f, hb, rec):
-    """Read one record into rec; its total length, or 0 at EOF / a short or damaged record."""
+    """Read one record into rec; its total length, or 0 at EOF / a short record / a damaged header, or minus
+    its total length when it is all there but its CRC fails (bit rot in the record: the file is positioned
+    after it, so its neighbours still read; see Reader)."""
     if read_full(f, memoryview(hb)) != 4:
         return 0
     kind = hb[0]
@@ -146,7 +150,7 @@ def read_record(f, hb, rec):
     if read_full(f, mv[:need]) != need:
         return 0
     if crc32(mv[:n], crc32(hb)) != struct.unpack_from("<I", rec.buf, n)[0]:
-        return 0
+        return -(need + 4)
     rec.kind = kind
     rec.n = n
     return need + 4
@@ -157,7 +161,9 @@ class Reader:
 
     Positions are (segment seq, byte offset) tuples. `next()` returns the reused Record or None at the end;
     `pos` is the position after the last record returned. Create another Reader over the same range to read
-    it again (the composer's length pass and write pass). Stops a segment at its first short or bad record.
+    it again (the composer's length pass and write pass). A damaged record (its CRC fails) is skipped and its
+    end noted in `damaged`, so one bad record costs only itself; a segment ends at its first short record or
+    damaged record header (what follows cannot be framed).
     """
 
     def __init__(self, store, start, end=None):
@@ -173,6 +179,7 @@ class Reader:
         store._spare_rec = None
         self._hb = bytearray(4)
         self.pos = start
+        self.damaged = []  # ends of the damaged records skipped (rare: a list costs nothing until then)
 
     def close(self):
         if self._f is not None:
@@ -217,6 +224,10 @@ class Reader:
                 self.close()
                 return None
             n = read_record(self._f, self._hb, rec)
+            if n < 0:
+                self._off -= n
+                self.damaged.append((self._seq, self._off))
+                continue
             if not n:
                 self.close()
                 continue
@@ -341,10 +352,11 @@ class Store:
         self.commit()
         return Reader(self, start or self.cursor, end)
 
-    def ack(self, end, counts=None):
+    def ack(self, end, counts=None, damaged=0):
         """Everything before position end was delivered: move the cursor there, then delete spent segments.
 
         counts: records acknowledged per kind (index = code - 1), to keep pending_count() without a rescan.
+        damaged: records in the range that could not be read (Reader.damaged), counted with the ack.
         A position at or behind the cursor (e.g. the segment was dropped meanwhile) changes nothing.
         """
         seq, off = end
@@ -352,6 +364,7 @@ class Store:
             end = (seq + 1, 0)  # the end of a finished segment is the start of the next one
         if end <= self.cursor:
             return
+        self.counters["damaged_records"] += damaged
         self.cursor = end
         self.save_state()  # the commit point of the acknowledgement
         while self._lo < end[0] and self._lo <= self._hi:

@@ -322,7 +322,11 @@ def recover(st):
 
 
 def _repair_tail(st):
-    """Find the last segment's valid length; rewrite it without a torn tail. 1 if it was rewritten."""
+    """Find the last segment's valid length; rewrite it without a torn tail. 1 if it was rewritten.
+
+    Only what lies after the cursor is read: what it passed was delivered, and cutting the file short of the
+    cursor would put new records where no reader looks. A damaged record (read_record < 0) is stepped over:
+    the records after it are good, and readers skip it."""
     seq = st._hi
     path = st.seg_path(seq)
     rec = S.Record()
@@ -330,13 +334,19 @@ def _repair_tail(st):
     with open(path, "rb") as f:
         st._tail_hash = S.check_header(f.read(S.HDR), seq)
         off = S.HDR
+        if st.cursor[0] == seq and st.cursor[1] > off:
+            off = st.cursor[1]
+            f.seek(off)
         while True:
             n = S.read_record(f, hb, rec)
             if not n:
                 break
-            off += n
+            off += n if n > 0 else -n
     st._tail_off = off
-    if off >= compat.file_size(path):
+    size = compat.file_size(path)
+    if off > size:  # the cursor is past the end (cut short by an older version): append to a new segment
+        st._tail_off = st.segment_bytes + 1
+    if off >= size:
         return 0
     mv = memoryview(rec.buf)
 
@@ -424,7 +434,7 @@ def quarantine(st, body, end, counts):
     for i in range(len(counts)):
         st.counters[kept + kinds.NAMES[i]] += counts[i]
     st._dirty = True
-    st.ack(end, counts)
+    st.ack(end, counts, body.damaged)
     if st._dirty:
         st.save_state()
     return path

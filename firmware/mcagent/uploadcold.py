@@ -106,7 +106,7 @@ def vanished(up, body, ack):
     batch holds nothing else, acknowledge it here)."""
     store = up.store
     if ack:
-        store.ack(body.end, body.taken)
+        store.ack(body.end, body.taken, body.damaged)
     n = body.files_missing
     if n:
         for _ in range(n):

@@ -148,7 +148,7 @@ class Uploader:
                 if not status:
                     break
             if status == 200:
-                store.ack(body.end, body.taken)
+                store.ack(body.end, body.taken, body.damaged)
                 if body.files_missing:
                     _cold("vanished", self, body, False)
                 for i in range(len(kinds.NAMES)):

@@ -171,7 +171,12 @@ def test_garbage_tail_and_flipped_bit(workdir):
     st.close()
     with open(seg, "rb") as f:
         data = bytearray(f.read())
-    data[16 + REC * 5 + 9] ^= 0x40  # a bit flip in record 5: the reader stops there
+    data[16 + REC * 5 + 9] ^= 0x40  # a bit flip in record 5: the reader steps over it
+    with open(seg, "wb") as f:
+        f.write(data)
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg-seq")
+    assert _seqs(st) == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+    data[16 + REC * 5 + 1] ^= 0x40  # and in its header's reserved byte: nothing after it can be framed
     with open(seg, "wb") as f:
         f.write(data)
     st = S.Store(d, [["DP-Seq", "INT"]], "cfg-seq")
@@ -450,6 +455,67 @@ def test_damaged_or_missing_older_segments_are_skipped(workdir):
         pass
     st.ack(r.pos, None)
     assert st.pending_count() == 0 and len(_segfiles(d)) == 1
+
+
+def _flip(path, at):
+    with open(path, "r+b") as f:
+        f.seek(at)
+        b = f.read(1)
+        f.seek(at)
+        f.write(bytes([b[0] ^ 1]))
+
+
+def _drain(st):
+    r = st.reader()
+    while r.next() is not None:
+        pass
+    r.close()
+    return r
+
+
+def test_a_damaged_record_costs_only_itself(workdir):
+    """Bit rot in one record's payload, in an older segment and in the tail: its neighbours are read, boot
+    keeps the tail whole and appends after it, and the damaged records are counted when acknowledged."""
+    d = workdir + "/st"
+    st = _sample_store(d, 30, segment_bytes=256)
+    st.close()
+    names = _segfiles(d)
+    per = (256 - 16) // REC
+    _flip(d + "/" + names[0], 16 + 3 * REC + 20)  # record 3's value
+    _flip(d + "/" + names[-1], 16 + 1 * REC + 20)  # the tail's second record
+    size = os.stat(d + "/" + names[-1])[6]
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg-seq", segment_bytes=256)
+    assert st.recovered["torn_repaired"] == 0 and os.stat(d + "/" + names[-1])[6] == size
+    lost = (3, (len(names) - 1) * per + 1)
+    assert _seqs(st) == [i for i in range(30) if i not in lost]
+    st.append_sample(T0 + 99, {"DP-Seq": 99})
+    st.commit()
+    assert _seqs(st)[-2:] == [29, 99]
+    r = _drain(st)
+    assert len(r.damaged) == 2
+    st.ack(r.pos, None, len(r.damaged))
+    assert st.counters["damaged_records"] == 2
+    st.close()
+    assert S.Store(d, [["DP-Seq", "INT"]], "cfg-seq", segment_bytes=256).counters["damaged_records"] == 2
+
+
+def test_damage_behind_the_cursor_never_hides_new_records(workdir):
+    """Records already delivered may rot (a damaged header ends a segment's framing): boot does not cut the
+    tail short of the cursor, so what is appended after it is read and delivered."""
+    for where in (20, 0):  # a payload byte, the header's kind byte
+        d = "%s/st%d" % (workdir, where)
+        st = _sample_store(d, 8)
+        r = _drain(st)
+        st.ack(r.pos, None)
+        st.close()
+        seg = d + "/" + _segfiles(d)[0]
+        _flip(seg, 16 + 2 * REC + where)
+        st = S.Store(d, [["DP-Seq", "INT"]], "cfg-seq")
+        assert st.cursor == (1, 16 + 8 * REC) and os.stat(seg)[6] == 16 + 8 * REC, where
+        for i in range(3):
+            st.append_sample(T0 + 100 + i, {"DP-Seq": 100 + i})
+        st.commit()
+        assert _seqs(st) == [100, 101, 102], where
 
 
 def test_wrapping_store_with_big_string_points_counts_every_reading(workdir):
