@@ -42,7 +42,8 @@ def answer(up, s, body, resp):
     """Any answer but a 200 outside a 400 split: 200 to acknowledge the batch, True to go on, False to
     stop."""
     status = resp.status
-    if up._narrowing is not None and (status != 400 or body.records == 1) and body.end >= up._narrowing:
+    alone = sum(body.sent) <= 1  # one record sent (a vanished file's record is taken, never sent)
+    if up._narrowing is not None and (status != 400 or alone) and body.end >= up._narrowing:
         up._narrowing = None  # past the refused batch: back to full batches
         up._budget = up.budget
     if status == 200:
@@ -52,9 +53,9 @@ def answer(up, s, body, resp):
             s["error"] = "HTTP 401 with a fresh token"
             return False
         up._retried = up._force = True
-    elif status == 413 and sum(body.sent) > 1:
+    elif status == 413 and not alone:
         up._budget = body.length // 2  # the next batch holds fewer records (always at least one)
-    elif status == 400 and body.records > 1:
+    elif status == 400 and not alone:
         # One bad record must not cost its neighbours: send the batch's first half alone, and so on,
         # until the record the service refuses goes alone (and only it into quarantine).
         if up._narrowing is None:

@@ -450,6 +450,22 @@ def test_one_refused_record_costs_no_neighbour(workdir):
     assert len(conn.requests) < 15  # a handful of halvings, then full batches again
 
 
+def test_a_refused_record_behind_a_vanished_file_is_quarantined_not_retried_forever(workdir):
+    """A vanished file's record is taken, never sent: a refused batch of it and one reading holds one record
+    the service saw, so that reading goes to quarantine instead of the same body going out again and again."""
+    st = S.Store(workdir + "/st", [["DP-Seq", "INT"], ["DP-Pad", "BIG_STRING"]], "cfg-up")
+    with open(workdir + "/gone.bin", "wb") as f:
+        f.write(b"x")
+    st.append_file_ref(T0, workdir + "/gone.bin")
+    st.append_sample(T0 + 1, {"DP-Seq": 1, "DP-Pad": "poison"})
+    st.commit()
+    os.remove(workdir + "/gone.bin")
+    conn = PickyConn()
+    s = _uploader(st, conn)[0].flush()
+    assert s["quarantined"] == 2 and st.stats()["files_missing"] == 1 and len(conn.requests) < 6, s
+    assert st.stats()["quarantined_readings"] == 1
+
+
 def test_a_reading_recorded_twice_never_goes_twice_in_one_exchange(workdir):
     """The same data point at the same instant twice: each goes in its own exchange (the later value wins at
     the service), every distinct reading arrives, nothing is quarantined."""
