@@ -63,7 +63,7 @@ def register(ident):
             "agentconfig.json for agent %s and install it; buffered data is kept."
             % (cfg.source, resp.status, " (expiry %s)" % iso_ms(exp) if exp else "", cfg.client_id)
         )
-    if resp.status != 201:
+    if resp.status not in (200, 201):  # 201 is the service's; a 200 carries the registration all the same
         raise http_error(resp, "onboarding")
     cfg.iat = None  # spent: the heap need not hold it (~1 KB) through the rest of the run
     ident.invalidate_token()
@@ -124,7 +124,7 @@ def rotate_with(ident, reg, cand):
         {"Authorization": "Bearer " + cand["rat"], "Content-Type": "application/json"},
         ('{"client_id":%s}' % cjson.quote(ident.config.client_id)).encode(),
     )
-    if resp.status != 200:
+    if resp.status not in (200, 201):  # 200 is the service's; a 201 carries the new secret all the same
         return resp
     return save_registration(ident, from_answer(ident, json_object(resp), reg))
 

@@ -290,9 +290,14 @@ def excerpt(body, n=200):
 def http_error(resp, what=None):
     """The HttpError for an unexpected answer (the one maker of them: Response.raise_for_status, identity,
     enrolment, DSC): status, Retry-After, the body and a message with a printable excerpt of it, never a
-    request header. what: the step that failed ("onboarding"), put before the message."""
-    text = "HTTP %d %s (%s): %s" % (resp.status, resp.reason, resp.what, excerpt(resp.body))
-    return HttpError(resp.status, what + ": " + text if what else text, retry_after(resp), resp.body)
+    request header. what: the step that failed ("onboarding"), put before the message.
+
+    A success status the step did not expect (a 2xx) says nothing of its body: a successful answer may carry a
+    secret (a registration's client secret, an access token), and messages reach logs and status()."""
+    body = resp.body if resp.status >= 300 else b""
+    shown = excerpt(body) if body else "(body not shown)"
+    text = "HTTP %d %s (%s): %s" % (resp.status, resp.reason, resp.what, shown)
+    return HttpError(resp.status, what + ": " + text if what else text, retry_after(resp), body)
 
 
 def json_error(resp):

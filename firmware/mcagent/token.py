@@ -36,6 +36,9 @@ def call(ident, method, path, headers, body=None, max_body=2048):
     except ValueError:
         if "://" not in path or ident._connect is None:
             raise
+        if path[:8] != "https://" and ident.config.base_url[:8] == "https://":
+            # a registration token must not leave in clear because an answer named a plain URL
+            raise ProtocolError("the service named a plain http:// address for the registration: refused")
         conn = ident._connect(path)
         try:
             resp = conn.request(method, path, headers, body, max_body)

@@ -850,6 +850,22 @@ def test_due_rotation_that_fails_does_not_cost_the_valid_token(workdir):
     assert svc.count("PUT", REGISTER_PATH) == 2 and agent.status()["last_rotation_error"] is None
 
 
+def test_a_success_answer_with_another_status_never_puts_its_secret_in_a_message(workdir):
+    """A registration answered 200 instead of 201 is a registration (the key is spent either way); a
+    rotation answered 204 is an error whose text (status(), the run log) says nothing of the answer's body,
+    which may carry the new secret."""
+    agent, svc, t = make(workdir)
+    issue = svc._issue
+    svc._issue = lambda status: issue(200)
+    assert agent.onboard() is True and agent.identity.registration()["secret"] == svc.secret
+    agent.token()
+    svc._issue = lambda status: issue(204)
+    advance(svc, t, 6 * DAY + 60)  # rotation due
+    agent.token()
+    err = agent.status()["last_rotation_error"]
+    assert "HTTP 204" in err and "body not shown" in err and "secret-" not in err and "rat-" not in err, err
+
+
 def test_token_answer_read_in_place_or_parsed():
     """The usual token answer is read in place (the header value built in the answer's own buffer); any other
     shape goes through the JSON parser; an answer without a token is a ProtocolError."""
@@ -908,3 +924,16 @@ def test_rotation_goes_to_the_registration_uri_as_given(workdir):
     agent.identity.rotate()
     assert svc.count("PUT", REGISTER_PATH) == 1 and svc.gen == 2
     assert len(made) == 1 and made[0].closed == 1
+
+
+def test_a_plain_http_registration_uri_gets_no_registration_token(workdir):
+    """The service's answer names where rotations go; a plain http:// address there (while the gateway is
+    https) is refused before anything is sent: the registration token never travels in clear."""
+    svc = FakeService()
+    svc.rotation_origin = "http://rotation.example.com"
+    agent, svc, t = make(workdir, svc)
+    made = []
+    agent._connect = lambda url: made.append(url)
+    agent.token()
+    e = raises(identity.ProtocolError, agent.identity.rotate)
+    assert "plain http://" in str(e) and made == [] and svc.gen == 1
