@@ -234,6 +234,14 @@ def ticks_ms(time_module=time):
     return int(time_module.monotonic() * 1000)
 
 
+def ticks_add(a, ms, time_module=time):
+    """The ticks_ms value ms after a (wraps like the counter: a deadline must be made with this)."""
+    fn = getattr(time_module, "ticks_add", None)
+    if fn is not None:
+        return fn(a, ms)
+    return a + ms
+
+
 def ticks_diff(a, b, time_module=time):
     """a - b for two ticks_ms values, correct across the counter's wrap-around."""
     fn = getattr(time_module, "ticks_diff", None)

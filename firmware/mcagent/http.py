@@ -211,7 +211,8 @@ class Connection:
         if idempotent is None:
             idempotent = method in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
         self.what = method + " " + path.split("?")[0]
-        self._deadline = compat.ticks_ms() + int((self.deadline_s + (length or 0) // _MIN_RATE) * 1000)
+        ms = int((self.deadline_s + (length or 0) // _MIN_RATE) * 1000)
+        self._deadline = compat.ticks_add(compat.ticks_ms(), ms)
         retried = False
         while True:
             if self._io is not None and not self._io.idle_ok():

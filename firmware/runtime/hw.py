@@ -48,6 +48,9 @@ class Hardware:
     def ticks_ms(self):
         return compat.ticks_ms(self.time)
 
+    def ticks_add(self, a, ms):
+        return compat.ticks_add(a, ms, self.time)
+
     def ticks_diff(self, a, b):
         return compat.ticks_diff(a, b, self.time)
 

@@ -174,7 +174,7 @@ class Node:
         """From now on, for budget_ms, the timer keeps the watchdog fed through blocking calls (a stalled
         upload); past the budget it stops, and the watchdog resets a hung board."""
         self.hw.feed()
-        self.deadline = self.hw.ticks_ms() + budget_ms
+        self.deadline = self.hw.ticks_add(self.hw.ticks_ms(), budget_ms)
 
     def unguard(self):
         self.deadline = None

@@ -392,6 +392,16 @@ def test_watchdog_fed_during_a_stalled_upload(workdir):
     assert "not fed" in str(e)
 
 
+def test_watchdog_fed_through_a_stalled_upload_across_the_ticks_wrap(workdir):
+    """An upload starting just before ticks_ms wraps (every 2^30 ms, 12.4 days awake): its deadline is a
+    tick too (ticks_add), so the timer keeps feeding the watchdog past the wrap."""
+    fresh(time=machine.SimTime(T0, epoch_year=2000, ticks=(1 << 30) - 20000))
+    svc = Service()
+    svc.flush_script = [("stall", 120000)]
+    boot(workdir, svc, board_doc(upload_samples=1), cycles=3)
+    assert machine.sim.wdt.expired == 0 and len(svc.readings) == 3
+
+
 def test_sleep_capped_by_secret_expiry(workdir):
     fresh()
     svc = Service(secret_life_s=1200)  # the secret lives 20 minutes; the node sleeps an hour between samples
