@@ -66,7 +66,6 @@ class Node:
         self.st = None
         self.sensors = []  # a SensorSlot per sensor
         self.pending = []  # [ts_ms, values] sampled while the clock was unknown
-        self.errors_in_row = 0
         self.cycles = 0
         self.last_values = None
         self.last_ts = None
@@ -209,18 +208,21 @@ class Node:
     def step(self):
         """One cycle; ms to wait before the next. An exception costs a growing pause, never a crash."""
         self.cycles += 1
+        st = self.st
         try:
             ms = self.cycle()
-            self.errors_in_row = 0
+            st["err_row"] = 0
             return ms
         except Exception as e:
-            self.errors_in_row += 1
+            # The streak is saved with the state: a node that deep-sleeps is a new Node every wake, and its
+            # pauses must grow all the same.
+            st["err_row"] += 1
             try:
                 self.unexpected(e, "cycle")
                 self.save_state()
             except Exception:  # e.g. MemoryError again: reporting must not end the node
                 pass
-            return min(ERR_CAP_MS, _ERR_BASE_MS << min(self.errors_in_row - 1, 10))
+            return min(ERR_CAP_MS, _ERR_BASE_MS << min(st["err_row"] - 1, 10))
 
     def cycle(self):
         hw = self.hw
@@ -232,7 +234,10 @@ class Node:
         self.secret = sch.read_secret(self)
         now = self.clock.now_ms()
         if now >= st["next_sample_ms"]:
-            self.sample(now)
+            try:
+                self.sample(now)
+            except Exception as e:  # the slot is spent all the same; the upload below must still happen
+                self.unexpected(e, "sample")
             if b.sleep == "deep":
                 self.release_sensors()
             nxt = st["next_sample_ms"] + b.sample_ms
@@ -240,7 +245,10 @@ class Node:
                 nxt = now + b.sample_ms
             st["next_sample_ms"] = nxt
         if sch.health_due(self, now):
-            self.queue_health(now)
+            try:
+                self.queue_health(now)
+            except Exception as e:
+                self.unexpected(e, "health")
         why = sch.upload_due(self, now)
         sch = None
         saved = False

@@ -32,6 +32,7 @@ def fresh_state(now):
         "crash": 0,
         "min_heap": -1,
         "configured": "",
+        "err_row": 0,  # cycles in a row that ended in an unexpected exception (Node.step's backoff)
     }
     for k in STAT_KEYS + PERIOD_KEYS:
         st[k] = 0

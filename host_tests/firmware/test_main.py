@@ -441,18 +441,54 @@ def test_health_event_daily_with_the_numbers(workdir):
     assert node.st["taken"] == 50
 
 
-def test_unexpected_exception_is_logged_and_backed_off(workdir):
+def test_unexpected_exception_is_logged_and_the_node_goes_on(workdir):
     fresh()
     svc = Service()
     svc.record_errors = 3
     logs = []
     node = boot(workdir, svc, board_doc(sample_s=60, upload_samples=2), cycles=12, logs=logs)
     entries = _runlog(workdir)
-    assert len(entries) == 3 and all("RuntimeError: store: simulated bug" in e for e in entries), entries
+    assert len(entries) == 3 and all("sample: RuntimeError: store: simulated bug" in e for e in entries), entries
     assert entries[0].startswith("2026-09-21T")
-    assert node.st["errors"] == 0 and len(svc.events) + len(svc.outbox) >= 1
-    # After each failure the node paused longer (5 s, 10 s, 20 s) instead of spinning, then went on.
-    assert len(svc.readings) + len(svc.flash) == node.st["recorded"] >= 5
+    # counted (the first one went with the boot's health event, which resets the period's counters)
+    assert node.st["errors"] == 2 and len(svc.events) + len(svc.outbox) >= 1
+    # each failure cost its own sample only: the cycles went on with the schedule
+    assert len(svc.readings) + len(svc.flash) == node.st["recorded"] == 9
+
+
+def test_a_failing_sample_does_not_stop_the_upload_or_the_schedule(workdir):
+    """record() failing every time (a store bug): each wake counts it and still uploads what is on flash
+    (the health event here) and sleeps until the next slot, instead of backing off and never uploading."""
+    fresh()
+    svc = Service()
+    svc.record_errors = 10**6
+    doc = board_doc(sleep="deep", sample_s=300, upload_samples=3, upload_s=3600)
+    sleeps = live(workdir, svc, doc, 3600)
+    assert len(sleeps) == 12 and all(290000 <= s <= 300000 for s in sleeps), sleeps
+    assert svc.flushes >= 2 and len(svc.events) == 1 and _state(workdir)["errors"] >= 11
+
+
+def test_a_failing_cycle_backs_off_across_deep_sleep_wakes(workdir):
+    """The pause after an unexpected error grows from wake to wake (the streak is saved with the state)."""
+    from runtime import node as rnode
+
+    fresh()
+    svc = Service()
+    doc = board_doc(sleep="deep", sample_s=300, upload_samples=3, upload_s=86400)
+    live(workdir, svc, doc, 1)
+    cycle = rnode.Node.cycle
+
+    def broken(self):
+        raise RuntimeError("simulated bug")
+
+    rnode.Node.cycle = broken
+    try:
+        sleeps = live(workdir, svc, doc, 100, first_cause=machine.DEEPSLEEP_RESET)
+    finally:
+        rnode.Node.cycle = cycle
+    assert sleeps[:4] == [5000, 10000, 20000, 40000], sleeps
+    assert live(workdir, svc, doc, 1, first_cause=machine.DEEPSLEEP_RESET)[0] > 5000  # working again
+    assert _state(workdir)["err_row"] == 0
 
 
 def test_crash_loop_is_spaced_out(workdir):
