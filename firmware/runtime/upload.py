@@ -21,6 +21,7 @@ def upload(node, why):
             agent = node.agent
             if agent.onboard():
                 node.st["configured"] = ""  # a new registration: put the DSC and mappings again
+                node.configured = False  # (an awake node keeps its Node: this boot's flag too)
             node.hw.feed()
             node.adopt_learned_time()
             if not node.configured:

@@ -658,6 +658,17 @@ def test_deep_sleeping_node_keeps_sensors_and_dsc_on_flash(workdir):
         os.chdir(here)
 
 
+def test_an_awake_node_configures_again_after_onboarding_again(workdir):
+    fresh()
+    svc = Service()
+    node = boot(workdir, svc, board_doc(sample_s=60, upload_samples=2), cycles=3)
+    assert len(svc.dscs) == 1
+    svc.secret_exp = None  # the service forgot the agent: the next upload onboards again ...
+    for _ in range(4):
+        node.sleep(node.step())
+    assert svc.secret_exp is not None and len(svc.dscs) == 2  # ... and puts the DSC and mappings again
+
+
 def test_untrusted_clock_still_wakes_within_a_quarter_of_the_secret_life(workdir):
     # A 20-minute secret, learnt while the clock was right; then a power cut resets the RTC to 2000 and
     # neither NTP nor the server can tell the time: "time to expiry" means nothing, the cap must hold.
