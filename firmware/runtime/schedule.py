@@ -94,13 +94,15 @@ def health_due(node, now):
 
 
 def upload_due(node, now):
-    """Why an upload is due now ("boot", "samples", "period", "clock", "secret"), or None."""
+    """Why an upload is due now ("boot", "retry", "samples", "period", "clock", "secret"), or None."""
     st = node.st
     b = node.board
     if node.boot_upload:
         return "boot"
     if now < st["retry_at_ms"]:
         return None
+    if st["fails"]:  # the last upload failed and its pause is over ("next try in N s")
+        return "retry"
     if b.upload_samples and st["samples"] >= b.upload_samples:
         return "samples"
     if b.upload_ms and now - st["last_upload_ms"] >= b.upload_ms:
@@ -164,7 +166,7 @@ def wait_ms(node):
     wake = st["next_sample_ms"]
     if b.upload_ms:
         wake = min(wake, max(st["last_upload_ms"] + b.upload_ms, st["retry_at_ms"]))
-    if (b.upload_samples and st["samples"] >= b.upload_samples) or node.pending:
+    if (b.upload_samples and st["samples"] >= b.upload_samples) or node.pending or st["fails"]:
         wake = min(wake, max(st["retry_at_ms"], now))
     limit = _MAX_WAIT_MS
     rot = rotate_at_ms(node)

@@ -98,7 +98,7 @@ class SimTime:
         # MicroPython's contract: both from ticks_ms()/ticks_add() (a sum past the period is not a tick: on a
         # 32-bit port it is not even a small int, and ticks_diff of it is garbage)
         if not (0 <= a < _TICKS_PERIOD and 0 <= b < _TICKS_PERIOD):
-            raise ValueError("ticks_diff(%r, %r): a ticks value not made by ticks_ms or ticks_add" % (a, b))
+            raise ValueError(f"ticks_diff({a!r}, {b!r}): not made by ticks_ms or ticks_add")
         return ((a - b + _TICKS_HALF) % _TICKS_PERIOD) - _TICKS_HALF
 
     # sleeping = advancing

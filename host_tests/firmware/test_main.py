@@ -299,10 +299,24 @@ def test_tls_verification_failure_goes_to_the_run_log(workdir):
     fresh()
     svc = Service()
     svc.flush_script = ["tls"]
-    node = boot(workdir, svc, board_doc(upload_samples=2), cycles=4)
+    logs = []
+    node = boot(workdir, svc, board_doc(upload_samples=2), cycles=4, logs=logs)
     entries = _runlog(workdir)
     assert len(entries) == 1 and "TlsVerifyError: certificate verify failed" in entries[0], entries
-    assert node.st["uploads"] == 2 and len(svc.readings) == 4  # retried later, like any failed upload
+    # retried when its pause is over, like any failed upload (the boot's reading), then the schedule's
+    assert node.st["uploads"] == 2 and len(svc.readings) == 3 and "upload (retry) done" in " ".join(logs)
+
+
+def test_a_failed_boot_upload_is_tried_again_when_its_pause_is_over(workdir):
+    """Not only when the schedule next wants an upload (here 10 samples of 10 minutes away)."""
+    fresh()
+    svc = Service()
+    svc.flush_script = ["error"]
+    logs = []
+    t0 = machine.sim.time.true_ms
+    node = boot(workdir, svc, board_doc(sample_s=600, upload_samples=10, upload_s=86400), cycles=2, logs=logs)
+    assert "upload (retry) done" in " ".join(logs) and node.st["uploads"] == 1 and len(svc.readings) == 1
+    assert machine.sim.time.true_ms - t0 <= 60000  # the backoff's first pause: 15-30 s
 
 
 def test_upload_failing_for_several_cycles(workdir):
@@ -448,7 +462,8 @@ def test_unexpected_exception_is_logged_and_the_node_goes_on(workdir):
     logs = []
     node = boot(workdir, svc, board_doc(sample_s=60, upload_samples=2), cycles=12, logs=logs)
     entries = _runlog(workdir)
-    assert len(entries) == 3 and all("sample: RuntimeError: store: simulated bug" in e for e in entries), entries
+    assert len(entries) == 3, entries
+    assert all("sample: RuntimeError: store: simulated bug" in e for e in entries), entries
     assert entries[0].startswith("2026-09-21T")
     # counted (the first one went with the boot's health event, which resets the period's counters)
     assert node.st["errors"] == 2 and len(svc.events) + len(svc.outbox) >= 1
@@ -686,7 +701,7 @@ def test_untrusted_clock_still_wakes_within_a_quarter_of_the_secret_life(workdir
     # Nothing else due for hours (no held samples, no retry, next sample far): only the cap bounds the wait.
     now = node.clock.now_ms()
     node.pending = []
-    node.st["retry_at_ms"] = 0
+    node.st["retry_at_ms"] = node.st["fails"] = 0
     node.st["samples"] = 0
     node.st["next_sample_ms"] = node.st["last_upload_ms"] = now + 12 * 3600000
     assert 0 < node.wait_ms() <= life_s * 250, (node.wait_ms(), life_s)
