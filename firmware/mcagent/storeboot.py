@@ -256,6 +256,12 @@ def recover(st):
         # it the state before acting on it: deleting what it acknowledged and then losing it in a second
         # cut would lose data without a count.
         os.rename(state + ".tmp", state)
+    for name in [n for n in names(root) if n.endswith(".seg.tmp")]:  # one at most, after a cut
+        seg = root + "/" + name[:-4]
+        if not compat.exists(seg):
+            # Only the tail repair rewrites a segment, and FAT renames over a file by deleting it first: a
+            # cut between the two leaves the new copy alone, whole (it was closed before the rename).
+            os.rename(seg + ".tmp", seg)
     cur = st.cursor[0]
     lo = hi = None
     junk = []  # short: tmp files and segments whose acknowledgement was committed before their deletion

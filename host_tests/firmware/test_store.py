@@ -183,6 +183,18 @@ def test_garbage_tail_and_flipped_bit(workdir):
     assert _seqs(st) == [0, 1, 2, 3, 4]
 
 
+def test_a_segment_left_only_as_its_rewrite_is_kept(workdir):
+    """FAT renames over a file by deleting it first: a cut inside the tail repair's rename leaves only the
+    rewritten copy (.seg.tmp, whole). Boot takes it for the segment instead of deleting it as junk."""
+    d = workdir + "/st"
+    st = _sample_store(d, 30)
+    st.close()
+    seg = d + "/" + _segfiles(d)[0]
+    os.rename(seg, seg + ".tmp")
+    st = S.Store(d, [["DP-Seq", "INT"]], "cfg-seq")
+    assert _seqs(st) == list(range(30)) and _segfiles(d) == [seg.rsplit("/", 1)[1]]
+
+
 def test_boot_cleans_tmp_empty_and_foreign_files(workdir):
     d = workdir + "/st"
     st = _sample_store(d, 3)
