@@ -15,7 +15,8 @@ Layout (strict RFC 2046: CRLF, no preamble, no epilogue, compact JSON), one item
 Items: the records' kind modules (mcagent.kinds) say which records share an item (`key`: time series per
 configuration id, events per event version; a file or custom data record is an item of its own), the item's
 meta and content type (`group`) and each record's part of a JSON array payload (`element`); a payload kept
-in a file on flash (a file item, big custom data) is streamed from the file. Boundaries are random per body
+in a file on flash (a file item, big custom data) is streamed from the file. A batch holds at most eight
+items (each keeps its meta JSON until the body is sent). Boundaries are random per body
 (os.urandom); inner ones ("mcpart<hex>x<i>") never start with the outer one ("mcagent<hex>").
 
 Heap: this module is resident for a whole flush; a kind's module is loaded when a record of that kind is
@@ -36,6 +37,7 @@ DEFAULT_BUDGET = const(65536)
 MAX_BODY = const(10485760)  # the service answers 413 above 10 MiB
 MAX_BUF = const(2048)
 _DEFAULT_BUF = const(1024)
+_MAX_ITEMS = const(8)  # items per batch: each keeps its meta JSON until sent (~350 B for a custom item)
 
 
 class BodyError(OSError):
@@ -131,6 +133,8 @@ class Body:
                         new = None
                         break
                 else:
+                    if len(groups) >= _MAX_ITEMS:  # so a batch's heap does not grow with a backlog of items
+                        break
                     new = mod.group(rec)
                     if new is None:  # its file vanished: taken off the store, reported by the uploader
                         taken[code - 1] += 1

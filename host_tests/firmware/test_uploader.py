@@ -466,6 +466,19 @@ def test_a_refused_record_behind_a_vanished_file_is_quarantined_not_retried_fore
     assert st.stats()["quarantined_readings"] == 1
 
 
+def test_a_batch_holds_at_most_eight_items(workdir):
+    """Every custom data record is an item of its own, and an item's meta JSON is held until the body is
+    sent: batches stop at eight, so a backlog of them costs no more heap than eight."""
+    st = _store(workdir, 0)
+    for i in range(20):
+        st.append(4, T0 + i, "blob", "1.0", b"x" * 40, "application/octet-stream", {"n": i})
+    st.commit()
+    conn = FakeConn()
+    s = _uploader(st, conn)[0].flush()
+    assert s["error"] is None and s["custom_sent"] == 20 and s["batches"] == 3, s
+    assert [sum(1 for _ in items) for items in conn.accepted] == [8, 8, 4]
+
+
 def test_a_reading_recorded_twice_never_goes_twice_in_one_exchange(workdir):
     """The same data point at the same instant twice: each goes in its own exchange (the later value wins at
     the service), every distinct reading arrives, nothing is quarantined."""
