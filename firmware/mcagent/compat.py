@@ -359,8 +359,12 @@ def enospc():
     return getattr(errno, "ENOSPC", 28)
 
 
+digits = str.isdigit  # digits(s): one or more ASCII digits (MicroPython's isdigit knows no others)
+
 if not MICROPYTHON:  # CPython (host tests and tools): its own versions of what differs there
     from mcagent import hostcompat
+
+    digits = hostcompat.digits
 
     TLS_VERIFY_ERRORS = hostcompat.TLS_VERIFY_ERRORS
     tls_client_context = hostcompat.tls_client_context

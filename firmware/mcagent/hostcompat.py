@@ -14,6 +14,12 @@ import sys
 TLS_VERIFY_ERRORS = (ssl.SSLCertVerificationError,)
 
 
+def digits(s):
+    """One or more ASCII digits: CPython's str.isdigit also takes "\u00b2" or Arabic-Indic digits, which a
+    number in a server's header must not be."""
+    return s.isascii() and s.isdigit()
+
+
 def tls_client_context(ca_ders):
     """compat.tls_client_context on CPython: verification (and the host-name check) always on."""
     if not ca_ders:

@@ -112,7 +112,7 @@ class Response:
         if not self.truncated:
             try:
                 return json.loads(self.body)
-            except ValueError:
+            except (ValueError, RuntimeError):  # RuntimeError: nested too deep (CPython's RecursionError)
                 pass
         raise _cold("json_error", self)
 
@@ -405,7 +405,7 @@ class Connection:
         self.budget = MAX_HEAD
         line = self.read_line()
         # Slices, not line[i]: a character taken from a str is interned for good on MicroPython.
-        if len(line) < 12 or line[:7] != "HTTP/1." or line[8:9] != " " or not line[9:12].isdigit():
+        if len(line) < 12 or line[:7] != "HTTP/1." or line[8:9] != " " or not compat.digits(line[9:12]):
             raise _cold("error", "status", self)
         headers = {}
         last = None
@@ -434,7 +434,7 @@ class Connection:
         self.phase = _BODY
         n = headers.get("content-length", "")
         if (
-            n.isdigit()
+            compat.digits(n)
             and int(n) <= max_body
             and method != "HEAD"
             and status not in (101, 204, 304)

@@ -173,7 +173,7 @@ def read_body(conn, resp, method, max_body):
     keep = True
     if te is None and cl is not None:
         cl = [v.strip() for v in cl.split(",")]  # "5, 5": a repeated header with one value is allowed
-        if not cl[0].isdigit() or any(v != cl[0] for v in cl):
+        if not compat.digits(cl[0]) or any(v != cl[0] for v in cl):
             raise error("content-length", conn)
         total = int(cl[0])
         body = bytearray(min(total, max_body))  # the body's final buffer, as http does
@@ -259,7 +259,7 @@ def parse_retry_after(value, date=None, now_s=None):
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if compat.digits(value):
         return int(value)
     from mcagent import clock
 

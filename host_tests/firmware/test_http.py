@@ -246,6 +246,15 @@ def test_malformed_responses(http_env):
         raises(http.ProtocolError, c.request, "GET", "/garbage")
         raises(http.ProtocolError, c.request, "GET", "/badchunk")
         assert c.request("GET", "/echo").status == 200
+    with connect(http_env) as c:
+        e = raises(http.ProtocolError, c.request, "GET", "/superscript-length")
+        assert "Content-Length" in str(e)
+    with connect(http_env) as c:
+        r = c.request("GET", "/deep-json", max_body=8000)
+        try:
+            r.json()  # MicroPython's parser takes any depth; CPython's gives up: a ValueError, not a crash
+        except ValueError as e:
+            assert "not valid JSON" in str(e)
 
 
 # -- stale connections and the resend rule --------------------------------------------------------

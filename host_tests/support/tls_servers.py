@@ -441,6 +441,13 @@ class HTTPTestServer:
         elif p == "/hangup":  # read the request, close without a word
             self.count("dropped")
             return False
+        elif (
+            p == "/superscript-length"
+        ):  # "Content-Length: \u00b2": a digit to CPython's isdigit, not a number
+            conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: \xc2\xb2\r\n\r\nab")
+            return False
+        elif p == "/deep-json":
+            conn.send(response(200, b"[" * 3000 + b"]" * 3000))
         elif p == "/garbage":
             conn.send(b"SSH-2.0-OpenSSH\r\n\r\n")
             return False
