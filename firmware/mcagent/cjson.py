@@ -61,6 +61,8 @@ def emit(value, out):
         pairs = value.pairs if isinstance(value, Obj) else sorted(value.items())
         sep = "{"
         for k, v in pairs:
+            if not isinstance(k, (str, memoryview)):
+                raise TypeError("JSON object keys are strings, not %s" % type(k).__name__)
             out(sep)
             emit(k, out)
             out(":")

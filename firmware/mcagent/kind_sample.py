@@ -38,7 +38,12 @@ def _check(dp_id, t, v, text):
     elif not isinstance(v, bool):
         if t == _T_DOUBLE:
             ok = isinstance(v, (int, float)) and v == v and v not in (_INF, -_INF)
-            v = float(v) if ok else v
+            if ok:
+                try:
+                    v = float(v)
+                except OverflowError:  # CPython, an int past a double's range (MicroPython gives inf)
+                    ok = False
+                ok = ok and v not in (_INF, -_INF)
         elif isinstance(v, int):
             lim = 2147483648 if t == _T_INT else 9223372036854775808
             ok = -lim <= v < lim

@@ -328,6 +328,7 @@ def test_bad_input_is_refused_and_nothing_written(workdir, store_datapoints):
         {"DP-Temperature": True},
         {"DP-Temperature": float("nan")},
         {"DP-Temperature": float("inf")},
+        {"DP-Temperature": 10**400},  # past a double's range (CPython: OverflowError; MicroPython: inf)
         {"DP-Count": 1.5},
         {"DP-Count": 2147483648},
         {"DP-Count": False},
@@ -348,6 +349,7 @@ def test_bad_input_is_refused_and_nothing_written(workdir, store_datapoints):
     raises(S.StoreError, st.append_event, T0, True, "x")
     raises(S.StoreError, st.append_event, T0, 1, "x" * 256)
     raises(S.StoreError, st.append_event, T0, 1, "x", ["not", "a", "dict"])
+    raises(S.StoreError, st.append_event, T0, 1, "x", {1: "a key JSON has no form for"})
     raises(S.StoreError, st.append_file_ref, T0, workdir + "/missing.bin")
     assert st.pending_count() == 0 and st.appended == 0
     raises(S.StoreError, S.Store, d, [["A", "FLOAT"]], "c")
