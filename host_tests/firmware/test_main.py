@@ -295,6 +295,34 @@ def test_time_unknown_after_upload_does_not_spin(workdir):
     assert len(node.pending) == 24 and svc.flash == []
 
 
+def test_deep_sleep_commits_the_readings_before_it_saves_the_schedule(workdir):
+    from runtime import node as rnode
+
+    fresh()
+    svc = Service()
+    order = []
+
+    class Agent(FakeAgent):
+        def close(self):
+            order.append("commit")
+
+    save = rnode.Node.save_state
+
+    def saving(self):
+        order.append("save")
+        return save(self)
+
+    rnode.Node.save_state = saving
+    try:
+        hw = rhw.Hardware(machine, network, ntptime, esp32, machine.sim.time)
+        doc = board_doc(sleep="deep", sample_s=300, upload_samples=3, upload_s=86400)
+        raises(machine.DeepSleep, main.run, doc, SETTINGS, hw, lambda n: Agent(n, svc), log=lambda m: None,
+               root=workdir)
+    finally:
+        rnode.Node.save_state = save
+    assert order[-2:] == ["commit", "save"], order
+
+
 def test_tls_verification_failure_goes_to_the_run_log(workdir):
     fresh()
     svc = Service()
