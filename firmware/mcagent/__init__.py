@@ -239,6 +239,10 @@ class Agent:
         if not isinstance(self._store, str):
             self._store.release_writer()
 
+    def dropped(self):
+        """Readings the store's capacity policy dropped, ever; None while the store is not open."""
+        return None if isinstance(self._store, str) else self._store.counters["dropped_readings"]
+
     def close(self):
         if not isinstance(self._store, str):
             self._store.commit()

@@ -6,12 +6,22 @@ Released after use (mcagent.compat.call_cold).
 from runtime.node import PERIOD_KEYS
 
 
+def note_dropped(node):
+    """The store's count of readings its capacity policy dropped, as it is now (an outage is when they
+    are dropped, and no flush summary reports them then)."""
+    fn = getattr(node.agent, "dropped", None)
+    n = fn() if fn is not None else None
+    if n is not None:
+        node.st["store_dropped"] = n
+
+
 def queue_health(node, now):
     """The health event (local: it leaves with the next upload)."""
     from mcagent import VERSION
 
     st = node.st
     node.note_heap()
+    note_dropped(node)
     details = {
         "reset_cause": node.cause,
         "boots": st["boots"],

@@ -345,6 +345,7 @@ class Node:
         self.close()
 
     def summary(self):
+        compat.call_cold("runtime.health", "note_dropped", self)
         st = self.st
         out = {"board": self.board.name, "boots": st["boots"], "wakes": st["wakes"]}
         for k in STAT_KEYS:

@@ -323,6 +323,23 @@ def test_deep_sleep_commits_the_readings_before_it_saves_the_schedule(workdir):
     assert order[-2:] == ["commit", "save"], order
 
 
+def test_readings_the_store_dropped_are_reported_without_an_upload(workdir):
+    """During an outage (no flush, so no flush summary) the health event and the run's summary still give
+    the store's own count of readings its capacity policy dropped."""
+    fresh(wifi=["no_ap"] * 100)
+    svc = Service()
+
+    class Agent(FakeAgent):
+        def dropped(self):
+            return 7
+
+    hw = rhw.Hardware(machine, network, ntptime, esp32, machine.sim.time)
+    node = main.run(board_doc(), SETTINGS, hw, lambda n: Agent(n, svc), max_cycles=2, log=lambda m: None,
+                    root=workdir)
+    assert svc.flushes == 0 and svc.outbox[0][2]["dropped_readings"] == 7
+    assert node.summary()["store_dropped"] == 7
+
+
 def test_tls_verification_failure_goes_to_the_run_log(workdir):
     fresh()
     svc = Service()
