@@ -26,7 +26,8 @@ def run(
     board=None, settings=None, hw=None, agent_factory=None, max_cycles=None, stop=None, log=None, root=""
 ):
     """Boot the node and run cycles: max_cycles (tests), stop(node) -> True (the unix board's time
-    limit), or forever. Returns the Node; a deep sleep does not return (on fakes it raises).
+    limit; otherwise it may give the longest wait in ms before it is asked again), or forever. Returns the
+    Node; a deep sleep does not return (on fakes it raises).
 
     board/settings: loaded (runtime.nodecfg), dicts (board.json/settings.json content, checked here, or a
     compiled node.json) or paths; agent_factory(node) -> the agent (default: runtime.wake.default_agent,
@@ -42,9 +43,13 @@ def run(
         ms = node.step()
         if max_cycles is not None and node.cycles >= max_cycles:
             return node
-        if stop is not None and stop(node):
-            node.finish()
-            return node
+        if stop is not None:
+            left = stop(node)
+            if left is True:
+                node.finish()
+                return node
+            if left:
+                ms = min(ms, left)
         node.sleep(ms)
 
 

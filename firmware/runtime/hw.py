@@ -13,6 +13,13 @@ from mcagent import compat
 _rtc_memory = b""  # the unix board's RTC memory: survives a simulated deep sleep, not a new process
 
 
+def power_on():
+    """The unix board is switched on: its RTC memory starts empty (a run of main.main in a process that
+    ran another, as tests do, must not read the last run's schedule from it)."""
+    global _rtc_memory
+    _rtc_memory = b""
+
+
 class DeepSleep(BaseException):
     """Raised instead of sleeping where the port cannot deep-sleep (the unix board): main() catches it,
     waits, and boots the node again as a deep-sleep wake. BaseException, so no `except Exception` eats it."""

@@ -27,15 +27,20 @@ class Session:
         return compat.ticks_diff(compat.ticks_ms(time), self.start, time)
 
     def stop(self, node):
-        """The node's stop() callback: True once the run's cycles or seconds are used up."""
+        """The node's stop() callback: True once the run's cycles or seconds are used up, else the ms left
+        (a node that waits awake does not wait past the end of the run) or None."""
         self.cycles += 1
         if self.max_cycles and self.cycles >= self.max_cycles:
             return True
-        return self.limit_ms is not None and self.elapsed_ms() >= self.limit_ms
+        if self.limit_ms is None:
+            return None
+        left = self.limit_ms - self.elapsed_ms()
+        return True if left <= 0 else left
 
     def run(self, run, agent_factory=None):
-        from runtime.hw import DeepSleep, Hardware
+        from runtime.hw import DeepSleep, Hardware, power_on
 
+        power_on()
         log = (lambda m: None) if self.quiet else None
         cause = None
         try:

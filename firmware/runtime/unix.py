@@ -48,10 +48,11 @@ def _parse_args(argv):
         v = argv[i + 1]
         if a == "--install":
             opts["install"].append(v)
-        elif a in ("--speed", "--run-s"):
-            opts[a[2:].replace("-", "_")] = float(v)
-        elif a == "--cycles":
-            opts["cycles"] = int(v)
+        elif a in ("--speed", "--run-s", "--cycles"):
+            n = int(v) if a == "--cycles" else float(v)
+            if not n > 0:
+                raise SystemExit("main.py: %s must be more than 0\n%s" % (a, _USAGE))
+            opts[a[2:].replace("-", "_")] = n
         elif a in ("--flash", "--root", "--board", "--settings"):
             opts[a[2:]] = v
         else:
@@ -61,11 +62,9 @@ def _parse_args(argv):
 
 
 def _copy(src, dst):
-    import os
-
     parent = dst.rsplit("/", 1)[0]
-    if parent and not compat.exists(parent):
-        os.mkdir(parent)
+    if parent:
+        compat.makedirs(parent)
     with open(src, "rb") as f:
         data = f.read()
     with open(dst, "wb") as f:
@@ -85,8 +84,7 @@ def setup(argv):
     dev = None
     if not opts["flash"]:
         root = (opts["root"] or ".").rstrip("/") or "/"
-        if not compat.exists(root):
-            os.mkdir(root)
+        compat.makedirs(root)
     else:
         blocks = 512
         if opts["board"]:

@@ -675,6 +675,36 @@ def test_unix_board_runs_with_simulated_deep_sleep(workdir):
     assert os.getcwd() != "/flash"
 
 
+def test_a_run_limit_cuts_an_awake_wait_short(workdir):
+    """stop(node) may answer with the ms left of a run (the unix board's --run-s): an awake node does not
+    wait out a two-minute interval past it."""
+    fresh()
+    svc = Service()
+    hw = rhw.Hardware(machine, network, ntptime, esp32, machine.sim.time)
+    calls = []
+
+    def stop(node):
+        calls.append(machine.sim.time.true_ms)
+        return True if len(calls) == 2 else 1500
+
+    main.run(board_doc(sample_s=120), SETTINGS, hw, lambda n: FakeAgent(n, svc), stop=stop,
+             log=lambda m: None, root=workdir)
+    assert len(calls) == 2 and calls[1] - calls[0] <= 1500 + 1000
+
+
+def test_unix_board_command_line_refuses_zero_and_makes_the_root(workdir):
+    for opt in ("--cycles", "--run-s"):
+        e = raises(SystemExit, main.main, ["--root", workdir + "/r", opt, "0"])
+        assert opt + " must be more than 0" in str(e)
+    svc = Service(learn_time=False)
+    machine.reset_sim(time=machine.SimTime(T0))
+    root = workdir + "/a/b/flash"
+    node = main.main(["--root", root, "--board", ROOT + "/boards/unix/board.json", "--install",
+                      ROOT + "/boards/unix/board.json:conf/x/copy.json", "--cycles", "1", "--quiet"],
+                     lambda n: FakeAgent(n, svc))
+    assert node.st["taken"] == 1 and os.stat(root + "/conf/x/copy.json")[6] > 0
+
+
 def test_deep_sleeping_node_keeps_sensors_and_dsc_on_flash(workdir):
     # Booted from files (node.json compiled from board.json + settings.json, as deploy installs them): a
     # deep-sleeping node reads the sensors and the DSC from node.json when a phase needs them, and puts
