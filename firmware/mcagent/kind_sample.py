@@ -71,11 +71,15 @@ def encode(store, values, quality=None):
         v = values[dp_id]
         if v is None:
             continue
-        i = cfg.index.get(dp_id)
-        if i is None:
-            raise StoreError("unknown data point %r" % (dp_id,))
-        t = cfg.types[i]
-        v = _check(dp_id, t, v, W.text)
+        try:
+            i = cfg.index.get(dp_id)
+            if i is None:
+                raise StoreError("unknown data point %r" % (dp_id,))
+            t = cfg.types[i]
+            v = _check(dp_id, t, v, W.text)
+        except StoreError as e:
+            e.point = dp_id  # the value refused: a caller may drop it and record the others
+            raise
         items.append((i, t, v))
         size += 1 + (len(v) + 2 if t == _T_STRING or t == _T_BIG_STRING else 1 if t == _T_BOOL else 8)
     if not items:

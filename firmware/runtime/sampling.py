@@ -90,8 +90,7 @@ def sample(node, now):
     node.last_values = values
     node.last_ts = now
     if node.clock.is_sane():
-        node.agent.record(values, timestamp_ms=now)
-        st["recorded"] += 1
+        record(node, values, now)
     else:
         node.pending.append([now, values])
         if len(node.pending) > _PENDING_MAX:
@@ -99,11 +98,30 @@ def sample(node, now):
             st["dropped"] += 1
 
 
+def record(node, values, ts):
+    """record() the sample. A value the store refuses (StoreError naming it: an INT past 2^31, a STRING past
+    255 characters, a TIMESTAMP that is no time) is dropped and counted as a sensor error, not the sample:
+    one bad point must not cost the other sensors' readings, every cycle."""
+    while True:
+        try:
+            node.agent.record(values, timestamp_ms=ts)
+            node.st["recorded"] += 1
+            return
+        except ValueError as e:  # StoreError: nothing was written
+            bad = getattr(e, "point", None)
+            if bad not in values:
+                raise
+            del values[bad]
+            node.st["sensor_errors"] += 1
+            node.log("%s dropped: %s" % (bad, e))
+            if not values:
+                return
+
+
 def record_pending(node):
     """Record the samples held while the clock was unknown, now that it is known."""
     pending = node.pending
     node.pending = []
     for ts, values in pending:
-        node.agent.record(values, timestamp_ms=ts)
-        node.st["recorded"] += 1
+        record(node, values, ts)
     node.log("recorded %d samples taken before the clock was known" % len(pending))

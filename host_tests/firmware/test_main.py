@@ -528,6 +528,33 @@ def test_a_failing_sample_does_not_stop_the_upload_or_the_schedule(workdir):
     assert svc.flushes >= 2 and len(svc.events) == 1 and _state(workdir)["errors"] >= 11
 
 
+class Refused(ValueError):
+    """Like mcagent.store.StoreError: the store refuses a value, names it (point), writes nothing."""
+
+
+def test_a_value_the_store_refuses_costs_only_that_point(workdir):
+    fresh()
+    svc = Service()
+
+    class Agent(FakeAgent):
+        def record(self, values, timestamp_ms=None):
+            if "DP-Chip" in values:
+                e = Refused("DP-Chip (INT): bad value 3000000000")
+                e.point = "DP-Chip"
+                raise e
+            FakeAgent.record(self, values, timestamp_ms)
+
+    logs = []
+    hw = rhw.Hardware(machine, network, ntptime, esp32, machine.sim.time)
+    node = main.run(board_doc(), SETTINGS, hw, lambda n: Agent(n, svc), max_cycles=3, log=logs.append,
+                    root=workdir)
+    stamps = [r for r in svc.readings + svc.flash]
+    assert len(stamps) == 3 and all(list(v) == ["DP-T"] for _, v in stamps), stamps
+    # counted (the first with the boot's health event, which resets the period's counters)
+    assert node.st["recorded"] == 3 and node.st["sensor_errors"] == 2 and node.st["errors"] == 0
+    assert "DP-Chip dropped: DP-Chip (INT): bad value 3000000000" in logs
+
+
 def test_a_failing_cycle_backs_off_across_deep_sleep_wakes(workdir):
     """The pause after an unexpected error grows from wake to wake (the streak is saved with the state)."""
     from runtime import node as rnode
