@@ -340,6 +340,14 @@ def parse(doc, source="board.json", drivers=None):
     _unknown(flash, ("blocks",), "flash", p)
     b.flash_blocks = _num(flash, "blocks", "flash", p, 512, 16, 1 << 20, whole=True)
 
+    if not p:  # the DSC and mappings it makes, checked as the agent will build them at its first upload
+        from mcagent import dsc as dscmod
+        from mcagent.errors import DscError
+
+        try:
+            dscmod.build(b.dsc())
+        except DscError as e:
+            p.append("its data source configuration would be refused: %s" % e)
     if p:
         raise BoardError(source, p)
     return b

@@ -89,6 +89,7 @@ def compile_files(board_path, settings_path, sources):
     finally:
         board = None
         compat.unload("mcagent.board")
+        compat.unload("mcagent.dsc")  # its checks ran in board.parse
 
 
 def from_docs(board_doc, settings_doc):

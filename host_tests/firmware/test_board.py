@@ -106,6 +106,8 @@ def test_wrong_fields_are_named():
     cases = [
         (lambda d: d.update(chip="esp8266"), "chip must be one of"),
         (lambda d: d.update(chip=["esp32"]), "chip must be one of"),  # not a crash on an unhashable value
+        # a mapping target without its asset: refused here, not by every upload on the board
+        (lambda d: d["sensors"][0]["points"][0].update(property="T"), "configuration would be refused"),
         (lambda d: d.update(board="my board"), "board must be at most"),
         (lambda d: d.pop("sensors"), "sensors must be a non-empty list"),
         (lambda d: d["sensors"][0].update(kind="dht22"), "sensors[0].kind must be one of"),
