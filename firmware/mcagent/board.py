@@ -40,7 +40,7 @@ def _num(d, key, where, problems, default, lo=None, hi=None, whole=False):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         problems.append("%s must be a number, got %s" % (name, _show(value)))
         return default
-    if whole and value != int(value):
+    if whole and not isinstance(value, int) and (not -1e18 < value < 1e18 or value != int(value)):  # NaN too
         problems.append("%s must be a whole number, got %s" % (name, _show(value)))
         return default
     if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -366,9 +366,10 @@ def _i2c(value, chip, where, p):
         else:
             _pin(value[key], chip, where + "." + key, p)
     bus = value.get("id", 0)
-    if bus not in (-1, 0, 1):
+    if isinstance(bus, bool) or not isinstance(bus, int) or bus not in (-1, 0, 1):
         p.append("%s.id must be 0 or 1 (hardware I2C) or -1 (SoftI2C), got %s" % (where, _show(bus)))
-    _num(value, "freq", where, p, 100000, 1000, 1000000, whole=True)
+    if "freq" in value:  # kept as the int it was checked as: machine.I2C takes no 4e5
+        value["freq"] = _num(value, "freq", where, p, 100000, 1000, 1000000, whole=True)
     return value
 
 

@@ -39,11 +39,13 @@ def convert(typ, value):
     return str(value)
 
 
-def number(spec, key, where, problems, default, lo=None, hi=None):
-    """spec[key] as a number within [lo, hi], or default when absent; a problem sentence otherwise."""
+def number(spec, key, where, problems, default, lo=None, hi=None, whole=False):
+    """spec[key] as a number within [lo, hi] (whole: an int, as a port's C functions take), or default when
+    absent; a problem sentence otherwise."""
     value = spec.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        problems.append("%s.%s must be a number, got %r" % (where, key, value))
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+        what = "whole number" if whole else "number"
+        problems.append("%s.%s must be a %s, got %r" % (where, key, what, value))
         return default
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         problems.append("%s.%s must be between %s and %s, got %r" % (where, key, lo, hi, value))

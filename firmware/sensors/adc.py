@@ -35,9 +35,7 @@ def check(spec, chip, where, problems):
         problems.append("%s.atten must be one of 0dB, 2.5dB, 6dB, 11dB, got %r" % (where, atten))
     number(spec, "scale", where, problems, 1, -1e6, 1e6)
     number(spec, "offset", where, problems, 0, -1e6, 1e6)
-    samples = number(spec, "samples", where, problems, 4, 1, 64)
-    if samples != int(samples):
-        problems.append("%s.samples must be a whole number" % where)
+    number(spec, "samples", where, problems, 4, 1, 64, whole=True)
 
 
 class Driver:

@@ -26,7 +26,7 @@ _OSRS = {1: 1, 2: 2, 4: 3, 8: 4, 16: 5}  # oversampling factor -> register code
 
 def check(spec, chip, where, problems):
     addr = spec.get("address", 0x76)
-    if addr not in (0x76, 0x77):
+    if isinstance(addr, bool) or not isinstance(addr, int) or addr not in (0x76, 0x77):  # 118.0: no address
         problems.append(
             "%s.address must be 118 (0x76, SDO low) or 119 (0x77, SDO high), got %r" % (where, addr)
         )
@@ -122,7 +122,7 @@ class Driver:
             hw.sleep_ms(2)
         self.cal = parse_calibration(self._read(0x88, 26), self._read(0xE1, 7))
         self._write(_REG_CONFIG, 0x00)  # no IIR filter: each forced read stands alone
-        self._write(_REG_CTRL_HUM, osrs)  # takes effect with the next ctrl_meas write
+        self._ctrl_hum = osrs  # written before each ctrl_meas (read_raw): a chip that reset keeps humidity
 
     def _read(self, reg, n):
         try:
@@ -137,7 +137,10 @@ class Driver:
             raise SensorError("bme280 at 0x%02x does not answer on I2C (%r)" % (self.addr, e))
 
     def read_raw(self):
-        """Trigger one forced measurement and return (adc_t, adc_p, adc_h)."""
+        """Trigger one forced measurement and return (adc_t, adc_p, adc_h). ctrl_hum first, every time: it
+        takes effect with the ctrl_meas write, and a chip that reset since (a brown-out of the sensor alone)
+        would otherwise measure no humidity and say so only with 0x8000."""
+        self._write(_REG_CTRL_HUM, self._ctrl_hum)
         self._write(_REG_CTRL_MEAS, self._ctrl_meas)
         self.hw.sleep_ms(self.wait_ms)
         for _ in range(20):
@@ -161,6 +164,6 @@ class Driver:
         p = compensate_p(adc_p, t_fine, self.cal)
         if p:
             out["pressure"] = round(p / 25600, 2)  # Q24.8 Pa -> hPa
-        if adc_h != 0x8000:
+        if adc_h != 0x8000:  # skipped: no humidity this time (ctrl_hum is written again before the next)
             out["humidity"] = round(compensate_h(adc_h, t_fine, self.cal) / 1024, 2)
         return out

@@ -15,21 +15,26 @@ CHANNELS = None  # any channel name: each point defines its signal
 
 
 def check(spec, chip, where, problems):
-    number(spec, "seed", where, problems, 1, 0, 2147483647)
+    number(spec, "seed", where, problems, 1, 0, 2147483647, whole=True)
     points = spec.get("points")
     if not isinstance(points, list):
         return
+    seen = []
     for i in range(len(points)):
         p = points[i]
         if not isinstance(p, dict):
             continue
         w = "%s.points[%d]" % (where, i)
+        ch = p.get("channel")
+        if ch in seen:  # read() gives one value per channel: two points on one would both record it
+            problems.append("%s.channel %r is used twice in this sensor: give each point its own" % (w, ch))
+        seen.append(ch)
         number(p, "base", w, problems, 0)
         number(p, "amplitude", w, problems, 0)
         number(p, "period_s", w, problems, 3600, 0.001)
         number(p, "phase_s", w, problems, 0)
         number(p, "noise", w, problems, 0, 0)
-        number(p, "decimals", w, problems, 2, 0, 9)
+        number(p, "decimals", w, problems, 2, 0, 9, whole=True)
         cycle = p.get("cycle")
         if cycle is not None and (not isinstance(cycle, list) or not cycle):
             problems.append("%s.cycle must be a non-empty list of values" % w)

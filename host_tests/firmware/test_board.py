@@ -106,6 +106,9 @@ def test_wrong_fields_are_named():
     cases = [
         (lambda d: d.update(chip="esp8266"), "chip must be one of"),
         (lambda d: d.update(chip=["esp32"]), "chip must be one of"),  # not a crash on an unhashable value
+        (lambda d: d["i2c"].update(id=0.0), "id must be 0 or 1"),  # a float the port's I2C() refuses
+        (lambda d: d["i2c"].update(freq=float("inf")), "freq must be a whole number"),
+        (lambda d: d["sensors"][0].update(address=118.0), "address must be 118"),
         # a mapping target without its asset: refused here, not by every upload on the board
         (lambda d: d["sensors"][0]["points"][0].update(property="T"), "configuration would be refused"),
         (lambda d: d.update(board="my board"), "board must be at most"),
@@ -185,6 +188,12 @@ def test_sim_points_need_channels_and_numbers():
     assert len(problems) == 2, problems
     assert "sensors[0].points[0].amplitude must be a number" in problems[0]
     assert "sensors[0].points[1].channel must name the simulated signal" in problems[1]
+    doc = _doc("unix")
+    doc["sensors"][0]["seed"] = 7.5  # the noise generator masks it as an int
+    doc["sensors"][0]["points"][1]["channel"] = doc["sensors"][0]["points"][0]["channel"]
+    problems, _ = _problems(doc)
+    assert "sensors[0].seed must be a whole number, got 7.5" in problems[0], problems
+    assert "sensors[0].points[1].channel 'temperature' is used twice in this sensor" in problems[1], problems
     doc = _doc("unix")
     doc["chip"] = "esp32"
     doc["sensors"].append({"kind": "mcu_temp", "points": [{"id": "DP-C"}]})
