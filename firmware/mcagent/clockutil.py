@@ -5,6 +5,7 @@ agentconfig.json or a TIMESTAMP reading, a Retry-After date. mcagent.clock hands
 
 from micropython import const
 
+from mcagent import compat
 from mcagent.clock import civil_from_days
 
 _MONTHS = const(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"))
@@ -21,9 +22,15 @@ def days_from_civil(y, m, d):
     return era * 146097 + doe - 719468
 
 
+def _month_days(y, m):
+    if m == 2:
+        return 29 if y % 4 == 0 and (y % 100 != 0 or y % 400 == 0) else 28
+    return 30 if m in (4, 6, 9, 11) else 31
+
+
 def _int(text, start, end):
     part = text[start:end]
-    if len(part) != end - start or not part.isdigit():
+    if len(part) != end - start or not compat.digits(part):
         raise ValueError("bad ISO 8601 time: %r" % text)
     return int(part)
 
@@ -46,13 +53,13 @@ def parse_iso(text):
         raise ValueError("bad ISO 8601 time: %r" % text)
     y, mo, d = _int(text, 0, 4), _int(text, 5, 7), _int(text, 8, 10)
     h, mi, s = _int(text, 11, 13), _int(text, 14, 16), _int(text, 17, 19)
-    if not (1 <= mo <= 12 and 1 <= d <= 31 and h <= 23 and mi <= 59 and s <= 60):
+    if not (1 <= mo <= 12 and 1 <= d <= _month_days(y, mo) and h <= 23 and mi <= 59 and s <= 60):
         raise ValueError("bad ISO 8601 time: %r" % text)
     i = 19
     ms = 0
     if text[i : i + 1] == ".":
         j = i + 1
-        while text[j : j + 1].isdigit():
+        while compat.digits(text[j : j + 1]):
             j += 1
         if j == i + 1:
             raise ValueError("bad ISO 8601 time: %r" % text)
@@ -87,13 +94,13 @@ def parse_http_date(text):
     if len(parts) != 6 or parts[5] != "GMT" or parts[2] not in _MONTHS:
         raise ValueError("bad HTTP date: %r" % text)
     hms = parts[4].split(":")
-    if len(hms) != 3 or not parts[1].isdigit() or not parts[3].isdigit():
+    if len(hms) != 3 or not compat.digits(parts[1] + parts[3] + hms[0] + hms[1] + hms[2]):
         raise ValueError("bad HTTP date: %r" % text)
-    try:
-        h, mi, s = int(hms[0]), int(hms[1]), int(hms[2])
-    except ValueError:
+    y, mo, d = int(parts[3]), _MONTHS.index(parts[2]) + 1, int(parts[1])
+    h, mi, s = int(hms[0]), int(hms[1]), int(hms[2])
+    if not (1 <= d <= _month_days(y, mo) and h <= 23 and mi <= 59 and s <= 60):
         raise ValueError("bad HTTP date: %r" % text)
-    days = days_from_civil(int(parts[3]), _MONTHS.index(parts[2]) + 1, int(parts[1]))
+    days = days_from_civil(y, mo, d)
     return days * 86400 + h * 3600 + mi * 60 + s
 
 
@@ -101,7 +108,7 @@ def parse_server_time(text):
     """A `Server-Time` value -> Unix seconds: ISO 8601, or digits (epoch seconds; milliseconds when it has
     more than 11 digits); None when it is neither."""
     text = text.strip()
-    if text.isdigit():
+    if compat.digits(text):
         n = int(text)
         return n // 1000 if len(text) > 11 else n
     try:

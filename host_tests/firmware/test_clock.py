@@ -43,8 +43,11 @@ def test_iso_parse_variants():
     assert clock.parse_iso("2026-09-21T13:13:20.123-01:00") == 1790000000123
     assert clock.parse_iso("2026-09-21T14:13:20.5") == 1790000000500
     for bad in ["", "2026-09-21", "2026-13-01T00:00:00Z", "2026-09-21T14:13:20.Z", "2026-09-21T14:13:20+0200",
-                "2026-09-21T14:13:2xZ", "2026/09/21T14:13:20Z", "2026-09-21T14:13:20ZZ"]:
+                "2026-09-21T14:13:2xZ", "2026/09/21T14:13:20Z", "2026-09-21T14:13:20ZZ",
+                "2025-02-29T00:00:00Z", "2026-04-31T00:00:00Z", "2026-09-21T24:00:00Z",  # no such time
+                "\uff12026-09-21T14:13:20Z"]:  # a full-width digit: a digit to CPython, not to a timestamp
         raises(ValueError, clock.parse_iso, bad)
+    assert clock.parse_iso("2024-02-29T00:00:00Z") == 19782 * 86400000  # a leap day is
 
 
 def test_iso_roundtrip_across_centuries_and_leap_days():
@@ -67,8 +70,12 @@ def test_http_dates():
     assert clock.parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT") == 784111777
     assert clock.parse_http_date(clock.http_date(1790000000)) == 1790000000
     for bad in ["Sunday, 06-Nov-94 08:49:37 GMT", "Sun, 06 Foo 1994 08:49:37 GMT",
-                "Sun, 06 Nov 1994 08:49 GMT", ""]:
+                "Sun, 06 Nov 1994 08:49 GMT", "", "Tue, 31 Feb 2026 10:00:00 GMT",
+                "Sun, 06 Nov 1994 99:99:99 GMT",
+                "Sun, \u0660\u0666 Nov 1994 08:49:37 GMT"]:
         raises(ValueError, clock.parse_http_date, bad)
+    # a Server-Time that is no number and no time: None (the Date header is used), not an exception
+    assert clock.parse_server_time("1790000000\u00b2") is None
 
 
 def test_epoch_2000_port_gives_unix_time():
