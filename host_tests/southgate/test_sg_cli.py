@@ -193,3 +193,30 @@ def test_settings_out_of_range_are_refused_with_the_range(fresh_settings: Runnin
     assert c.request("GET", "/api/agentmanagement/v3/oauth/token_key").status == 200
     c.close()
     assert sg.settings(clock_offset_s=-86400.0)["clock_offset_s"] == -86400.0  # a day back is fine
+
+
+def test_command_line_mistakes_are_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """An --out in a missing directory creates nothing (an app's secret is shown once, in that file); a read
+    command without a running server says so; a secret file is owner-only even over a stale .tmp."""
+    d = str(tmp_path / "sg")
+    bad = run(
+        "agent",
+        "create",
+        "--data",
+        d,
+        "--name",
+        "x1",
+        "--out",
+        str(tmp_path / "nodir" / "a.json"),
+        check=False,
+    )
+    assert bad.returncode == 2 and "does not exist (nothing was created)" in bad.stderr, bad.stderr
+    assert "(no rows)" in run("agent", "list", "--data", d).stdout
+    down = run("timeseries", "--data", d, "--asset", "0" * 32, "--aspect", "A", check=False)
+    assert down.returncode == 1 and "is `southgate serve --data DIR` running?" in down.stderr, down.stderr
+    assert "Traceback" not in bad.stderr + down.stderr
+    stale = tmp_path / "app.json.tmp"
+    stale.write_text("x")
+    stale.chmod(0o666)
+    run("app", "create", "--data", d, "--name", "r3", "--out", str(tmp_path / "app.json"))
+    assert (tmp_path / "app.json").stat().st_mode & 0o777 == 0o600

@@ -31,9 +31,11 @@ def ensure_dir(path: Path) -> Path:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write a secret file atomically with mode 0600 from the start."""
+    """Write a secret file atomically with mode 0600 from the start (a leftover .tmp, whatever its mode, is
+    replaced, never written into)."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, data)
         os.fsync(fd)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import sys
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from . import apps, assets, faults, readback
 from .certs import write_private
@@ -145,6 +148,12 @@ def _range(args: argparse.Namespace) -> tuple[int | None, int | None]:
     return lo, hi
 
 
+def _check_out(out: Path | None) -> None:
+    """--out must be writable before anything is created: an app's secret is shown once, in that file."""
+    if out is not None and not out.parent.is_dir():
+        raise ValueError(f"--out {out}: the directory {out.parent} does not exist (nothing was created)")
+
+
 def _write(text: str, out: Path | None) -> None:
     if out is None:
         print(text)
@@ -249,6 +258,7 @@ def _app_command(args: argparse.Namespace, svc: Service) -> int:
         ]
         print(readback.render(rows, "table", ["clientId", "tenant", "appName", "appVersion"]))
         return 0
+    _check_out(args.out)
     creds = apps.create_app(svc, args.tenant, args.name, args.version)
     _write(json.dumps(creds, indent=2), args.out)  # holds the client secret: owner-only, never logged
     print(
@@ -295,6 +305,7 @@ def _agent_id(svc: Service, given: str | None) -> str:
 def _run_offline(args: argparse.Namespace, svc: Service) -> int:
     if args.command == "agent":
         if args.agent_command == "create":
+            _check_out(args.out)
             agent = svc.create_agent(args.name, args.tenant, args.entity_id)
             config = svc.boarding_config(agent["id"], args.base_url)
             _write(json.dumps(config, indent=2), args.out)
@@ -366,12 +377,31 @@ def _run_offline(args: argparse.Namespace, svc: Service) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from insights_read import ReadError
+
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        try:
+            return run(args)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not as a traceback when Python exits
     except ApiError as exc:
         print(f"southgate: {exc.message}", file=sys.stderr)
         return 1
+    except aiohttp.ClientConnectionError:  # the read commands go through the running server
+        print("southgate: cannot reach the server: is `southgate serve --data DIR` running?", file=sys.stderr)
+        return 1
+    except (ReadError, aiohttp.ClientError) as exc:
+        print(f"southgate: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # Whoever read the output stopped (`| head`): end quietly; stdout goes to the null device so the
+        # interpreter's last flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:  # a file or directory named on the command line
+        print(f"southgate: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
     except ValueError as exc:
         print(f"southgate: {exc}", file=sys.stderr)
         return 2
