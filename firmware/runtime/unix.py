@@ -49,15 +49,21 @@ def _parse_args(argv):
         if a == "--install":
             opts["install"].append(v)
         elif a in ("--speed", "--run-s", "--cycles"):
-            n = int(v) if a == "--cycles" else float(v)
+            try:
+                n = int(v) if a == "--cycles" else float(v)
+            except ValueError:
+                n = 0
             if not n > 0:
-                raise SystemExit("main.py: %s must be more than 0\n%s" % (a, _USAGE))
+                raise SystemExit("main.py: %s must be a number more than 0\n%s" % (a, _USAGE))
             opts[a[2:].replace("-", "_")] = n
         elif a in ("--flash", "--root", "--board", "--settings"):
             opts[a[2:]] = v
         else:
             raise SystemExit("main.py: unknown option %s\n%s" % (a, _USAGE))
         i += 2
+    for path in [opts["board"], opts["settings"]] + [x.rsplit(":", 1)[0] for x in opts["install"]]:
+        if path and not compat.exists(path):
+            raise SystemExit("main.py: cannot read %s" % path)
     return opts
 
 

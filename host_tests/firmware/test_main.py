@@ -720,9 +720,11 @@ def test_a_run_limit_cuts_an_awake_wait_short(workdir):
 
 
 def test_unix_board_command_line_refuses_zero_and_makes_the_root(workdir):
-    for opt in ("--cycles", "--run-s"):
-        e = raises(SystemExit, main.main, ["--root", workdir + "/r", opt, "0"])
-        assert opt + " must be more than 0" in str(e)
+    for opt, value in (("--cycles", "0"), ("--run-s", "0"), ("--speed", "abc")):
+        e = raises(SystemExit, main.main, ["--root", workdir + "/r", opt, value])
+        assert opt + " must be a number more than 0" in str(e)
+    e = raises(SystemExit, main.main, ["--root", workdir + "/r", "--install", workdir + "/nope.json"])
+    assert "cannot read " + workdir + "/nope.json" in str(e)
     svc = Service(learn_time=False)
     machine.reset_sim(time=machine.SimTime(T0))
     root = workdir + "/a/b/flash"
