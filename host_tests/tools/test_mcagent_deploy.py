@@ -230,6 +230,9 @@ def test_bad_inputs_are_refused_with_the_file_named_and_no_secret(
     assert proc.returncode == 2 and "settings is not valid JSON (line 1 column" in proc.stderr
     assert "xxxxxxxx" not in proc.stderr
 
+    proc = run_cli_here(*args, "--dry-run", "--report", str(tmp_path / "nodir" / "r.json"))
+    assert proc.returncode == 2 and "--report" in proc.stderr and "does not exist" in proc.stderr
+
     bad_settings.write_bytes('{"wifi": {"ssid": "Caf\u00e9", "password": "xxxxxxxx"}}'.encode("latin-1"))
     proc = run_cli_here(*args, "--dry-run")  # saved by an editor in Latin-1: named, not a traceback
     assert proc.returncode == 2 and "settings is not UTF-8 text" in proc.stderr, proc.stderr

@@ -671,6 +671,8 @@ def nodes_from_args(args: argparse.Namespace) -> list[Node]:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.report and not args.report.resolve().parent.is_dir():  # known before any board is touched
+            raise DeployError(f"--report {args.report}: the directory {args.report.parent} does not exist")
         nodes = nodes_from_args(args)
         if not args.dry_run and len(nodes) == 1:  # before the build: a mistyped or unplugged port fails
             # at once, plainly (with many boards, one missing port must not stop the others: it fails alone)
