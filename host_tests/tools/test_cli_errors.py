@@ -133,3 +133,15 @@ def test_main_turns_a_broken_pipe_into_an_exit_status(
     monkeypatch.undo()
     assert code == cli.EXIT_BROKEN_PIPE == EXPECTED_STATUS
     assert capsys.readouterr().err == ""
+
+
+def test_vboard_refuses_what_it_cannot_use_before_it_starts(tmp_path: Path) -> None:
+    """A heap size the interpreter would refuse (it rebooted forever), a log or port file in a missing
+    directory, a --dir that is a file: one line each, exit status 2, no board started."""
+    proc = run_cli("vboard", "--heapsize", "100KB")
+    assert proc.returncode == 2 and "--heapsize wants a size like 256k" in proc.stderr
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    proc = run_cli("vboard", "--dir", str(afile), "--log", str(tmp_path / "nodir" / "v.log"))
+    assert proc.returncode == 2 and "is a file, not a directory" in proc.stderr
+    assert "--log" in proc.stderr and "does not exist" in proc.stderr and "Traceback" not in proc.stderr

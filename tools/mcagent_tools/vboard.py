@@ -29,6 +29,7 @@ import errno
 import fcntl
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -403,11 +404,23 @@ def _mount_arg(text: str) -> tuple[Path, str]:
     return Path(host).resolve(), point
 
 
+def _heapsize_arg(text: str) -> str:
+    """`-X heapsize=` as the Unix port takes it: a number of bytes, or with k or m."""
+    if not re.fullmatch(r"[1-9][0-9]*[kKmM]?", text):
+        raise argparse.ArgumentTypeError(f"--heapsize wants a size like 256k or 2m, got {text!r}")
+    return text
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dir", type=Path, default=Path("vboard"), help="the board's filesystem (default ./vboard)"
     )
-    p.add_argument("--heapsize", help="GC heap like a board's, e.g. 100k (default: the Unix port's 2 MB)")
+    p.add_argument(
+        "--heapsize",
+        type=_heapsize_arg,
+        help="GC heap, e.g. 256k (this 64-bit port's objects take about twice a 32-bit board's room; "
+        "default: the Unix port's 2 MB)",
+    )
     p.add_argument(
         "--run-main",
         action=argparse.BooleanOptionalAction,
@@ -429,6 +442,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    problems = []
+    if args.dir.exists() and not args.dir.is_dir():
+        problems.append(f"--dir {args.dir} is a file, not a directory")
+    for name, path in (("--log", args.log), ("--port-file", args.port_file)):
+        if path is not None and not path.resolve().parent.is_dir():
+            problems.append(f"{name} {path}: the directory {path.parent} does not exist")
+    if problems:
+        print("\n".join("vboard: " + p for p in problems), file=sys.stderr)
+        return 2
     args.dir.mkdir(parents=True, exist_ok=True)
     board = VirtualBoard(
         args.dir,
