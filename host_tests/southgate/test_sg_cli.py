@@ -35,7 +35,7 @@ def test_serve_prints_urls_makes_private_files_and_stops_cleanly(tmp_path: Path)
         first = proc.stdout.readline()
         second = proc.stdout.readline()
         assert first.startswith("southgate: serving https://127.0.0.1:")
-        assert second.strip() == f"southgate: CA certificate {data / 'ca.pem'}"
+        assert second.strip() == f"southgate: CA certificate {(data / 'ca.pem').resolve()}"
         base = first.split()[-1]
         assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
         for name in ("ca-key.pem", "server-key.pem", "token-key.pem", "admin-token", "southgate.db"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import shutil
 import subprocess
 import sys
@@ -171,7 +172,7 @@ def run_demo(
         print("or in the console: .venv/bin/southgate serve --data demo-data/southgate (open the link)")
     else:
         print("query them yourself:")
-        data = work / "southgate"
+        data = shlex.quote(str(work / "southgate"))  # a --keep path may hold spaces: copy-paste must work
         print(f"  .venv/bin/southgate timeseries --data {data} --agent {agent_id} --format table")
         print(f"or in the console: .venv/bin/southgate serve --data {data}, open the link it prints")
     if console_shot:

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -398,7 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         if not (BOARDS / name / "board.json").is_file():
             raise SystemExit(f"no board {name!r} in {BOARDS}")
     backlogs = [int(x) for x in args.backlogs.split(",") if x]
-    upy = upy32.ensure()
+    try:
+        upy = upy32.ensure()
+    except upy32.Upy32Error as e:  # no source and no network: its message says how to get one
+        print(f"mcagent fit: {e}", file=sys.stderr)
+        return 2
     work = args.keep or Path(tempfile.mkdtemp(prefix="mcagent-fit-"))
     work.mkdir(parents=True, exist_ok=True)
     results = []

@@ -461,8 +461,9 @@ async def serve(
         except (NotImplementedError, RuntimeError):
             pass
     print(f"southgate: serving {base}", flush=True)
-    print(f"southgate: CA certificate {service.keys.ca_pem}", flush=True)
-    print("southgate: admin token in %s" % (service.data_dir / "admin-token"), flush=True)
+    # absolute paths: they are copied into commands run from other directories (mcagent deploy --ca ...)
+    print(f"southgate: CA certificate {service.keys.ca_pem.resolve()}", flush=True)
+    print(f"southgate: admin token in {(service.data_dir / 'admin-token').resolve()}", flush=True)
     print(f"southgate: console {console.login_link(app, base)} (one-time login link)", flush=True)
     if ready is not None:
         ready.set()
