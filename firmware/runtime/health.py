@@ -1,9 +1,10 @@
-"""The health event: once per cold boot and daily, what a person looking after the node wants to know.
+"""The health event: once per cold boot and daily, what a person looking after the node wants to know; and
+the summary of a unix board's run.
 
 Released after use (mcagent.compat.call_cold).
 """
 
-from runtime.node import PERIOD_KEYS
+from runtime.node import PERIOD_KEYS, STAT_KEYS
 
 
 def note_dropped(node):
@@ -42,3 +43,16 @@ def queue_health(node, now):
         st[k] = 0
     st["min_heap"] = -1
     node.log("health event queued")
+
+
+def summary(node):
+    """What a run of the unix board did, for its last line (runtime.power): boots, wakes, the counters."""
+    note_dropped(node)
+    st = node.st
+    out = {"board": node.board.name, "boots": st["boots"], "wakes": st["wakes"]}
+    for k in STAT_KEYS:
+        out[k] = st[k]
+    out["pending_clock"] = len(node.pending)
+    out["last_ts"] = node.last_ts
+    out["last_values"] = node.last_values
+    return out

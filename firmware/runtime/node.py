@@ -343,14 +343,3 @@ class Node:
         else:
             self.save_state()
         self.close()
-
-    def summary(self):
-        compat.call_cold("runtime.health", "note_dropped", self)
-        st = self.st
-        out = {"board": self.board.name, "boots": st["boots"], "wakes": st["wakes"]}
-        for k in STAT_KEYS:
-            out[k] = st[k]
-        out["pending_clock"] = len(self.pending)
-        out["last_ts"] = self.last_ts
-        out["last_values"] = self.last_values
-        return out

@@ -57,7 +57,7 @@ class Session:
                     compat.heap_free()  # a collection, as the sleep would leave the heap
                     compat.sleep_ms(ms, time)
                     cause = "DEEPSLEEP_RESET"
-            print("mcagent-summary " + json.dumps(node.summary()))
+            print("mcagent-summary " + json.dumps(compat.call_cold("runtime.health", "summary", node)))
             return node
         finally:
             self.end()

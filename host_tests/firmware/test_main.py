@@ -19,6 +19,7 @@ from checks import raises
 from mcagent import board, compat
 from mcagent.clock import SANE_AFTER_S
 from mcagent.runlog import RunLog
+from runtime import health
 from runtime import hw as rhw
 
 ROOT = __file__.rsplit("/", 3)[0]
@@ -337,7 +338,7 @@ def test_readings_the_store_dropped_are_reported_without_an_upload(workdir):
     node = main.run(board_doc(), SETTINGS, hw, lambda n: Agent(n, svc), max_cycles=2, log=lambda m: None,
                     root=workdir)
     assert svc.flushes == 0 and svc.outbox[0][2]["dropped_readings"] == 7
-    assert node.summary()["store_dropped"] == 7
+    assert health.summary(node)["store_dropped"] == 7
 
 
 def test_tls_verification_failure_goes_to_the_run_log(workdir):
@@ -686,7 +687,7 @@ def test_unix_board_runs_with_simulated_deep_sleep(workdir):
         where = ["--root", workdir + "/flash"]
     argv = where + ["--board", ROOT + "/boards/unix/board.json", "--speed", "300", "--cycles", "9", "--quiet"]
     node = main.main(argv, agent)
-    s = node.summary()
+    s = health.summary(node)
     assert s["taken"] == 9 and s["wakes"] >= 2 and s["boots"] == s["wakes"] + 1, s
     assert svc.flash == [] and len(svc.readings) == 9  # the end of the run uploads what is left
     # the recorded values are exactly the simulator's at their timestamps
