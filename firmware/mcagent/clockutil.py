@@ -22,12 +22,6 @@ def days_from_civil(y, m, d):
     return era * 146097 + doe - 719468
 
 
-def _month_days(y, m):
-    if m == 2:
-        return 29 if y % 4 == 0 and (y % 100 != 0 or y % 400 == 0) else 28
-    return 30 if m in (4, 6, 9, 11) else 31
-
-
 def _int(text, start, end):
     part = text[start:end]
     if len(part) != end - start or not compat.digits(part):
@@ -53,7 +47,8 @@ def parse_iso(text):
         raise ValueError("bad ISO 8601 time: %r" % text)
     y, mo, d = _int(text, 0, 4), _int(text, 5, 7), _int(text, 8, 10)
     h, mi, s = _int(text, 11, 13), _int(text, 14, 16), _int(text, 17, 19)
-    if not (1 <= mo <= 12 and 1 <= d <= _month_days(y, mo) and h <= 23 and mi <= 59 and s <= 60):
+    ok = 1 <= mo <= 12 and 1 <= d <= 31 and h <= 23 and mi <= 59 and s <= 60
+    if not ok or civil_from_days(days_from_civil(y, mo, d)) != (y, mo, d):  # 31 Feb does not roll over
         raise ValueError("bad ISO 8601 time: %r" % text)
     i = 19
     ms = 0
@@ -98,9 +93,9 @@ def parse_http_date(text):
         raise ValueError("bad HTTP date: %r" % text)
     y, mo, d = int(parts[3]), _MONTHS.index(parts[2]) + 1, int(parts[1])
     h, mi, s = int(hms[0]), int(hms[1]), int(hms[2])
-    if not (1 <= d <= _month_days(y, mo) and h <= 23 and mi <= 59 and s <= 60):
-        raise ValueError("bad HTTP date: %r" % text)
     days = days_from_civil(y, mo, d)
+    if not (1 <= d <= 31 and h <= 23 and mi <= 59 and s <= 60) or civil_from_days(days) != (y, mo, d):
+        raise ValueError("bad HTTP date: %r" % text)
     return days * 86400 + h * 3600 + mi * 60 + s
 
 
