@@ -78,7 +78,7 @@ def encode(store, values, quality=None):
             t = cfg.types[i]
             v = _check(dp_id, t, v, W.text)
         except StoreError as e:
-            e.point = dp_id  # the value refused: a caller may drop it and record the others
+            e.dp_id = dp_id  # the value refused: a caller may drop it and record the others
             raise
         items.append((i, t, v))
         size += 1 + (len(v) + 2 if t == _T_STRING or t == _T_BIG_STRING else 1 if t == _T_BOOL else 8)

@@ -256,7 +256,7 @@ def recover(st):
         # it the state before acting on it: deleting what it acknowledged and then losing it in a second
         # cut would lose data without a count.
         os.rename(state + ".tmp", state)
-    for name in [n for n in names(root) if n.endswith(".seg.tmp")]:  # one at most, after a cut
+    for name in [n for n in names(root) if n.endswith(".tmp") and n[:-4].endswith(".seg")]:  # one, at most
         seg = root + "/" + name[:-4]
         if not compat.exists(seg):
             # Only the tail repair rewrites a segment, and FAT renames over a file by deleting it first: a

@@ -108,7 +108,7 @@ def record(node, values, ts):
             node.st["recorded"] += 1
             return
         except ValueError as e:  # StoreError: nothing was written
-            bad = getattr(e, "point", None)
+            bad = getattr(e, "dp_id", None)
             if bad not in values:
                 raise
             del values[bad]

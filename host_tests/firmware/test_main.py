@@ -530,7 +530,7 @@ def test_a_failing_sample_does_not_stop_the_upload_or_the_schedule(workdir):
 
 
 class Refused(ValueError):
-    """Like mcagent.store.StoreError: the store refuses a value, names it (point), writes nothing."""
+    """Like mcagent.store.StoreError: the store refuses a value, names it (dp_id), writes nothing."""
 
 
 def test_a_value_the_store_refuses_costs_only_that_point(workdir):
@@ -541,7 +541,7 @@ def test_a_value_the_store_refuses_costs_only_that_point(workdir):
         def record(self, values, timestamp_ms=None):
             if "DP-Chip" in values:
                 e = Refused("DP-Chip (INT): bad value 3000000000")
-                e.point = "DP-Chip"
+                e.dp_id = "DP-Chip"
                 raise e
             FakeAgent.record(self, values, timestamp_ms)
 

@@ -343,7 +343,7 @@ def test_bad_input_is_refused_and_nothing_written(workdir, store_datapoints):
     for values in bad:
         raises(S.StoreError, st.append_sample, T0, values)
     e = raises(S.StoreError, st.append_sample, T0, {"DP-Temperature": 1.5, "DP-Count": 2147483648})
-    assert e.point == "DP-Count"  # the value refused, named: the runtime drops it and records the others
+    assert e.dp_id == "DP-Count"  # the value refused, named: the runtime drops it and records the others
     raises(S.StoreError, st.append_sample, "now", {"DP-Count": 1})
     raises(S.StoreError, st.append_sample, -1, {"DP-Count": 1})
     raises(S.StoreError, st.append_sample, T0, {"DP-Count": 1}, "q" * 40)
