@@ -163,7 +163,9 @@ class Driver:
         out = {"temperature": round(t / 100 + self.t_offset, 2)}
         p = compensate_p(adc_p, t_fine, self.cal)
         if p:
-            out["pressure"] = round(p / 25600, 2)  # Q24.8 Pa -> hPa
+            # Q24.8 Pa -> hPa to 0.01, rounded in integers: round() of a float tie differs between CPython
+            # and MicroPython (1006.535 -> .53 or .54), and a test or the demo recomputes values on CPython
+            out["pressure"] = ((p + 128) >> 8) / 100
         if adc_h != 0x8000:  # skipped: no humidity this time (ctrl_hum is written again before the next)
-            out["humidity"] = round(compensate_h(adc_h, t_fine, self.cal) / 1024, 2)
+            out["humidity"] = ((compensate_h(adc_h, t_fine, self.cal) * 100 + 512) >> 10) / 100  # Q22.10 %
         return out
