@@ -326,7 +326,9 @@ def parse(doc, source="board.json", drivers=None):
 
     dsc = _obj(doc, "dsc", "", p)
     _unknown(dsc, ("configurationId", "entityId", "propertySetName"), "dsc", p)
-    cid = dsc.get("configurationId", "CF-" + (b.name or "board"))
+    cid = dsc.get("configurationId")
+    if cid is None:  # made from the board's name: too long a name is named, not a field nobody wrote
+        cid = "CF-" + (b.name or "board")[: _MAX_ID - 3]
     if _ident(cid, "dsc.configurationId", p):
         b.configuration_id = cid
     for key in ("entityId", "propertySetName"):

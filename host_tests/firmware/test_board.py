@@ -93,6 +93,13 @@ def test_dsc_generated_from_board():
                      "property": "PartsPerMinute"}
 
 
+def test_a_long_board_name_makes_a_configuration_id_that_fits():
+    doc = _minimal()
+    doc["board"] = "b" * 64  # the longest name; "CF-" + it would be 67 characters
+    b = board.parse(doc, "board.json", sensors)
+    assert b.configuration_id == "CF-" + "b" * 61
+
+
 def test_dsc_mapping_fields_pass_through():
     doc = _minimal()
     doc["dsc"] = {"configurationId": "CF-x", "entityId": "a" * 32, "propertySetName": "Air"}
