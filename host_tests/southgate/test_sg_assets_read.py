@@ -324,6 +324,9 @@ def test_import_jobs_validated_and_imported(msg: RunningSouthgate, tmp_path: Pat
         out: dict[str, Any] = {}
         async with ReadClient(msg.base_url, credentials=creds, ca_file=msg.ca_pem) as c:
             await c.put_file(asset, "in/good.json", json.dumps(recs).encode())
+            await c.put_file(asset, "in/a#b?c.json", b"[]")  # a path's '#' and '?' stay in the file's name
+            listing, _ = await c._request("GET", f"/api/iotfile/v3/files/{asset}")
+            out["names"] = sorted(f["path"] for f in listing)
             job = await c.create_import_job(asset, "env", files("in/good.json", recs))
             out["submitted"] = job["status"]
             out["good"] = await c.wait_import_job(job["id"], 30, 0.1)
@@ -377,6 +380,7 @@ def test_import_jobs_validated_and_imported(msg: RunningSouthgate, tmp_path: Pat
         return out
 
     got = run_sync(scenario())
+    assert got["names"] == ["in/a#b?c.json", "in/good.json"], got["names"]
     assert got["submitted"] == "SUBMITTED"
     assert got["good"]["status"] == "SUCCESS", got["good"]
     assert got["read"] == [dict(r, temperature_qc=0, count_qc=0) for r in recs]

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 
@@ -28,6 +28,11 @@ Record = dict[str, Any]
 Time = str | datetime
 T = TypeVar("T")
 _LINK_RE = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?')
+
+
+def _seg(value: str) -> str:
+    """One path segment of a URL (an id, an aspect name): a '/', '#' or '?' in it stays in it."""
+    return quote(value, safe="")
 
 
 class ReadError(RuntimeError):
@@ -196,7 +201,7 @@ class ReadClient:
             query["select"] = ",".join(select)
         if sort != "asc":
             query["sort"] = sort
-        url: str | None = f"/api/iottimeseries/v3/timeseries/{entity}/{aspect}?{urlencode(query)}"
+        url: str | None = f"/api/iottimeseries/v3/timeseries/{_seg(entity)}/{_seg(aspect)}?{urlencode(query)}"
         while url:
             records, headers = await self._request("GET", url)
             yield list(records or [])
@@ -213,7 +218,9 @@ class ReadClient:
     async def latest(self, entity: str, aspect: str, *, latest_value: bool = False) -> list[Record]:
         """The latest record (no range), or with `latest_value` each property's latest value."""
         query = "?latestValue=true" if latest_value else ""
-        records, _ = await self._request("GET", f"/api/iottimeseries/v3/timeseries/{entity}/{aspect}{query}")
+        records, _ = await self._request(
+            "GET", f"/api/iottimeseries/v3/timeseries/{_seg(entity)}/{_seg(aspect)}{query}"
+        )
         return list(records or [])
 
     # IoT TS Bulk v3 ---------------------------------------------------------------------------------------
@@ -224,7 +231,7 @@ class ReadClient:
         query = {"from": iso(from_), "to": iso(to)}
         if limit is not None:
             query["limit"] = str(limit)
-        url: str | None = f"/api/iottsbulk/v3/timeseries/{entity}/{aspect}?{urlencode(query)}"
+        url: str | None = f"/api/iottsbulk/v3/timeseries/{_seg(entity)}/{_seg(aspect)}?{urlencode(query)}"
         out: list[Record] = []
         while url:
             answer, _ = await self._request("GET", url)
@@ -238,7 +245,7 @@ class ReadClient:
         """Put a file with IoT File Service (e.g. the input of an import job); replaces an existing one."""
         await self._request(
             "PUT",
-            f"/api/iotfile/v3/files/{entity}/{path}",
+            f"/api/iotfile/v3/files/{_seg(entity)}/{quote(path, safe='/')}",
             data=content,
             headers={"Content-Type": "application/octet-stream", "type": content_type, "If-Match": "*"},
         )
@@ -252,7 +259,7 @@ class ReadClient:
         return dict(answer)
 
     async def import_job(self, job_id: str) -> dict[str, Any]:
-        answer, _ = await self._request("GET", f"/api/iottsbulk/v3/importJobs/{job_id}")
+        answer, _ = await self._request("GET", f"/api/iottsbulk/v3/importJobs/{_seg(job_id)}")
         return dict(answer[0] if isinstance(answer, list) else answer)
 
     async def wait_import_job(
