@@ -301,15 +301,20 @@ def heap_free():
 
 
 def file_size(path):
-    """The size of a file in bytes, -1 if there is none."""
+    """The size of a file in bytes, -1 if there is none (a directory is none: it cannot be streamed)."""
     try:
-        return os.stat(path)[6]
+        st = os.stat(path)
     except OSError:
         return -1
+    return -1 if st[0] & 0x4000 else st[6]  # S_IFDIR
 
 
 def exists(path):
-    return file_size(path) >= 0
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
 
 
 def remove(path):

@@ -19,7 +19,7 @@ def encode(store, severity, description, details=None, correlation_id=None):
     from mcagent import storewrite as W
 
     sev = _SEVERITY.get(severity) if isinstance(severity, str) else severity
-    if isinstance(sev, bool) or sev not in (1, 2, 3, 20, 30, 40):
+    if isinstance(sev, bool) or not isinstance(sev, int) or sev not in (1, 2, 3, 20, 30, 40):  # not 1.0
         raise StoreError("event severity must be 1/2/3, 20/30/40 or error/warning/info")
     desc = W.text(description or "", "event description", 1020)
     if len(description or "") > 255 or not isinstance(details or {}, dict):

@@ -54,7 +54,7 @@ def path_size(path):
     """The size of a file to be streamed at upload time; StoreError if missing or too big for one item."""
     size = compat.file_size(path) if isinstance(path, str) else -1
     if size < 0 or size > _MAX_FILE_BYTES:
-        raise StoreError("file %s: missing or larger than %d bytes" % (path, _MAX_FILE_BYTES))
+        raise StoreError("file %s: missing, a directory, or larger than %d bytes" % (path, _MAX_FILE_BYTES))
     return size
 
 

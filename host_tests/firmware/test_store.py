@@ -349,6 +349,10 @@ def test_bad_input_is_refused_and_nothing_written(workdir, store_datapoints):
     raises(S.StoreError, st.append_sample, T0, {"DP-Count": 1}, "q" * 40)
     raises(S.StoreError, st.append_event, T0, 5, "x")
     raises(S.StoreError, st.append_event, T0, True, "x")
+    raises(S.StoreError, st.append_event, T0, 1.0, "x")  # a float is no severity code (struct refuses it)
+    os.mkdir(workdir + "/photos")
+    e = raises(S.StoreError, st.append_file_ref, T0, workdir + "/photos")  # it could never be streamed
+    assert "a directory" in str(e)
     raises(S.StoreError, st.append_event, T0, 1, "x" * 256)
     raises(S.StoreError, st.append_event, T0, 1, "x", ["not", "a", "dict"])
     raises(S.StoreError, st.append_event, T0, 1, "x", {1: "a key JSON has no form for"})

@@ -370,6 +370,21 @@ def test_token_endpoint_weather_is_retried_other_errors_stop(workdir):
     assert "403" in s["error"] and s["pending"] == 1
 
 
+def test_a_file_that_became_a_directory_counts_as_vanished(workdir):
+    """It cannot be streamed: counted as missing and reported, not a failed request at every flush (which
+    would block the queue behind it)."""
+    st = _store(workdir, 2)
+    with open(workdir + "/photos", "wb") as f:
+        f.write(b"x")
+    st.append_file_ref(T0, workdir + "/photos")
+    st.commit()
+    os.remove(workdir + "/photos")
+    os.mkdir(workdir + "/photos")
+    s = _uploader(st, FakeConn())[0].flush()
+    assert s["error"] is None and s["readings_sent"] == 2 and s["pending"] == 0, s
+    assert st.stats()["files_missing"] == 1
+
+
 def test_vanished_file_is_counted_once_even_when_its_batch_is_retried(workdir):
     st = _store(workdir, 1)
     with open(workdir + "/gone.bin", "wb") as f:
