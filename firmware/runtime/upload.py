@@ -31,6 +31,9 @@ def upload(node, why):
             node.adopt_learned_time()
             node.settle()  # the server taught the time: held samples get recorded and go with this flush
             node.release_phases()
+            # The flush gets its whole budget, whatever Wi-Fi and NTP took (their tries and pauses are
+            # bounded on their own, and a board's settings may let them outlast the first guard).
+            node.guard(b.upload_budget_ms + 60000)
             summary = agent.flush()
             ok, err = account(node.st, summary)
             release = getattr(agent, "release", None)

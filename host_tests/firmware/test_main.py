@@ -452,6 +452,17 @@ def test_watchdog_fed_during_a_stalled_upload(workdir):
     assert "not fed" in str(e)
 
 
+def test_a_slow_wifi_does_not_use_up_the_flush_s_watchdog_budget(workdir):
+    """Wi-Fi tries with growing pauses (20, 40, 60, 60 s) take longer than the guard charges for them; the
+    flush after them still gets its own budget, so a slow but working upload is not reset by the watchdog."""
+    fresh(wifi=["no_ap"] * 4)
+    svc = Service()
+    svc.flush_script = [("stall", 130000)]  # past what the first guard leaves (270 s from its start)
+    doc = board_doc(upload_samples=1, wifi={"timeout_s": 10, "attempts": 5, "backoff_s": 20})
+    boot(workdir, svc, doc, cycles=1)
+    assert machine.sim.wdt.expired == 0 and len(svc.readings) == 1
+
+
 def test_watchdog_fed_through_a_stalled_upload_across_the_ticks_wrap(workdir):
     """An upload starting just before ticks_ms wraps (every 2^30 ms, 12.4 days awake): its deadline is a
     tick too (ticks_add), so the timer keeps feeding the watchdog past the wrap."""
