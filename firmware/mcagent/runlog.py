@@ -35,11 +35,11 @@ def describe(exc):
 
 
 class RunLog:
-    def __init__(self, path="runlog.txt", max_bytes=2048, per_boot=20):
+    def __init__(self, path="runlog.txt", max_bytes=2048, per_boot=20, written=0):
         self.path = path
         self.max_bytes = max_bytes
         self.per_boot = per_boot
-        self.written = 0  # entries this boot
+        self.written = written  # entries this boot (a caller that makes a RunLog per entry carries it over)
         self.suppressed = 0  # entries beyond per_boot, counted only
 
     def add(self, what, stamp=""):

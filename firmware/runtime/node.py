@@ -77,6 +77,7 @@ class Node:
         self.configured = False
         self.boot_upload = self.cold
         self.health_boot = self.cold
+        self.logged = 0  # run-log entries this boot
 
     def path(self, name):
         """A file of the node: relative names live in root (the flash root on a board)."""
@@ -107,7 +108,9 @@ class Node:
 
         text = runlog.describe(exc)
         try:
-            runlog.RunLog(self.path(self.settings.runlog)).add("%s: %s" % (where, text), stamp)
+            log = runlog.RunLog(self.path(self.settings.runlog), written=self.logged)
+            log.add("%s: %s" % (where, text), stamp)
+            self.logged = log.written  # the per-boot cap holds: a repeated fault wears no flash
         finally:
             runlog = None
             compat.unload("mcagent.runlog")

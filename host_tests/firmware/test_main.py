@@ -667,6 +667,17 @@ def test_runlog_ring_is_bounded(workdir):
     assert capped.lines() == ["a", "b"] and capped.suppressed == 1
 
 
+def test_a_fault_of_every_cycle_writes_the_run_log_twenty_times_a_boot(workdir):
+    """The node writes one entry at a time, each through a RunLog of its own: the per-boot cap holds across
+    them, so a fault that repeats every cycle neither wears the flash nor pushes the first entries out."""
+    fresh()
+    svc = Service()
+    svc.record_errors = 10**6
+    node = boot(workdir, svc, board_doc(sample_s=60), cycles=30)
+    assert node.st["errors"] + 1 >= 29 and node.logged == 20  # counted every time, written twenty times
+    assert _runlog(workdir)[-1].startswith("2026-09-21T14:32:20")  # the twentieth cycle: then no more
+
+
 def _boom():
     raise KeyError("x")
 
