@@ -114,6 +114,18 @@ def test_mapping_needs_a_modelled_asset_aspect_and_variable_of_the_right_type(ms
     assert a.map("DP-count", foreign, "env", "count").status == 404
 
 
+def test_the_asset_list_is_paged(msg: RunningSouthgate) -> None:
+    """?page=&size= as Asset Management pages it (10 by default): only a page's assets are read."""
+    ids = {msg.create_asset(f"paged{i}", ENV_VARS, tenant="pagedt")["assetId"] for i in range(3)}
+    first = msg.admin("GET", "/api/assetmanagement/v3/assets?size=2&page=0")
+    total = first["page"]["totalElements"]
+    assert len(first["_embedded"]["assets"]) == 2 and total >= 3
+    assert first["page"]["totalPages"] == -(-total // 2)
+    everything = msg.admin("GET", "/api/assetmanagement/v3/assets?size=2000")["_embedded"]["assets"]
+    assert len(everything) == total and ids <= {a["assetId"] for a in everything}
+    assert len(msg.admin("GET", "/api/assetmanagement/v3/assets")["_embedded"]["assets"]) == min(10, total)
+
+
 def test_auto_assets_keeps_the_old_convenience(sg: RunningSouthgate) -> None:
     a = Agent(sg).ready(entity=uuid.uuid4().hex)  # the shared fixture serves with --auto-assets
     got = sg.admin("GET", f"/api/assetmanagement/v3/assets/{a.entity}/aspects")

@@ -15,7 +15,7 @@ from . import assets
 from .errors import bad_request
 from .routes_read import read_auth
 from .storage import Variable
-from .webutil import json_body, json_response, service
+from .webutil import int_param, json_body, json_response, service
 
 routes = web.RouteTableDef()
 AM = "/api/assetmanagement/v3/assets"
@@ -61,11 +61,20 @@ async def create_asset(request: web.Request) -> web.Response:
 
 @routes.get(AM)
 async def list_assets(request: web.Request) -> web.Response:
+    """Asset Management's paged list (?page=&size=, 10 by default, at most 2000): only the page's assets
+    are read, each with its aspects and variables."""
     tenant = read_auth(request)
     svc = service(request)
-    rows = [assets.asset_json(svc, r["entity_id"]) for r in svc.storage.assets(tenant)]
+    size = int_param(request, "size", 10, 1, 2000)
+    number = int_param(request, "page", 0, 0, 10**6)
+    all_rows = svc.storage.assets(tenant)
+    rows = [assets.asset_json(svc, r["entity_id"]) for r in all_rows[number * size : (number + 1) * size]]
+    total = len(all_rows)
     return json_response(
-        {"_embedded": {"assets": rows}, "page": {"size": len(rows), "totalElements": len(rows), "number": 0}}
+        {
+            "_embedded": {"assets": rows},
+            "page": {"size": size, "totalElements": total, "totalPages": -(-total // size), "number": number},
+        }
     )
 
 
