@@ -541,3 +541,16 @@ def test_timestamps_outside_years_1_to_9999_are_refused(msg: RunningSouthgate) -
     }
     assert a.http.json("POST", "/api/eventmanagement/v3/events", event, token=a.token).status == 400
     assert msg.admin("GET", f"/admin/agents/{a.id}/files") is not None
+
+
+def test_one_answer_holds_a_bounded_number_of_values() -> None:
+    """records x properties stays under routes_read.MAX_VALUES (100,000): an aspect of 1,000 variables gets
+    100 records an answer (the rest by the Link or nextRecord), a select of two the full 2,000."""
+    from types import SimpleNamespace
+
+    from southgate import routes_read
+
+    svc = SimpleNamespace(storage=SimpleNamespace(prop_count=lambda entity, pset: 1000))
+    assert routes_read.MAX_VALUES == 100_000
+    assert routes_read._records_cap(svc, "e" * 32, "env", None) == 100
+    assert routes_read._records_cap(svc, "e" * 32, "env", ["a", "b"]) == 50_000

@@ -22,6 +22,7 @@ routes = web.RouteTableDef()
 TS = "/api/iottimeseries/v3/timeseries"
 BULK = "/api/iottsbulk/v3"
 MAX_TS_LIMIT = 2000
+MAX_VALUES = 100_000  # property values per answer (records x properties): the rest follows on the next page
 MAX_BULK_RANGE_MS = 90 * 86400 * 1000
 LATEST_MIN_AGE_MS = 5 * 60 * 1000  # latestValue: values must be at least 5 minutes old ...
 LATEST_MAX_AGE_MS = 90 * 86400 * 1000  # ... and at most 90 days
@@ -96,6 +97,13 @@ def _select(request: web.Request) -> list[str] | None:
     return names
 
 
+def _records_cap(svc: Any, entity: str, pset: str, select: list[str] | None) -> int:
+    """Records one answer may hold so that records x properties stays under MAX_VALUES: an aspect of a
+    thousand variables must not make one read a gigabyte (the next page follows by its Link or nextRecord)."""
+    n = len(select) if select else svc.storage.prop_count(entity, pset)
+    return max(1, MAX_VALUES // max(1, n))
+
+
 def _bool(request: web.Request, name: str) -> bool:
     raw = request.query.get(name, "false").lower()
     if raw not in ("true", "false"):
@@ -125,6 +133,7 @@ async def iot_timeseries(request: web.Request) -> web.Response:
         raise bad_request("from must be before to")
     limit = int_param(request, "limit", MAX_TS_LIMIT, 1, MAX_TS_LIMIT)
     select = _select(request)
+    limit = min(limit, _records_cap(svc, entity, pset, select))
     sort = request.query.get("sort", "asc").lower()
     if sort not in ("asc", "desc"):
         raise bad_request("sort must be asc or desc")
@@ -166,7 +175,12 @@ async def iot_bulk(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 0, 1, 10**9) if request.query.get("limit") else None
     select = _select(request)
     # The real service answers as much as fits its size and time limits; southgate a set number.
-    most = max(1, service(request).settings.bulk_page_records)
+    most = max(
+        1,
+        min(
+            service(request).settings.bulk_page_records, _records_cap(service(request), entity, pset, select)
+        ),
+    )
     page = min(most, limit) if limit else most
     st = service(request).storage
     rows = await asyncio.to_thread(st.asset_page, entity, pset, lo, hi, page + 1, False, select)

@@ -386,6 +386,12 @@ class Storage:
         )
         return [str(r["property_set"]) for r in rows]
 
+    def prop_count(self, entity_id: str, pset: str) -> int:
+        row = self._one(
+            "SELECT COUNT(*) AS n FROM properties WHERE entity_id = ? AND property_set = ?", entity_id, pset
+        )
+        return int(row["n"]) if row else 0
+
     def prop(self, entity_id: str, pset: str, prop: str) -> dict[str, Any] | None:
         return self._one(
             "SELECT * FROM properties WHERE entity_id = ? AND property_set = ? AND property = ?",
