@@ -554,3 +554,22 @@ def test_one_answer_holds_a_bounded_number_of_values() -> None:
     assert routes_read.MAX_VALUES == 100_000
     assert routes_read._records_cap(svc, "e" * 32, "env", None) == 100
     assert routes_read._records_cap(svc, "e" * 32, "env", ["a", "b"]) == 50_000
+
+
+def test_an_import_job_holds_a_bounded_number_of_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its values wait in memory for one transaction: past MAX_JOB_VALUES the job fails with a reason
+    (split it), before it takes the server's memory."""
+    from southgate import importjobs
+
+    monkeypatch.setattr(importjobs, "MAX_JOB_VALUES", 5)
+    start = datetime(2023, 11, 14, tzinfo=timezone.utc)
+    day = int(start.timestamp() * 1000)
+    recs = [{"_time": iso(start + timedelta(seconds=i)), "temperature": 1.5} for i in range(10)]
+    blob = tmp_path / "blob"
+    blob.write_text(json.dumps(recs))
+    spec = importjobs.FileSpec("in/a.json", day, day + 9000)
+    variables = {"temperature": "DOUBLE"}
+    rows, reasons = importjobs._validate("e" * 32, "env", [(spec, str(blob))], variables, 2**62)
+    assert reasons and "more than 5 values: split it" in reasons[0], reasons

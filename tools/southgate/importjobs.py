@@ -24,6 +24,10 @@ MAX_FILES = 100
 MIN_AGE_MS = 30 * 60 * 1000
 DAY_MS = 86400 * 1000
 MAX_FILE_BYTES = 64 * 1024 * 1024
+# A job's values are held until they are stored in one transaction: bounded, so one job cannot take the
+# server's memory (100 files of 64 MiB would be tens of GB as rows).
+MAX_JOB_BYTES = 64 * 1024 * 1024
+MAX_JOB_VALUES = 200_000
 MAX_REASONS = 10
 _TASKS: set[asyncio.Task[None]] = set()  # running jobs, kept referenced until they end
 
@@ -125,7 +129,11 @@ def _validate(
     rows: list[AssetValue] = []
     reasons: list[str] = []
     day: int | None = None
+    total = 0
     for (path, lo, hi), blob in blobs:
+        if total > MAX_JOB_BYTES:
+            reasons.append(f"the job's files hold more than {MAX_JOB_BYTES} bytes: split it into jobs")
+            break
         if blob is None:
             reasons.append(f"file {path[:200]!r} not found in IoT File Service for asset {entity}")
             continue
@@ -134,11 +142,14 @@ def _validate(
                 data = f.read(MAX_FILE_BYTES + 1)
             if len(data) > MAX_FILE_BYTES:
                 raise Invalid(f"larger than {MAX_FILE_BYTES} bytes")
+            total += len(data)
             records = parse_json(data)
             if not isinstance(records, list) or not records:
                 raise Invalid("must be a non-empty JSON array of records")
             last = None
             for i, rec in enumerate(records):
+                if len(rows) > MAX_JOB_VALUES:
+                    raise Invalid(f"the job holds more than {MAX_JOB_VALUES} values: split it into jobs")
                 ts = _record(rec, i, variables, entity, pset, rows)
                 if last is not None and ts <= last:
                     raise Invalid(f"record {i}: _time is not after the previous one (sort ascending)")
