@@ -101,11 +101,16 @@ def sample(node, now):
 def record(node, values, ts):
     """record() the sample. A value the store refuses (StoreError naming it: an INT past 2^31, a STRING past
     255 characters, a TIMESTAMP that is no time) is dropped and counted as a sensor error, not the sample:
-    one bad point must not cost the other sensors' readings, every cycle."""
+    one bad point must not cost the other sensors' readings, every cycle. A sample the flash cannot take
+    (OSError: full, failing) is counted in `dropped` (the health event reports it); the cycle goes on."""
     while True:
         try:
             node.agent.record(values, timestamp_ms=ts)
             node.st["recorded"] += 1
+            return
+        except OSError as e:  # the flash is full (another writer took it) or failing: counted, not raised
+            node.st["dropped"] += 1
+            node.log("sample not recorded (%r): dropped" % (e,))
             return
         except ValueError as e:  # StoreError: nothing was written
             bad = getattr(e, "dp_id", None)

@@ -567,6 +567,22 @@ def test_a_value_the_store_refuses_costs_only_that_point(workdir):
     assert "DP-Chip dropped: DP-Chip (INT): bad value 3000000000" in logs
 
 
+def test_a_full_flash_counts_the_samples_it_cannot_take(workdir):
+    """OSError from record() (ENOSPC: another file took the flash): each sample is counted in `dropped`, no
+    run-log line is written to the full flash, and the cycles go on."""
+    fresh()
+    svc = Service()
+
+    class Agent(FakeAgent):
+        def record(self, values, timestamp_ms=None):
+            raise OSError(28, "ENOSPC")
+
+    hw = rhw.Hardware(machine, network, ntptime, esp32, machine.sim.time)
+    node = main.run(board_doc(), SETTINGS, hw, lambda n: Agent(n, svc), max_cycles=3, log=lambda m: None,
+                    root=workdir)
+    assert node.st["dropped"] == 3 and node.st["errors"] == 0 and _runlog(workdir) == []
+
+
 def test_a_failing_cycle_backs_off_across_deep_sleep_wakes(workdir):
     """The pause after an unexpected error grows from wake to wake (the streak is saved with the state)."""
     from runtime import node as rnode
