@@ -256,12 +256,6 @@ def recover(st):
         # it the state before acting on it: deleting what it acknowledged and then losing it in a second
         # cut would lose data without a count.
         os.rename(state + ".tmp", state)
-    for name in [n for n in names(root) if n.endswith(".tmp") and n[:-4].endswith(".seg")]:  # one, at most
-        seg = root + "/" + name[:-4]
-        if not compat.exists(seg):
-            # Only the tail repair rewrites a segment, and FAT renames over a file by deleting it first: a
-            # cut between the two leaves the new copy alone, whole (it was closed before the rename).
-            os.rename(seg + ".tmp", seg)
     cur = st.cursor[0]
     lo = hi = None
     junk = []  # short: tmp files and segments whose acknowledgement was committed before their deletion
@@ -283,7 +277,22 @@ def recover(st):
         elif name.endswith(".cfg") and name[0] == "c" and len(name) == 13:
             cfgs.append(name)
     for name in junk:
-        compat.remove(root + "/" + name)
+        # Only the tail repair rewrites a segment, and FAT renames over a file by deleting it first: a cut
+        # between the two leaves the new copy alone, whole (it was closed before the rename). Taken back here,
+        # after the pass over the names (renaming while the directory is read could skip or repeat names).
+        seg = name[:-4]
+        if len(name) == 16 and seg.endswith(".seg") and not compat.exists(root + "/" + seg):
+            try:
+                seq = int(seg[:8], 16)
+            except ValueError:
+                continue
+            if seq >= cur:
+                os.rename(root + "/" + name, root + "/" + seg)
+                done["tmp_removed"] -= 1
+                lo = seq if lo is None or seq < lo else lo
+                hi = seq if hi is None or seq > hi else hi
+    for name in junk:
+        compat.remove(root + "/" + name)  # a copy taken back is gone from under its .tmp name: a no-op
     while hi is not None and hi >= lo:  # the newest segment may be empty (cut right after open) or bad
         path = st.seg_path(hi)
         if S.check_header(_read(path, S.HDR), hi) is not None:
