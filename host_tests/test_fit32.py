@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mcagent_tools.fit import BOARDS, Workbench, names_note, standin
+from mcagent_tools.fit import BOARDS, Workbench, lost, names_note, standin
 from southgate.testing import RunningSouthgate
 
 # Measured 2026-12-03 (make fit). The first wake is held to the issue's 80 KB, measured 80 KB: one run in
@@ -78,6 +78,16 @@ def test_names_note_says_where_the_next_qstr_pool_comes() -> None:
     assert "name 621 " in names_note(620)
     assert "name 1,261 would allocate the next qstr pool: 1280 entries" in names_note(621)
     assert "name 21 would allocate the next qstr pool: 40 entries" in names_note(1)
+
+
+def test_a_wake_that_lost_a_sample_did_not_fit() -> None:
+    """A MemoryError in record() is caught and counted by the cycle, and its log line may itself run out of
+    memory: the wake ends well, but its sample is gone. The summary's counters tell."""
+    ok = {"taken": 3, "recorded": 2, "dropped": 0, "pending_clock": 1, "errors": 0}
+    assert not lost(ok)
+    assert lost({**ok, "recorded": 1})  # taken, neither recorded, held nor counted as dropped
+    assert lost({**ok, "errors": 1})
+    assert not lost({**ok, "recorded": 1, "dropped": 1})  # a full flash: counted, the health event tells
 
 
 def test_a_first_wake_needs_more_than_a_small_heap(bench: Workbench) -> None:

@@ -50,7 +50,7 @@ def summary(node):
     note_dropped(node)
     st = node.st
     out = {"board": node.board.name, "boots": st["boots"], "wakes": st["wakes"]}
-    for k in STAT_KEYS:
+    for k in STAT_KEYS + PERIOD_KEYS:  # the period's: since the last health event
         out[k] = st[k]
     out["pending_clock"] = len(node.pending)
     out["last_ts"] = node.last_ts

@@ -727,6 +727,8 @@ def test_unix_board_runs_with_simulated_deep_sleep(workdir):
     node = main.main(argv, agent)
     s = health.summary(node)
     assert s["taken"] == 9 and s["wakes"] >= 2 and s["boots"] == s["wakes"] + 1, s
+    # the period's counters too (make fit refuses a run that counted an error or lost a sample)
+    assert s["errors"] == 0 and s["sensor_errors"] == 0 and s["recorded"] == 9, s
     assert svc.flash == [] and len(svc.readings) == 9  # the end of the run uploads what is left
     # the recorded values are exactly the simulator's at their timestamps
     with open(ROOT + "/boards/unix/board.json") as f:

@@ -107,6 +107,14 @@ def names_note(n: int) -> str:
     )
 
 
+def lost(summary: dict[str, Any]) -> bool:
+    """True when the run lost a sample or hit an unexpected error, even one whose log line itself ran out of
+    memory: every sample taken is recorded, held for the clock or counted as dropped (a full flash), and
+    no error is counted since the last health event."""
+    accounted = summary["recorded"] + summary["dropped"] + summary["pending_clock"]
+    return bool(summary["taken"] != accounted or summary.get("errors"))
+
+
 @dataclass
 class Wake:
     """One run of firmware/main.py (one cycle) on the unix board at a given heap."""
@@ -191,7 +199,7 @@ class Workbench:
         # Every upload of the wake must succeed the first time: a retry (the unix board's final upload)
         # is a wake that failed on a board.
         failed = any(") failed: " in line or "unexpected error" in line for line in proc.stdout.splitlines())
-        return Wake(not failed, int(summary.get("sent", 0)), out)
+        return Wake(not failed and not lost(summary), int(summary.get("sent", 0)), out)
 
     def first_wake(self, heap_kb: int, keep: Path | None = None) -> Wake:
         """A new agent, a blank flash: onboard, DSC, mappings, token, upload."""
