@@ -28,6 +28,7 @@ WHEN_FULL = ("drop_oldest", "stop")
 CHIPS = {"esp32": 39, "esp32s2": 46, "esp32s3": 48, "esp32c3": 21, "unix": 1023}
 _ID_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
 _MAX_ID = const(64)
+_RESERVE_BLOCKS = const(16)  # the unix board's flash: blocks for the node's own files beside the store
 DRIVERS = None  # the sensor drivers parse() checks against when it is given none (see above)
 
 
@@ -341,6 +342,20 @@ def parse(doc, source="board.json", drivers=None):
     flash = _obj(doc, "flash", "", p)
     _unknown(flash, ("blocks",), "flash", p)
     b.flash_blocks = _num(flash, "blocks", "flash", p, 512, 16, 1 << 20, whole=True)
+    room = (b.flash_blocks - _RESERVE_BLOCKS) * 4 if isinstance(b.flash_blocks, int) else None
+    if b.chip == "unix" and room is not None and b.store["capacity_bytes"] > room * 1024:
+        # The store drops its oldest only at its capacity: past the image's room, new readings are refused.
+        p.append(
+            "store.capacity_kb %d does not fit the unix board's flash (flash.blocks %d: %d KB, %d of "
+            "them for the node's own files): at most %d"
+            % (
+                b.store["capacity_bytes"] // 1024,
+                b.flash_blocks,
+                b.flash_blocks * 4,
+                _RESERVE_BLOCKS * 4,
+                max(0, room),
+            )
+        )
 
     if not p:  # the DSC and mappings it makes, checked as the agent will build them at its first upload
         from mcagent import dsc as dscmod

@@ -192,6 +192,8 @@ def test_probe_guard_refuses_a_board_with_another_mpy_version(vboard: RunningVBo
     assert f"needs MicroPython >= 1.23 loading .mpy v{major - 1}" in proc.stdout + proc.stderr
     ok = vboard.mpremote("exec", probe_code((major, sub)))
     assert ok.returncode == 0 and "MCAGENT-PROBE" in ok.stdout
+    info = json.loads(ok.stdout.split("MCAGENT-PROBE ", 1)[1].splitlines()[0])
+    assert info["fs_size"] >= info["fs_free"] > 0 and info["fs_block"] > 0  # deploy checks the store's room
 
 
 def test_refuses_a_board_json_for_another_chip(

@@ -15,7 +15,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from mcagent_tools import layout
 from mcagent_tools.build import mpy_cross_path
 from mcagent_tools.certs import DIGICERT_G2_SHA256, CertError, der_certs, insights_hub_root, write_der_dir
-from mcagent_tools.deploy import chip_mismatch, cleanup_code, parse_hashes, settings_ca_warnings
+from mcagent_tools.deploy import (
+    Bundle,
+    chip_mismatch,
+    cleanup_code,
+    parse_hashes,
+    settings_ca_warnings,
+    store_room_problem,
+)
 from mcagent_tools.mpytarget import (
     IncompatibleDevice,
     MpyTarget,
@@ -172,3 +179,29 @@ def test_settings_ca_warnings() -> None:
     assert settings_ca_warnings({"ca": "/certs/digicert-global-root-g2.der"}, certs) == []
     assert settings_ca_warnings({}, certs) == []  # no "ca": the agent trusts every installed certificate
     assert "names ca.der" in settings_ca_warnings({"ca": ["ca.der"]}, certs)[0]
+
+
+def test_deploy_refuses_a_store_the_boards_filesystem_cannot_hold(tmp_path: Path) -> None:
+    """The store drops its oldest readings only at its capacity: a capacity past the filesystem's room would
+    fill the flash, and then every new reading is refused. Deploy checks it against what the board reports
+    (statvfs), each copied file in whole blocks, 16 blocks kept for the node's own files."""
+    node_json = tmp_path / "node.json"
+    node_json.write_text('{"store": {"capacity_bytes": 1048576}}')
+    lib = tmp_path / "a.mpy"
+    lib.write_bytes(b"x" * 5000)  # two 4 KiB blocks
+    board = tmp_path / "board.json"
+    board.write_text("{}")  # one block; node.json one, agentconfig.json one
+    bundle = Bundle(
+        tmp_path, tmp_path, [], tmp_path, [], board, None, node_json, lib_files=[(lib, "/lib/a.mpy")]
+    )
+    used = (2 + 1 + 1 + 1 + 16) * 4096
+    assert store_room_problem(bundle, 1048576 + used, 4096) is None
+    problem = store_room_problem(bundle, 1048576 + used - 4096, 4096)
+    assert problem == (
+        "the store's capacity (1024 KiB, store.capacity_kb in board.json) does not fit this board's"
+        " filesystem of 1104 KiB beside the 20 KiB deploy copies and 64 KiB for the node's own files: set"
+        " store.capacity_kb to at most 1020"
+    )
+    assert store_room_problem(bundle, None, 4096) is None  # an older probe, or a port without statvfs
+    node_json.write_text("{}")
+    assert store_room_problem(bundle, 4096, 4096) is None  # nothing to check against

@@ -321,7 +321,8 @@ def probe_code(cross: tuple[int, int]) -> str:
     return (
         'import sys,os,json;i=sys.implementation;v=os.statvfs("/");'
         f'print("{PROBE_TAG}",json.dumps({{"mpy":getattr(i,"_mpy",0),"version":list(i.version[:3]),'
-        '"platform":sys.platform,"machine":getattr(i,"_machine",""),"fs_free":v[0]*v[4],'
+        '"platform":sys.platform,"machine":getattr(i,"_machine",""),"fs_free":v[0]*v[4],"fs_size":v[0]*v[2],'
+        '"fs_block":v[0],'
         '"dirs":[e[0] for e in os.ilistdir("/") if e[1]==0x4000],'
         '"files":[e[0] for e in os.ilistdir("/") if e[1]==0x8000]}));' + guard_code(cross)
     )
@@ -414,6 +415,34 @@ class Outcome:
     reset: str = ""
 
 
+STORE_RESERVE_BLOCKS = 16  # the node's own files beside the store: states, run log, atomic copies
+
+
+def store_room_problem(bundle: Bundle, fs_size: object, fs_block: object) -> str | None:
+    """Why the store's capacity cannot fit the board's filesystem beside what deploy copies, or None.
+
+    The store drops its oldest readings only at its own capacity: a capacity the flash cannot hold ends in
+    a full filesystem, where every new reading is refused. Each file takes whole blocks on littlefs."""
+    if not isinstance(fs_size, int) or not isinstance(fs_block, int) or fs_size <= 0 or fs_block <= 0:
+        return None
+    try:
+        capacity = int(json.loads(bundle.node_json.read_text())["store"]["capacity_bytes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    files = sum(-(-local.stat().st_size // fs_block) * fs_block for local, _ in bundle.shared_files())
+    files += fs_block  # agentconfig.json
+    reserve = STORE_RESERVE_BLOCKS * fs_block
+    room = fs_size - files - reserve
+    if capacity <= room:
+        return None
+    most = max(0, room // 1024)
+    return (
+        f"the store's capacity ({capacity // 1024} KiB, store.capacity_kb in board.json) does not fit this "
+        f"board's filesystem of {fs_size // 1024} KiB beside the {files // 1024} KiB deploy copies and "
+        f"{reserve // 1024} KiB for the node's own files: set store.capacity_kb to at most {most}"
+    )
+
+
 def parse_probe(output: str) -> dict[str, object] | None:
     for line in output.splitlines():
         if line.startswith(PROBE_TAG + " "):
@@ -497,6 +526,9 @@ class Deployer:
         if isinstance(free, int):
             p_info += f", {free // 1024} KiB flash free"
         self.say(port, p_info)
+        problem = store_room_problem(self.bundle, info.get("fs_size"), info.get("fs_block"))
+        if problem:
+            raise DeployError(f"refusing to deploy: {problem}")
         self._platform = str(info.get("platform"))
         self._machine = str(info.get("machine"))
         dirs = info.get("dirs")
