@@ -15,11 +15,12 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sgclient import Agent, Client, strict_body, ts_item
+from sgclient import Agent, Client, Item, strict_body, ts_item
 from southgate.testing import RunningSouthgate
 from test_nodejs import NODE_DIR, install_library
 
@@ -61,6 +62,20 @@ def read_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
         rows = [(t, [("DP-temp", f"{i}.5", "0"), ("DP-count", str(i), "0")]) for i, t in enumerate(times)]
         ct, body = strict_body([ts_item("CF-test", rows)])
         assert a.exchange(ct, body).status == 200
+        events = [
+            {
+                "id": str(uuid.uuid4()),
+                "timestamp": times[i],
+                "severity": 3 - i,
+                "description": f"health {i}",
+                "type": "MindSphereStandardEvent",
+                "version": "1.0",
+                "details": {"boots": i},
+            }
+            for i in range(2)
+        ]
+        ct, body = strict_body([Item("businessEvent", "1.0", json.dumps(events).encode())])
+        assert a.exchange(ct, body).status == 200
         app_json = tmp / "app.json"
         subprocess.run(
             [
@@ -92,6 +107,7 @@ def read_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
             "aspect": "env",
             "times": times,
             "importDay": import_day,
+            "eventEntity": sg.events(a.id)[0]["entityId"],
             "out": str(tmp / "result.json"),
         }
         (tmp / "params.json").write_text(json.dumps(params))
@@ -164,3 +180,12 @@ def test_import_job_from_iot_file_succeeds_and_is_readable(read_run: dict[str, A
 
 def test_agent_token_refused_on_read_apis(read_run: dict[str, Any]) -> None:
     assert read_run["agent_read"] == 403
+
+
+def test_event_management_client_reads_the_agents_events(read_run: dict[str, Any]) -> None:
+    newest = step(read_run, "GetEvents")
+    assert newest["page"] == {"size": 1, "totalElements": 2, "totalPages": 2, "number": 0}, newest
+    assert newest["descriptions"] == ["health 1"] and newest["severities"] == [2]
+    one = step(read_run, "GetEvent")
+    assert one["description"] == "health 1" and one["details"] == {"boots": 1}
+    assert one["typeId"].endswith("MindSphereStandardEvent")

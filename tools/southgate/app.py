@@ -27,6 +27,7 @@ from .routes_agent import routes as agent_routes
 from .routes_assets import routes as asset_routes
 from .routes_data import routes as data_routes
 from .routes_data import send_and_close
+from .routes_events import routes as event_routes
 from .routes_files import routes as file_routes
 from .routes_read import routes as read_routes
 from .service import HEX32, Service
@@ -354,7 +355,15 @@ def make_app(service: Service, counters: Counters | None = None) -> web.Applicat
         response.headers["Server"] = "southgate"
 
     app.on_response_prepare.append(stamp)
-    for table in (agent_routes, data_routes, file_routes, read_routes, asset_routes, admin_routes):
+    for table in (
+        agent_routes,
+        data_routes,
+        file_routes,
+        read_routes,
+        event_routes,
+        asset_routes,
+        admin_routes,
+    ):
         app.add_routes(table)
     console.setup(app)
     return app

@@ -160,6 +160,22 @@ class Variable(NamedTuple):
     unit: str
 
 
+class EventQuery(NamedTuple):
+    """What an Event Management read asks for (routes_events parses it); None: any."""
+
+    tenant: str | None
+    from_ms: int
+    to_ms: int
+    entity_id: str | None = None
+    type_id: str | None = None
+    correlation_id: str | None = None
+    severity: int | None = None
+    history: bool = False
+    descending: bool = True
+    offset: int = 0
+    limit: int = 20
+
+
 class Storage:
     """Thin typed wrapper over the database; every method is one short statement or transaction.
 
@@ -683,6 +699,58 @@ class Storage:
         self, agent_id: str, from_ms: int | None = None, to_ms: int | None = None
     ) -> list[dict[str, Any]]:
         return self._agent_rows("events", "ts_ms, id", agent_id, from_ms, to_ms)
+
+    def query_events(self, q: EventQuery, standard_type: str) -> tuple[int, list[dict[str, Any]]]:
+        """(how many events match, the page of them): a tenant's events (None: every tenant's) by entity,
+        type, correlation id, severity and time (both bounds inclusive); without history only the latest of
+        those sharing entity, type and correlation id. An event sent without a type is of standard_type; one
+        without a correlation id is alone."""
+        sql = (
+            "WITH ev AS (SELECT e.*, COALESCE(json_extract(e.body, '$.typeId'), ?) AS type_id,"
+            " COALESCE(json_extract(e.body, '$.correlationId'), e.id) AS corr"
+            " FROM events e JOIN agents a ON a.id = e.agent_id"
+            " WHERE (? IS NULL OR a.tenant = ?) AND e.ts_ms >= ? AND e.ts_ms <= ?"
+            " AND (? IS NULL OR e.entity_id = ?) AND (? IS NULL OR e.severity = ?)),"
+            " f AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY entity_id, type_id, corr"
+            " ORDER BY ts_ms DESC, id DESC) AS rn FROM ev"
+            " WHERE (? IS NULL OR type_id = ?) AND (? IS NULL OR corr = ?))"
+            " SELECT {what} FROM f WHERE (? OR rn = 1)"
+        )
+        args = (
+            standard_type,
+            q.tenant,
+            q.tenant,
+            q.from_ms,
+            q.to_ms,
+            q.entity_id,
+            q.entity_id,
+            q.severity,
+            q.severity,
+            q.type_id,
+            q.type_id,
+            q.correlation_id,
+            q.correlation_id,
+            q.history,
+        )
+        total = int(self.db.execute(sql.format(what="COUNT(*)"), args).fetchone()[0])
+        order = "DESC" if q.descending else "ASC"
+        rows = self._all(
+            sql.format(what="*") + f" ORDER BY ts_ms {order}, id {order} LIMIT ? OFFSET ?",
+            *args,
+            q.limit,
+            q.offset,
+        )
+        return total, rows
+
+    def event_in_tenant(self, event_id: str, tenant: str | None) -> dict[str, Any] | None:
+        """One event, if it is of that tenant's agents (None: any tenant's)."""
+        return self._one(
+            "SELECT e.* FROM events e JOIN agents a ON a.id = e.agent_id WHERE e.id = ?"
+            " AND (? IS NULL OR a.tenant = ?)",
+            event_id,
+            tenant,
+            tenant,
+        )
 
     # files ----------------------------------------------------------------------------------------------
     def file(self, entity_id: str, path: str) -> dict[str, Any] | None:

@@ -1,11 +1,12 @@
 // Reads back through the official Node.js SDK's application clients, the way an Insights Hub app does:
 // TokenManagerAuth with app credentials, TimeSeriesClient (range, bounds, latest value, select, and
-// GetTimeSeriesBulkStyle followed page by page over the Link header), TimeSeriesBulkClient, IotFileClient
-// and an IoT TS Bulk import job. host_tests/southgate/test_nodejs_read.py checks what it got.
+// GetTimeSeriesBulkStyle followed page by page over the Link header), TimeSeriesBulkClient, IotFileClient,
+// an IoT TS Bulk import job and EventManagementClient (a page of events, one event by id). host_tests/southgate/test_nodejs_read.py checks what it got.
 //
 // Usage: node read_flow.js PARAMS.json
 //   PARAMS = {libDir, baseUrl, app: {clientId, clientSecret, tenant, appName, appVersion}, assetId,
-//             aspect, times: [ISO, ...] (the stored records, oldest first), importDay: [{_time, ...}], out}
+//             aspect, times: [ISO, ...] (the stored records, oldest first), importDay: [{_time, ...}],
+//             eventEntity (the asset the agent's events are on), out}
 "use strict";
 
 const fs = require("fs");
@@ -80,6 +81,15 @@ async function main() {
     }
     return { submitted: job.status, status: status.status, message: status.message };
   });
+  const events = new lib.EventManagementClient(auth);
+  let newestId = null;
+  await step("GetEvents", async () => {
+    const answer = await events.GetEvents({ size: 1, filter: JSON.stringify({ entityId: params.eventEntity }) });
+    const list = (answer._embedded && answer._embedded.events) || [];
+    newestId = list.length ? list[0].id : null;
+    return { page: answer.page, descriptions: list.map((e) => e.description), severities: list.map((e) => e.severity) };
+  });
+  await step("GetEvent", async () => await events.GetEvent(newestId));
   await step("ImportedReadable", async () => {
     const from = new Date(Date.parse(day[0]._time) - 1);
     const answer = await bulk.GetTimeSeries(asset, aspect, from, new Date(day[day.length - 1]._time));

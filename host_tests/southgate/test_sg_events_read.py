@@ -1,0 +1,147 @@
+"""Event Management's read side: the events agents sent (exchange or POST), as an application reads them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from sgclient import Agent, Client, Item, strict_body
+from southgate.testing import RunningSouthgate
+from test_sg_assets_read import app_creds, app_token
+
+EVENTS = "/api/eventmanagement/v3/events"
+
+
+def iso(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+NOW = datetime.now(timezone.utc)
+
+
+def exchange_events(a: Agent, events: list[dict[str, Any]]) -> None:
+    item = Item("businessEvent", "1.0", json.dumps(events).encode())
+    ct, body = strict_body([item])
+    assert a.exchange(ct, body).status == 200
+
+
+def health(n: int, minutes_ago: int, severity: int = 3, corr: str | None = None) -> dict[str, Any]:
+    ev: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "timestamp": iso(NOW - timedelta(minutes=minutes_ago)),
+        "severity": severity,
+        "description": f"health {n}",
+        "type": "MindSphereStandardEvent",
+        "version": "1.0",
+        "details": {"boots": n},
+    }
+    if corr:
+        ev["correlationId"] = corr
+    return ev
+
+
+def get(http: Client, token: str, **params: str) -> Any:
+    query = "&".join(f"{k}={quote(v)}" for k, v in params.items())
+    return http.request("GET", f"{EVENTS}?{query}", token=token)
+
+
+def test_an_app_reads_its_tenants_events_paged_filtered_and_newest_first(
+    sg: RunningSouthgate, tmp_path: Path
+) -> None:
+    http = Client(sg.base_url, sg.ca_pem)
+    a = Agent(sg, tenant="evone").onboard().login()
+    other = Agent(sg, tenant="evtwo").onboard().login()
+    exchange_events(a, [health(i, 50 - i) for i in range(25)])  # health 24 is the newest
+    exchange_events(a, [health(100, 60 * 24 * 10)])  # ten days old: outside the default week
+    exchange_events(other, [health(7, 5)])
+    entity = sg.events(a.id)[0]["entityId"]  # the agent's own asset
+    posted = {"entityId": entity, "severity": 20, "timestamp": iso(NOW - timedelta(minutes=1))}
+    assert a.http.json("POST", EVENTS, dict(posted, description="pump stopped"), token=a.token).status == 201
+    token = app_token(http, app_creds(sg, "evone", tmp_path)).json()["access_token"]
+
+    r = get(http, token)
+    assert r.status == 200, r.body
+    body = r.json()
+    assert body["page"] == {"size": 20, "totalElements": 26, "totalPages": 2, "number": 0}
+    events = body["_embedded"]["events"]
+    assert [e["description"] for e in events[:3]] == ["pump stopped", "health 24", "health 23"]
+    first = events[1]
+    assert first["entityId"] == entity and first["severity"] == 3 and first["details"] == {"boots": 24}
+    assert first["typeId"].endswith("MindSphereStandardEvent") and first["acknowledged"] is False
+    assert first["_links"]["self"]["href"].endswith(f"{EVENTS}/{first['id']}")
+    assert "page=1" in body["_links"]["next"]["href"] and "prev" not in body["_links"]
+    # the next page, oldest first, one event by id; another tenant's event is not there for this app
+    r = get(http, token, page="1", size="20")
+    later = r.json()["_embedded"]["events"]
+    assert [e["description"] for e in later] == [f"health {n}" for n in (5, 4, 3, 2, 1, 0)]
+    assert "next" not in r.json()["_links"] and "page=0" in r.json()["_links"]["prev"]["href"]
+    asc = get(http, token, sort="timestamp,asc", size="2").json()["_embedded"]["events"]
+    assert [e["description"] for e in asc] == ["health 0", "health 1"]
+    one = http.request("GET", f"{EVENTS}/{first['id']}", token=token)
+    assert one.status == 200 and one.json()["description"] == "health 24"
+    theirs = get(http, token, filter=json.dumps({"entityId": sg.events(other.id)[0]["entityId"]})).json()
+    assert "_embedded" not in theirs and theirs["page"]["totalElements"] == 0
+    other_id = sg.events(other.id)[0]["id"]
+    assert http.request("GET", f"{EVENTS}/{other_id}", token=token).status == 404
+
+    # filters: time (the old event), severity, entity; the admin token reads every tenant
+    week_ago = iso(NOW - timedelta(days=11))
+    old = get(http, token, filter=json.dumps({"timestamp": {"between": f"[{week_ago},{iso(NOW)}]"}})).json()
+    assert old["page"]["totalElements"] == 27
+    before = get(
+        http, token, filter=json.dumps({"timestamp": {"before": iso(NOW - timedelta(days=1))}})
+    ).json()
+    assert [e["description"] for e in before["_embedded"]["events"]] == ["health 100"]
+    warn = get(http, token, filter=json.dumps({"severity": {"eq": 20}})).json()
+    assert [e["description"] for e in warn["_embedded"]["events"]] == ["pump stopped"]
+    assert get(http, sg.admin_token, size="100").json()["page"]["totalElements"] >= 27
+    assert get(http, a.token).status == 403  # agent tokens are for the agent APIs
+
+
+def test_history_keeps_only_the_latest_of_a_correlation_unless_asked(
+    sg: RunningSouthgate, tmp_path: Path
+) -> None:
+    http = Client(sg.base_url, sg.ca_pem)
+    a = Agent(sg, tenant="evhist").onboard().login()
+    exchange_events(a, [health(1, 30, corr="ticket-1"), health(2, 20, corr="ticket-1"), health(3, 10)])
+    token = app_token(http, app_creds(sg, "evhist", tmp_path)).json()["access_token"]
+    latest = get(http, token).json()["_embedded"]["events"]
+    assert [e["description"] for e in latest] == ["health 3", "health 2"]
+    everything = get(http, token, history="true").json()["_embedded"]["events"]
+    assert [e["description"] for e in everything] == ["health 3", "health 2", "health 1"]
+    corr = get(http, token, history="true", filter=json.dumps({"correlationId": "ticket-1"})).json()
+    assert corr["page"]["totalElements"] == 2
+
+
+def test_bad_queries_get_a_400_that_names_them(sg: RunningSouthgate, tmp_path: Path) -> None:
+    http = Client(sg.base_url, sg.ca_pem)
+    Agent(sg, tenant="evbad").onboard()
+    token = app_token(http, app_creds(sg, "evbad", tmp_path)).json()["access_token"]
+    cases = [
+        ({"filter": "{not json"}, "filter must be a JSON object"),
+        ({"filter": "[1]"}, "filter must be a JSON object"),
+        ({"filter": json.dumps({"colour": "red"})}, "filter field 'colour' is not supported"),
+        ({"filter": json.dumps({"typeId": {"like": "x"}})}, "only equality is supported"),
+        ({"filter": json.dumps({"severity": "high"})}, "filter severity must be an integer"),
+        ({"filter": json.dumps({"entityId": ""})}, "filter entityId must be a string"),
+        ({"filter": json.dumps({"severity": 2**80})}, "filter severity must be an integer (32 bits)"),
+        ({"filter": '{"correlationId": "\\udc00"}'}, "filter correlationId must be a string"),
+        ({"filter": json.dumps({"timestamp": {"between": "2020"}})}, "timestamp.between must read"),
+        ({"filter": json.dumps({"timestamp": {"after": "yesterday"}})}, "filter timestamp.after"),
+        ({"filter": json.dumps({"timestamp": {"around": "x"}})}, "filter timestamp must be"),
+        ({"filter": "x" * 5000}, "filter must be at most 4096 characters"),
+        ({"size": "101"}, "'size' must be between 1 and 100"),
+        ({"size": "0"}, "'size' must be between 1 and 100"),
+        ({"page": "-1"}, "'page' must be between 0"),
+        ({"page": "99999999"}, "'page' must be between 0"),
+        ({"sort": "severity,desc"}, "sort must be"),
+        ({"history": "yes"}, "'history' must be true or false"),
+    ]
+    for params, reason in cases:
+        r = get(http, token, **params)
+        assert r.status == 400 and reason in r.body.decode(), (params, r.status, r.body[:300])
+    assert http.request("GET", f"{EVENTS}/{'x' * 300}", token=token).status == 404
