@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from insights_read import ReadClient, run_sync
 from sgclient import Agent, Client, Item, strict_body
 from southgate.testing import RunningSouthgate
 from test_sg_assets_read import app_creds, app_token
@@ -145,3 +148,35 @@ def test_bad_queries_get_a_400_that_names_them(sg: RunningSouthgate, tmp_path: P
         r = get(http, token, **params)
         assert r.status == 400 and reason in r.body.decode(), (params, r.status, r.body[:300])
     assert http.request("GET", f"{EVENTS}/{'x' * 300}", token=token).status == 404
+
+
+def test_the_read_client_and_mcagent_read_follow_the_pages(sg: RunningSouthgate, tmp_path: Path) -> None:
+    a = Agent(sg, tenant="evcli").onboard().login()
+    exchange_events(a, [health(i, 30 - i) for i in range(5)] + [health(9, 60 * 24 * 3)])
+    entity = sg.events(a.id)[0]["entityId"]
+
+    async def read() -> tuple[list[str], list[str], str]:
+        async with ReadClient(sg.base_url, token=sg.admin_token, ca_file=sg.ca_pem) as c:
+            paged = await c.events(entity=entity, size=2, newest_first=False)  # three pages
+            recent = await c.events(entity=entity, from_=NOW - timedelta(days=1), to=NOW, size=100)
+            one = await c.event(paged[0]["id"])
+        return [e["description"] for e in paged], [e["description"] for e in recent], one["description"]
+
+    paged, recent, one = run_sync(read())
+    assert paged == ["health 9"] + [f"health {i}" for i in range(5)] and one == "health 9"
+    assert recent == [f"health {i}" for i in range(4, -1, -1)]  # newest first
+    cli = [sys.executable, "-m", "mcagent_tools.cli", "read", "--southgate", str(sg.data_dir), "--events"]
+    out = subprocess.run(
+        cli + ["--asset", entity, "--format", "csv", "--limit", "2"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "timestamp,severity,entityId,description,details" and len(lines) == 7, out.stdout
+    assert lines[1].endswith(f'{entity},health 9,"{{""boots"":9}}"'), lines[1]
+    table = subprocess.run(cli + ["--asset", "0" * 32], capture_output=True, text=True, check=False)
+    assert table.returncode == 0 and "(no events)" in table.stdout, table.stdout
+    bad = subprocess.run(cli[:-1] + ["--asset", entity], capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "needs --aspect, --from, --to (or read --events)" in bad.stderr

@@ -2,8 +2,9 @@
 
 It authenticates with app credentials through Token Manager (or takes a bearer token, e.g. southgate's admin
 token), reads IoT Time Series v3 following the `Link: <...>; rel="next"` header page by page, reads IoT TS
-Bulk v3 following `nextRecord`, puts files with IoT File Service and creates and polls IoT TS Bulk import
-jobs. The same code talks to southgate and to Insights Hub: only the base URL and credentials differ.
+Bulk v3 following `nextRecord`, puts files with IoT File Service, creates and polls IoT TS Bulk import
+jobs, and reads Event Management v3 events following `_links.next`. The same code talks to southgate and
+to Insights Hub: only the base URL and credentials differ.
 """
 
 from __future__ import annotations
@@ -275,6 +276,65 @@ class ReadClient:
                 raise TimeoutError(f"import job {job_id} still {job.get('status')} after {timeout_s:g} s")
             await asyncio.sleep(every_s)
 
+    # Event Management v3 ----------------------------------------------------------------------------------
+    async def events_pages(
+        self,
+        *,
+        entity: str | None = None,
+        from_: Time | None = None,
+        to: Time | None = None,
+        size: int = 100,
+        newest_first: bool = True,
+        history: bool = False,
+        **filters: Any,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Pages of events (at most `size`, 1-100, each), following `_links.next`. `from_`/`to` bound the
+        time as (from, to] (the service's own default without them: the last 7 days); `filters` adds
+        equality on typeId, correlationId or severity."""
+        doc: dict[str, Any] = dict(filters)
+        if entity is not None:
+            doc["entityId"] = entity
+        if from_ is not None and to is not None:
+            doc["timestamp"] = {"between": f"({iso(from_)},{iso(to)}]"}
+        elif from_ is not None:
+            doc["timestamp"] = {"after": iso(from_)}
+        elif to is not None:
+            doc["timestamp"] = {"between": f"[1970-01-01T00:00:00.000Z,{iso(to)}]"}
+        query = {"size": str(size), "sort": "timestamp," + ("desc" if newest_first else "asc")}
+        if doc:
+            query["filter"] = json.dumps(doc, separators=(",", ":"))
+        if history:
+            query["history"] = "true"
+        url: str | None = f"/api/eventmanagement/v3/events?{urlencode(query)}"
+        while url:
+            answer, _ = await self._request("GET", url)
+            yield list(((answer or {}).get("_embedded") or {}).get("events") or [])
+            url = (((answer or {}).get("_links") or {}).get("next") or {}).get("href")
+
+    async def events(self, **kw: Any) -> list[dict[str, Any]]:
+        """Every event events_pages() finds, all pages."""
+        out: list[dict[str, Any]] = []
+        async for page in self.events_pages(**kw):
+            out.extend(page)
+        return out
+
+    async def event(self, event_id: str) -> dict[str, Any]:
+        answer, _ = await self._request("GET", f"/api/eventmanagement/v3/events/{_seg(event_id)}")
+        return dict(answer)
+
+
+def render_events(events: list[dict[str, Any]], fmt: str) -> str:
+    """Events as json, or csv or a table: time, severity, entity, description, details (compact JSON)."""
+    if fmt == "json":
+        return json.dumps(events, indent=2)
+    columns = ["timestamp", "severity", "entityId", "description", "details"]
+    cells = [
+        [str(e.get(c, "")) for c in columns[:-1]]
+        + [json.dumps(e.get("details", {}), separators=(",", ":"), sort_keys=True)]
+        for e in events
+    ]
+    return _table(columns, cells, fmt, "(no events)")
+
 
 def _message(raw: bytes) -> str:
     try:
@@ -302,6 +362,11 @@ def render(records: list[Record], fmt: str) -> str:
         if any(p + "_qc" in r for r in records):
             columns.append(p + "_qc")
     cells = [["" if r.get(c) is None else str(r.get(c)) for c in columns] for r in records]
+    return _table(columns, cells, fmt, "(no records)")
+
+
+def _table(columns: list[str], cells: list[list[str]], fmt: str, empty: str) -> str:
+    """Rows as csv, or as a table with a rule under its header (`empty` when there are none)."""
     if fmt == "csv":
         import csv
         import io
@@ -316,5 +381,5 @@ def render(records: list[Record], fmt: str) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     if not cells:
-        lines.append("(no records)")
+        lines.append(empty)
     return "\n".join(lines)

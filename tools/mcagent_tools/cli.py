@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("deploy", deploy, "compile the firmware for the board and install it with its configuration"),
         ("flash", flash, "erase a board and write a MicroPython firmware image with esptool"),
         ("status", status, "show the agent's state on a board (no secrets)"),
-        ("read", read, "read an asset's time series back as applications do (IoT Time Series)"),
+        ("read", read, "read an asset's time series (IoT Time Series) or events back as applications do"),
         ("vboard", vboard, "run a virtual board (MicroPython Unix port on a pseudo-terminal)"),
         ("package-json", package, "write (or --check) package.json, the file list for `mip install`"),
     )

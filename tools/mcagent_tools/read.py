@@ -1,8 +1,10 @@
-"""Read an asset's aspect back as applications do: IoT Time Series, page by page, with app credentials.
+"""Read an asset's aspect back as applications do: IoT Time Series, page by page, with app credentials; or
+(`--events`) its events from Event Management, such as the node's health events.
 
 mcagent read --southgate ./sg-data --app app.json --asset ID --aspect UnixNode --from 2026-12-01T00:00:00Z \\
              --to 2026-12-02T00:00:00Z --format csv
 mcagent read --base-url https://gateway.eu1.mindsphere.io --app app.json --asset ID --aspect A --from F --to T
+mcagent read --southgate ./sg-data --events [--asset ID] [--from F] [--to T]   (default: the last 7 days)
 
 `--southgate DIR` takes the base URL and CA of the southgate serving DIR (and its admin token when no --app
 is given); against Insights Hub give `--base-url` and the app credentials (`clientId`, `clientSecret`,
@@ -17,14 +19,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from insights_read import AppCredentials, ReadClient, ReadError, render, run_sync
+from insights_read import AppCredentials, ReadClient, ReadError, render, render_events, run_sync
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--asset", required=True, help="the asset id (entityId, 32 hex)")
-    p.add_argument("--aspect", required=True, help="the aspect (propertySetName)")
-    p.add_argument("--from", dest="from_", required=True, metavar="ISO", help="exclusive start, ISO 8601")
-    p.add_argument("--to", required=True, metavar="ISO", help="inclusive end, ISO 8601")
+    p.add_argument("--asset", help="the asset id (entityId, 32 hex); with --events: optional")
+    p.add_argument("--aspect", help="the aspect (propertySetName)")
+    p.add_argument("--from", dest="from_", metavar="ISO", help="exclusive start, ISO 8601")
+    p.add_argument("--to", metavar="ISO", help="inclusive end, ISO 8601")
+    p.add_argument(
+        "--events",
+        action="store_true",
+        help="read events (Event Management), oldest first; without --from/--to the service's last 7 days",
+    )
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--select", help="comma-separated variables (default: all)")
     p.add_argument(
@@ -60,6 +67,10 @@ def _client(args: argparse.Namespace) -> ReadClient:
 
 async def _read(args: argparse.Namespace) -> list[dict[str, Any]]:
     async with _client(args) as client:
+        if args.events:
+            return await client.events(
+                entity=args.asset, from_=args.from_, to=args.to, newest_first=False, size=args.limit or 100
+            )
         if args.bulk:
             return await client.bulk_timeseries(
                 args.asset, args.aspect, args.from_, args.to, limit=args.limit
@@ -70,11 +81,28 @@ async def _read(args: argparse.Namespace) -> list[dict[str, Any]]:
         )
 
 
+def _missing(args: argparse.Namespace) -> str | None:
+    if args.events:
+        if args.limit is not None and not 1 <= args.limit <= 100:
+            return "--limit with --events: events per request, 1 to 100"
+        return None
+    missing = [
+        f"--{n}"
+        for n in ("asset", "aspect", "from", "to")
+        if getattr(args, n.replace("from", "from_")) is None
+    ]
+    return f"the time series read needs {', '.join(missing)} (or read --events)" if missing else None
+
+
 def run(args: argparse.Namespace) -> int:
+    problem = _missing(args)
+    if problem:
+        print(f"mcagent read: {problem}", file=sys.stderr)
+        return 2
     try:
         records = run_sync(_read(args))
     except (ValueError, OSError, ReadError) as exc:
         print(f"mcagent read: {exc}", file=sys.stderr)
         return 1
-    print(render(records, args.format))
+    print(render_events(records, args.format) if args.events else render(records, args.format))
     return 0
