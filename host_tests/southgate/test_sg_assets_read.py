@@ -517,6 +517,20 @@ def test_agents_write_only_onto_assets_of_their_tenant(msg: RunningSouthgate) ->
     assert r.status == 201, r.data
 
 
+def test_an_app_cannot_choose_an_asset_id(msg: RunningSouthgate, tmp_path: Path) -> None:
+    """As on Insights Hub the service chooses an asset's id: a chosen one that another tenant holds would be
+    answered 409 and so reveal that asset; the admin token may choose one (a board's dsc.entityId)."""
+    taken = msg.create_asset("theirs", ENV_VARS, tenant="tenantc")["assetId"]
+    http = Client(msg.base_url, msg.ca_pem)
+    token = app_token(http, app_creds(msg, "tenantd", tmp_path)).json()["access_token"]
+    body = {"name": "mine", "aspects": []}
+    for chosen in (taken, uuid.uuid4().hex):
+        r = http.json("POST", "/api/assetmanagement/v3/assets", dict(body, assetId=chosen), token=token)
+        assert r.status == 400 and "assetId is chosen by the service" in r.body.decode(), r.body
+    r = http.json("POST", "/api/assetmanagement/v3/assets", body, token=token)
+    assert r.status == 201 and r.json()["assetId"] != taken and r.json()["tenantId"] == "tenantd"
+
+
 def test_timestamps_outside_years_1_to_9999_are_refused(msg: RunningSouthgate) -> None:
     # A zone offset can push a well-formed date past year 1: refused with a 400, never stored (a stored one
     # would break every listing that shows it).

@@ -53,6 +53,12 @@ async def create_asset(request: web.Request) -> web.Response:
     wanted = body.get("tenant")
     if tenant is not None and wanted not in (None, tenant):
         raise bad_request("a tenant token creates assets in its own tenant only")
+    if tenant is not None and body.get("assetId") is not None:
+        # As on Insights Hub the service chooses the id: a chosen one taken in another tenant would answer
+        # 409 and so tell this tenant that the other's asset exists.
+        raise bad_request(
+            "assetId is chosen by the service; the admin token (southgate asset create --id) sets one"
+        )
     created = assets.create(
         service(request), tenant or wanted, body.get("name"), _variables(body), body.get("assetId")
     )
