@@ -102,7 +102,8 @@ def record(node, values, ts):
     """record() the sample. A value the store refuses (StoreError naming it: an INT past 2^31, a STRING past
     255 characters, a TIMESTAMP that is no time) is dropped and counted as a sensor error, not the sample:
     one bad point must not cost the other sensors' readings, every cycle. A sample the flash cannot take
-    (OSError: full, failing) is counted in `dropped` (the health event reports it); the cycle goes on."""
+    (OSError: full, failing) is counted in `dropped` (the health event reports it); the cycle goes on. One the
+    heap cannot take (MemoryError) is counted there too, and raised: the cycle logs it as unexpected."""
     while True:
         try:
             node.agent.record(values, timestamp_ms=ts)
@@ -112,6 +113,9 @@ def record(node, values, ts):
             node.st["dropped"] += 1
             node.log("sample not recorded (%r): dropped" % (e,))
             return
+        except MemoryError:  # the reading is lost: counted with the dropped ones, and an error all the same
+            node.st["dropped"] += 1
+            raise
         except ValueError as e:  # StoreError: nothing was written
             bad = getattr(e, "dp_id", None)
             if bad not in values:

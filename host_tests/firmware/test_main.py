@@ -583,6 +583,24 @@ def test_a_full_flash_counts_the_samples_it_cannot_take(workdir):
     assert node.st["dropped"] == 3 and node.st["errors"] == 0 and _runlog(workdir) == []
 
 
+def test_a_sample_the_heap_cannot_take_is_counted_as_dropped(workdir):
+    """MemoryError from record(): the reading is gone, so the health event's dropped readings count it; the
+    cycle still reports it as an unexpected error, and goes on to its upload."""
+    fresh()
+    svc = Service()
+
+    class Agent(FakeAgent):
+        def record(self, values, timestamp_ms=None):
+            raise MemoryError("memory allocation failed, allocating 80 bytes")
+
+    hw = rhw.Hardware(machine, network, ntptime, esp32, machine.sim.time)
+    logs = []
+    node = main.run(board_doc(), SETTINGS, hw, lambda n: Agent(n, svc), max_cycles=2, log=logs.append,
+                    root=workdir)
+    assert node.st["dropped"] == 2 and node.st["recorded"] == 0 and node.st["taken"] == 2
+    assert any("unexpected error in sample: MemoryError" in m for m in logs), logs
+
+
 def test_a_failing_cycle_backs_off_across_deep_sleep_wakes(workdir):
     """The pause after an unexpected error grows from wake to wake (the streak is saved with the state)."""
     from runtime import node as rnode

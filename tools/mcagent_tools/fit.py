@@ -109,10 +109,10 @@ def names_note(n: int) -> str:
 
 def lost(summary: dict[str, Any]) -> bool:
     """True when the run lost a sample or hit an unexpected error, even one whose log line itself ran out of
-    memory: every sample taken is recorded, held for the clock or counted as dropped (a full flash), and
-    no error is counted since the last health event."""
-    accounted = summary["recorded"] + summary["dropped"] + summary["pending_clock"]
-    return bool(summary["taken"] != accounted or summary.get("errors"))
+    memory: every sample taken is recorded or held for the clock, none is dropped (a MemoryError in record()
+    counts one), and no error is counted since the last health event."""
+    accounted = summary["recorded"] + summary["pending_clock"]
+    return bool(summary["taken"] != accounted or summary["dropped"] or summary.get("errors"))
 
 
 @dataclass
