@@ -28,7 +28,8 @@ WHEN_FULL = ("drop_oldest", "stop")
 CHIPS = {"esp32": 39, "esp32s2": 46, "esp32s3": 48, "esp32c3": 21, "unix": 1023}
 _ID_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
 _MAX_ID = const(64)
-_RESERVE_BLOCKS = const(16)  # the unix board's flash: blocks for the node's own files beside the store
+_RESERVE_BLOCKS = const(40)  # the unix board's flash beside the store: directories, state files, run log,
+# atomic copies, the store's spare segments and quarantine (a first wake used 26 blocks besides the store)
 DRIVERS = None  # the sensor drivers parse() checks against when it is given none (see above)
 
 
@@ -341,13 +342,14 @@ def parse(doc, source="board.json", drivers=None):
     b.speed = _num(sim, "speed", "sim", p, 1, 0.001, 100000)
     flash = _obj(doc, "flash", "", p)
     _unknown(flash, ("blocks",), "flash", p)
+    known = len(p)
     b.flash_blocks = _num(flash, "blocks", "flash", p, 512, 16, 1 << 20, whole=True)
-    room = (b.flash_blocks - _RESERVE_BLOCKS) * 4 if isinstance(b.flash_blocks, int) else None
+    room = (b.flash_blocks - _RESERVE_BLOCKS) * 4 if len(p) == known else None  # not for a wrong blocks
     if b.chip == "unix" and room is not None and b.store["capacity_bytes"] > room * 1024:
-        # The store drops its oldest only at its capacity: past the image's room, new readings are refused.
+        # The store shrinks a capacity the flash cannot hold when it opens: the buffer would quietly be less.
         p.append(
             "store.capacity_kb %d does not fit the unix board's flash (flash.blocks %d: %d KB, %d of "
-            "them for the node's own files): at most %d"
+            "them for the node's own files): at most %d (or more flash.blocks)"
             % (
                 b.store["capacity_bytes"] // 1024,
                 b.flash_blocks,

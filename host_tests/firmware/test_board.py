@@ -164,23 +164,26 @@ def test_wrong_fields_are_named():
 
 
 def test_a_unix_store_that_does_not_fit_its_flash_image_is_refused():
-    """The store drops its oldest readings only at its capacity: one past the image's room would fill the
-    flash, and then every new reading is refused (at deploy, not after months in the field)."""
+    """The store shrinks a capacity the flash cannot hold when it opens: the buffer would quietly be smaller
+    than board.json says (refused at deploy, not found out after an outage in the field)."""
     with open(ROOT + "/boards/unix/board.json") as f:
         doc = json.loads(f.read())
-    doc["flash"] = {"blocks": 256}  # 1024 KB, 64 of them for the node's own files
-    doc["store"] = {"capacity_kb": 960}
-    assert board.parse(doc, "board.json", sensors).store["capacity_bytes"] == 960 * 1024
-    doc["store"] = {"capacity_kb": 964}
+    doc["flash"] = {"blocks": 256}  # 1024 KB, 160 of them for the node's own files
+    doc["store"] = {"capacity_kb": 864}
+    assert board.parse(doc, "board.json", sensors).store["capacity_bytes"] == 864 * 1024
+    doc["store"] = {"capacity_kb": 868}
     problems, _ = _problems(doc)
     assert problems == [
-        "store.capacity_kb 964 does not fit the unix board's flash (flash.blocks 256: 1024 KB, 64 of them"
-        " for the node's own files): at most 960"
+        "store.capacity_kb 868 does not fit the unix board's flash (flash.blocks 256: 1024 KB, 160 of them"
+        " for the node's own files): at most 864 (or more flash.blocks)"
     ], problems
+    doc["flash"] = {"blocks": 8}  # named once, as what it is
+    assert _problems(doc)[0] == ["flash.blocks must be between 16 and 1048576, got 8"]
+    doc["flash"] = {"blocks": 256}
     doc["chip"] = "esp32"  # a board's filesystem is checked by deploy, against what the board reports
     doc.pop("sim")
     doc["sensors"] = _minimal()["sensors"][1:]
-    assert board.parse(doc, "board.json", sensors).store["capacity_bytes"] == 964 * 1024
+    assert board.parse(doc, "board.json", sensors).store["capacity_bytes"] == 868 * 1024
 
 
 def test_all_problems_reported_at_once():

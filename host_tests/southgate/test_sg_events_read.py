@@ -180,3 +180,44 @@ def test_the_read_client_and_mcagent_read_follow_the_pages(sg: RunningSouthgate,
     assert table.returncode == 0 and "(no events)" in table.stdout, table.stdout
     bad = subprocess.run(cli[:-1] + ["--asset", entity], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "needs --aspect, --from, --to (or read --events)" in bad.stderr
+
+
+def test_superseded_events_stay_hidden_under_any_filter_and_bounds_count_past_the_millisecond(
+    sg: RunningSouthgate, tmp_path: Path
+) -> None:
+    http = Client(sg.base_url, sg.ca_pem)
+    a = Agent(sg, tenant="evedge").onboard().login()
+    at = (NOW - timedelta(minutes=10)).replace(microsecond=0)
+    odd = [
+        dict(health(1, 30, severity=1, corr="ticket"), description="opened"),
+        dict(health(2, 20, severity=3, corr="ticket"), description="closed"),
+        dict(health(3, 0), id="a/b#c?d é", timestamp=iso(at), description="odd id"),
+        dict(health(4, 5), typeId="", description="empty type"),
+    ]
+    exchange_events(a, odd)
+    token = app_token(http, app_creds(sg, "evedge", tmp_path)).json()["access_token"]
+
+    def names(**params: str) -> list[str]:
+        body = get(http, token, **params).json()
+        return [e["description"] for e in body.get("_embedded", {}).get("events", [])]
+
+    # the ticket was closed: its opening is not listed without history, even when the filter would match it
+    assert names(filter=json.dumps({"severity": 1})) == []
+    assert names(filter=json.dumps({"severity": 1}), history="true") == ["opened"]
+    before = iso(NOW - timedelta(minutes=25))
+    assert names(filter=json.dumps({"timestamp": {"before": before}, "correlationId": "ticket"})) == []
+    # bounds past the millisecond: the event at `at` is before at + 0.5 ms, not at or after it
+    half = at.strftime("%Y-%m-%dT%H:%M:%S.0005Z")
+    assert names(filter=json.dumps({"timestamp": {"before": half}, "severity": 3})) == ["odd id", "closed"]
+    assert "odd id" not in names(filter=json.dumps({"timestamp": {"between": f"[{half},{iso(NOW)}]"}}))
+    assert names(filter=json.dumps({"timestamp": {"between": f"[{iso(at)},{half})"}})) == ["odd id"]
+    assert names(filter=json.dumps({"timestamp": {"eq": half}})) == []
+    # an id that is no URL segment is escaped in its link; an empty type is the standard type, everywhere
+    odd_event = next(
+        e for e in get(http, token).json()["_embedded"]["events"] if e["description"] == "odd id"
+    )
+    link = odd_event["_links"]["self"]["href"]
+    followed = http.request("GET", link[link.index(EVENTS) :], token=token)
+    assert followed.status == 200 and followed.json()["id"] == "a/b#c?d é", followed.body[:200]
+    standard = json.dumps({"typeId": odd_event["typeId"]})
+    assert "empty type" in names(filter=standard) and len(names(filter=standard)) == 3

@@ -182,9 +182,10 @@ def test_settings_ca_warnings() -> None:
 
 
 def test_deploy_refuses_a_store_the_boards_filesystem_cannot_hold(tmp_path: Path) -> None:
-    """The store drops its oldest readings only at its capacity: a capacity past the filesystem's room would
-    fill the flash, and then every new reading is refused. Deploy checks it against what the board reports
-    (statvfs), each copied file in whole blocks, 16 blocks kept for the node's own files."""
+    """The store shrinks a capacity the filesystem cannot hold when it opens, so the buffer would quietly be
+    smaller than board.json says. Deploy checks it against what the board reports
+    (statvfs), each copied file in whole blocks, each directory and the superblock two, 40 blocks kept for
+    the node's own files."""
     node_json = tmp_path / "node.json"
     node_json.write_text('{"store": {"capacity_bytes": 1048576}}')
     lib = tmp_path / "a.mpy"
@@ -194,12 +195,12 @@ def test_deploy_refuses_a_store_the_boards_filesystem_cannot_hold(tmp_path: Path
     bundle = Bundle(
         tmp_path, tmp_path, [], tmp_path, [], board, None, node_json, lib_files=[(lib, "/lib/a.mpy")]
     )
-    used = (2 + 1 + 1 + 1 + 16) * 4096
+    used = (2 + 1 + 1 + 1 + 2 + 2 + 40) * 4096  # files; the superblock; /lib; the node's own
     assert store_room_problem(bundle, 1048576 + used, 4096) is None
     problem = store_room_problem(bundle, 1048576 + used - 4096, 4096)
     assert problem == (
         "the store's capacity (1024 KiB, store.capacity_kb in board.json) does not fit this board's"
-        " filesystem of 1104 KiB beside the 20 KiB deploy copies and 64 KiB for the node's own files: set"
+        " filesystem of 1216 KiB beside the 36 KiB deploy copies and 160 KiB for the node's own files: set"
         " store.capacity_kb to at most 1020"
     )
     assert store_room_problem(bundle, None, 4096) is None  # an older probe, or a port without statvfs

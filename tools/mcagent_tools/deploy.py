@@ -415,22 +415,27 @@ class Outcome:
     reset: str = ""
 
 
-STORE_RESERVE_BLOCKS = 16  # the node's own files beside the store: states, run log, atomic copies
+STORE_RESERVE_BLOCKS = 40  # beside the store: the node's and the agent's state, run log, atomic copies, the
+# store's spare segments and quarantine (the unix board's first wake used 26 blocks besides its store)
 
 
 def store_room_problem(bundle: Bundle, fs_size: object, fs_block: object) -> str | None:
     """Why the store's capacity cannot fit the board's filesystem beside what deploy copies, or None.
 
-    The store drops its oldest readings only at its own capacity: a capacity the flash cannot hold ends in
-    a full filesystem, where every new reading is refused. Each file takes whole blocks on littlefs."""
+    The store never takes more than the filesystem holds (it clamps its capacity when it opens), so a
+    capacity past the flash's room is quietly a smaller buffer than board.json says, and the flash runs
+    full. On littlefs each file takes whole blocks, each directory two, the superblock two."""
     if not isinstance(fs_size, int) or not isinstance(fs_block, int) or fs_size <= 0 or fs_block <= 0:
         return None
     try:
         capacity = int(json.loads(bundle.node_json.read_text())["store"]["capacity_bytes"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    files = sum(-(-local.stat().st_size // fs_block) * fs_block for local, _ in bundle.shared_files())
+    copied = bundle.shared_files()
+    files = sum(-(-local.stat().st_size // fs_block) * fs_block for local, _ in copied)
     files += fs_block  # agentconfig.json
+    dirs = {str(PurePosixPath(device).parent) for _, device in copied} - {"/", "."}
+    files += (2 + 2 * len(dirs)) * fs_block
     reserve = STORE_RESERVE_BLOCKS * fs_block
     room = fs_size - files - reserve
     if capacity <= room:

@@ -74,6 +74,15 @@ def parse_iso(text: str) -> int:
     return out
 
 
+def parse_iso_span(text: str) -> tuple[int, int]:
+    """(floor, ceil) of an ISO 8601 time in Unix milliseconds: they differ when it has digits past the
+    millisecond (a bound at 12:00:00.0005 excludes or includes the event at .000 depending on its side)."""
+    floor = parse_iso(text)
+    m = _ISO_RE.match(text.strip())
+    frac = (m.group(7) if m else None) or ""
+    return floor, floor + (1 if frac[3:].strip("0") else 0)
+
+
 def is_protocol_timestamp(text: object) -> bool:
     """True for the strict agent form YYYY-MM-DDTHH:mm:ss.sssZ."""
     return (

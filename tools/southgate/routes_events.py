@@ -16,11 +16,11 @@ import asyncio
 import json
 import math
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from .clock import iso_ms, parse_iso
+from .clock import iso_ms, parse_iso_span
 from .errors import bad_request, not_found
 from .routes_read import read_auth
 from .storage import EventQuery
@@ -60,11 +60,12 @@ def _equal(field: str, value: Any) -> Any:
     return value
 
 
-def _instant(text: Any, what: str) -> int:
+def _instant(text: Any, what: str) -> tuple[int, int]:
+    """(floor, ceil) in ms: a bound past the millisecond counts on the side it falls."""
     if not isinstance(text, str):
         raise bad_request(f"filter timestamp.{what} must be an ISO 8601 time")
     try:
-        return parse_iso(text.strip())
+        return parse_iso_span(text.strip())
     except ValueError as exc:
         raise bad_request(f"filter timestamp.{what}: {exc}") from exc
 
@@ -72,19 +73,19 @@ def _instant(text: Any, what: str) -> int:
 def _time_range(spec: Any, now: int) -> tuple[int, int]:
     """(from, to), both inclusive, in ms."""
     if isinstance(spec, str):
-        at = _instant(spec, "eq")
-        return at, at
+        spec = {"eq": spec}
     if not isinstance(spec, dict) or not spec or set(spec) - {"before", "after", "between", "eq"}:
         raise bad_request(
             'filter timestamp must be {"before": t}, {"after": t}, {"between": "[t1,t2)"} or a time'
         )
     lo, hi = -(2**62), 2**62
     if "eq" in spec:
-        lo = hi = _instant(spec["eq"], "eq")
+        floor, ceil = _instant(spec["eq"], "eq")
+        lo, hi = ceil, floor  # empty when the time falls between two milliseconds
     if "after" in spec:
-        lo = max(lo, _instant(spec["after"], "after") + 1)
+        lo = max(lo, _instant(spec["after"], "after")[0] + 1)
     if "before" in spec:
-        hi = min(hi, _instant(spec["before"], "before") - 1)
+        hi = min(hi, _instant(spec["before"], "before")[1] - 1)
     if "between" in spec:
         text = spec["between"]
         parts = text[1:-1].split(",") if isinstance(text, str) and len(text) > 2 else []
@@ -93,8 +94,8 @@ def _time_range(spec: Any, now: int) -> tuple[int, int]:
                 'filter timestamp.between must read "[t1,t2)" (brackets: [ ] inclusive, ( ) not)'
             )
         a, b = _instant(parts[0], "between"), _instant(parts[1], "between")
-        lo = max(lo, a + (1 if text[0] == "(" else 0))
-        hi = min(hi, b - (1 if text[-1] == ")" else 0))
+        lo = max(lo, a[0] + 1 if text[0] == "(" else a[1])
+        hi = min(hi, b[1] - 1 if text[-1] == ")" else b[0])
     return lo, hi
 
 
@@ -154,9 +155,10 @@ def _flag(request: web.Request, name: str) -> bool:
 def event_json(row: dict[str, Any], base: str) -> dict[str, Any]:
     """An event as Event Management answers it (a MindSphereStandardEvent), from its stored row."""
     sent = json.loads(row["body"])
+    type_id = sent.get("typeId")  # as storage.query_events reads it: a non-empty text, else the standard
     out: dict[str, Any] = {
         "id": row["id"],
-        "typeId": sent.get("typeId") or STANDARD_EVENT_TYPE,
+        "typeId": type_id if isinstance(type_id, str) and type_id else STANDARD_EVENT_TYPE,
         "correlationId": sent.get("correlationId") or row["id"],
         "timestamp": iso_ms(row["ts_ms"]),
         "entityId": row["entity_id"],
@@ -169,7 +171,7 @@ def event_json(row: dict[str, Any], base: str) -> dict[str, Any]:
     }
     if isinstance(sent.get("details"), dict):
         out["details"] = sent["details"]
-    out["_links"] = {"self": {"href": f"{base}{EVENTS}/{row['id']}"}}
+    out["_links"] = {"self": {"href": f"{base}{EVENTS}/{quote(row['id'], safe='')}"}}
     return out
 
 

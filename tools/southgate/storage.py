@@ -702,45 +702,50 @@ class Storage:
 
     def query_events(self, q: EventQuery, standard_type: str) -> tuple[int, list[dict[str, Any]]]:
         """(how many events match, the page of them): a tenant's events (None: every tenant's) by entity,
-        type, correlation id, severity and time (both bounds inclusive); without history only the latest of
-        those sharing entity, type and correlation id. An event sent without a type is of standard_type; one
-        without a correlation id is alone."""
+        type, correlation id, severity and time (both bounds inclusive). Without history, an event that a
+        newer one of the same entity, type and correlation id superseded is not listed, whatever the
+        filter: the newest of a group stands for it. An event sent without a type (or with an empty one) is
+        of standard_type; one without a correlation id is alone."""
         sql = (
-            "WITH ev AS (SELECT e.*, COALESCE(json_extract(e.body, '$.typeId'), ?) AS type_id,"
-            " COALESCE(json_extract(e.body, '$.correlationId'), e.id) AS corr"
+            "WITH ev AS (SELECT e.*, CASE WHEN json_type(e.body, '$.typeId') = 'text'"
+            " AND json_extract(e.body, '$.typeId') != '' THEN json_extract(e.body, '$.typeId') ELSE ? END"
+            " AS type_id, COALESCE(json_extract(e.body, '$.correlationId'), e.id) AS corr"
             " FROM events e JOIN agents a ON a.id = e.agent_id"
-            " WHERE (? IS NULL OR a.tenant = ?) AND e.ts_ms >= ? AND e.ts_ms <= ?"
-            " AND (? IS NULL OR e.entity_id = ?) AND (? IS NULL OR e.severity = ?)),"
+            " WHERE (? IS NULL OR a.tenant = ?) AND (? IS NULL OR e.entity_id = ?)),"
             " f AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY entity_id, type_id, corr"
             " ORDER BY ts_ms DESC, id DESC) AS rn FROM ev"
             " WHERE (? IS NULL OR type_id = ?) AND (? IS NULL OR corr = ?))"
-            " SELECT {what} FROM f WHERE (? OR rn = 1)"
+            " SELECT {what} FROM f WHERE (? OR rn = 1) AND ts_ms >= ? AND ts_ms <= ?"
+            " AND (? IS NULL OR severity = ?)"
         )
         args = (
             standard_type,
             q.tenant,
             q.tenant,
-            q.from_ms,
-            q.to_ms,
             q.entity_id,
             q.entity_id,
-            q.severity,
-            q.severity,
             q.type_id,
             q.type_id,
             q.correlation_id,
             q.correlation_id,
             q.history,
+            q.from_ms,
+            q.to_ms,
+            q.severity,
+            q.severity,
         )
-        total = int(self.db.execute(sql.format(what="COUNT(*)"), args).fetchone()[0])
         order = "DESC" if q.descending else "ASC"
+        # One statement gives the page and the total, so an event arriving meanwhile cannot split them.
         rows = self._all(
-            sql.format(what="*") + f" ORDER BY ts_ms {order}, id {order} LIMIT ? OFFSET ?",
+            sql.format(what="*, COUNT(*) OVER () AS total")
+            + f" ORDER BY ts_ms {order}, id {order} LIMIT ? OFFSET ?",
             *args,
             q.limit,
             q.offset,
         )
-        return total, rows
+        if rows:
+            return int(rows[0]["total"]), rows
+        return int(self.db.execute(sql.format(what="COUNT(*)"), args).fetchone()[0]), rows
 
     def event_in_tenant(self, event_id: str, tenant: str | None) -> dict[str, Any] | None:
         """One event, if it is of that tenant's agents (None: any tenant's)."""
