@@ -290,7 +290,8 @@ def configure(request, state, client_id, desc, force=False):
             )
             if resp.status == 201:
                 summary["mappings"] += 1
-            elif resp.status == 409:
+            elif resp.status == 409:  # ours already, or the property is another mapping's (raises)
+                compat.call_cold("mcagent.dscconflict", "check", request, _MAPPINGS_PATH, client_id, m, resp)
                 summary["existing"] += 1
             elif 400 <= resp.status < 500 and resp.status not in (401, 408, 429):
                 raise MappingError(

@@ -62,6 +62,21 @@ class Resp:
         return json.loads(self.body)
 
 
+def _unquote(text):
+    """%XX escapes of a query decoded (no urllib on MicroPython)."""
+    out = bytearray()
+    raw = text.encode()
+    i = 0
+    while i < len(raw):
+        if raw[i] == 37:  # %
+            out.append(int(raw[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.append(raw[i])
+            i += 1
+    return bytes(out).decode()
+
+
 def _jdump(doc):
     return json.dumps(doc).encode()
 
@@ -91,6 +106,7 @@ class FakeService:
         self.dsc = None
         self.etag = 0
         self.mappings = []
+        self.foreign = []  # (entity, aspect, property) mapped by another agent
         self.handshakes = 1
         self.closed = False
 
@@ -162,6 +178,14 @@ class FakeService:
             if bearer not in self.tokens:
                 return Resp(401, b"{}")
             return self._dsc(method, headers, body)
+        if path.startswith(MAPPINGS_PATH + "?filter=") and method == "GET":
+            if bearer not in self.tokens:
+                return Resp(401, b"{}")
+            flt = json.loads(_unquote(path.split("?filter=", 1)[1]))
+            assert flt["agentId"] == CLIENT, flt
+            key = (flt["dataPointId"], flt["entityId"], flt["propertySetName"], flt["propertyName"])
+            content = [{"agentId": CLIENT, "dataPointId": key[0]}] if key in self.mappings else []
+            return Resp(200, _jdump({"content": content, "totalElements": len(content)}))
         if path == MAPPINGS_PATH and method == "POST":
             if bearer not in self.tokens:
                 return Resp(401, b"{}")
@@ -170,6 +194,8 @@ class FakeService:
             assert m["agentId"] == CLIENT and m["keepMapping"] is True
             if key in self.mappings:
                 return Resp(409, b'{"message":"exists"}')
+            if key[1:] in self.foreign:  # the property takes another agent's data point
+                return Resp(409, b'{"message":"property already takes data point \'DP-X\'"}')
             if m["propertyName"] == "nope":
                 return Resp(400, b'{"id":"3","message":"no such property"}')
             self.mappings.append(key)
@@ -758,8 +784,9 @@ def test_configure_puts_once_and_maps(workdir):
     changed = json.loads(json.dumps(DSC))
     changed["dataSources"][0]["dataPoints"][1]["unit"] = "-"
     assert agent.configure(changed)["dsc"] == "put"
-    assert svc.log[-2][0] == "PUT" and svc.log[-2][2]["If-Match"] == "1"
-    assert svc.log[-1][1] == MAPPINGS_PATH  # mappings re-posted after a PUT: 409 is fine
+    assert svc.log[-3][0] == "PUT" and svc.log[-3][2]["If-Match"] == "1"
+    assert svc.log[-2][1] == MAPPINGS_PATH  # mappings re-posted after a PUT: 409 is fine once the service
+    assert svc.log[-1][1].startswith(MAPPINGS_PATH + "?filter=")  # lists the mapping as this agent's
     assert svc.etag == 2
 
 
@@ -785,6 +812,20 @@ def test_configure_with_lost_state_does_not_put_the_same_dsc(workdir):
     s = reboot(workdir, agent, t).configure(DSC)
     assert s["dsc"] == "same" and s["existing"] == 1 and s["mappings"] == 0
     assert svc.etag == 1
+
+
+def test_a_mapping_conflict_with_another_agent_stops_instead_of_losing_the_values(workdir):
+    """409 means "already there" only when the service lists the mapping as this agent's: a property that
+    takes another agent's point would have the service drop every value of ours while we count them sent."""
+    agent, svc, t = make(workdir)
+    svc.foreign.append((ENTITY, "Environment", "temperature"))
+    e = raises(dsc.MappingError, agent.configure, DSC)
+    text = str(e)
+    assert "DP-T -> %s/Environment/temperature refused (HTTP 409: property already takes" % ENTITY in text
+    assert "taken by another mapping" in text and "dsc.entityId" in text, text
+    assert svc.count("GET", MAPPINGS_PATH + "?filter=") == 1
+    svc.foreign = []
+    assert agent.configure(DSC)["mappings"] == 1  # once the other mapping is gone, ours is made
 
 
 def test_configure_412_refetches_the_etag(workdir):

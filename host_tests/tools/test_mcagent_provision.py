@@ -20,10 +20,28 @@ def _config_dir(tmp_path: Path) -> Path:
     return configs
 
 
+def _line_board(boards: Path) -> str:
+    """The unix board without mappings onto its asset: one board.json that many boards can share."""
+    doc = json.loads((boards / "unix" / "board.json").read_text())
+    for sensor in doc.get("sensors", []):
+        for point in sensor.get("points", []):
+            point.pop("property", None)
+    (boards / "unix_line").mkdir(exist_ok=True)
+    (boards / "unix_line" / "board.json").write_text(json.dumps({**doc, "board": "unix_line"}))
+    return "unix_line"
+
+
 def _args(
-    configs: Path, ports: list[str], agent: dict[str, Path], boards: Path, fw: Path, build: Path
+    configs: Path,
+    ports: list[str],
+    agent: dict[str, Path],
+    boards: Path,
+    fw: Path,
+    build: Path,
+    board: str | None = None,
 ) -> list[str]:
-    args = ["deploy", "--board", "unix", "--config-dir", str(configs), "--settings", str(agent["settings"])]
+    board = board or _line_board(boards)
+    args = ["deploy", "--board", board, "--config-dir", str(configs), "--settings", str(agent["settings"])]
     args += ["--ca", str(agent["ca"]), "--boards-dir", str(boards), "--firmware-dir", str(fw)]
     args += ["--build-dir", str(build)]
     for port in ports:
@@ -118,3 +136,20 @@ def test_dry_run_for_many_boards_says_which_board_gets_which_agent(
     ]
     assert len(proc.stdout.splitlines()) == 3 * 4
     assert_no_secrets(proc.stdout, proc.stderr)
+
+
+def test_many_boards_cannot_all_feed_one_asset(
+    agent_files: dict[str, Path], boards_dir: Path, firmware_snapshot: Path, build_dir: Path, tmp_path: Path
+) -> None:
+    """An asset property takes one agent's data point: every board after the first would have its mappings
+    refused and its readings dropped by the service. Refused before any board is touched."""
+    configs = _config_dir(tmp_path)
+    ports = ["/dev/ttyUSB0", "/dev/ttyUSB1", "/dev/ttyUSB2"]
+    args = _args(configs, ports, agent_files, boards_dir, firmware_snapshot, build_dir, board="unix")
+    proc = run_cli_here(*args, "--dry-run")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert (
+        "refusing to deploy: board.json maps its data points onto asset 5e1f0a3b7c2d4e6f8a9b0c1d2e3f4a5b"
+        in (proc.stderr)
+    )
+    assert "3 boards cannot all feed it" in proc.stderr and "its own dsc.entityId" in proc.stderr

@@ -415,6 +415,25 @@ class Outcome:
     reset: str = ""
 
 
+def shared_asset_problem(bundle: Bundle, boards: int) -> str | None:
+    """Why one board.json cannot serve several boards, or None: its points map onto properties of one asset
+    (dsc.entityId), and a property takes one data point, so every board after the first would have its
+    mappings refused (409) and nothing it sends would reach the asset."""
+    try:
+        desc = json.loads(bundle.node_json.read_text())["dsc"]
+        mappings = host_firmware.module("mcagent.dsc").build(desc)[1]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not mappings:
+        return None
+    assets = sorted({m[1] for m in mappings})
+    return (
+        f"{bundle.board.name} maps its data points onto asset {', '.join(assets)}, and an asset property "
+        f"takes the data of one agent only: {boards} boards cannot all feed it. Give each board its own "
+        "board.json with its own dsc.entityId (one deploy per board), or leave the points' `property` out"
+    )
+
+
 STORE_RESERVE_BLOCKS = 40  # beside the store: the node's and the agent's state, run log, atomic copies, the
 # store's spare segments and quarantine (the unix board's first wake used 26 blocks besides its store)
 
@@ -732,6 +751,10 @@ def run(args: argparse.Namespace) -> int:
             insights_hub_ca=not args.no_insights_hub_ca,
             flags=flags,
         )
+        if len(nodes) > 1:
+            problem = shared_asset_problem(bundle, len(nodes))
+            if problem:
+                raise DeployError(f"refusing to deploy: {problem}")
         plans = [plan(bundle, node, cross, reset=not args.no_reset) for node in nodes]
     except (DeployError, ToolError, IncompatibleDevice) as e:
         print(f"mcagent deploy: {e}", file=sys.stderr)
