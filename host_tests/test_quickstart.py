@@ -171,3 +171,35 @@ def test_the_quickstart_works_as_written(clone: Path, tmp_path: Path) -> None:
         if vboard is not None:
             stop(vboard)
         stop(serve)
+
+
+BOARDS_DOC = ROOT / "docs" / "boards.md"
+UNIX_BOARD = [  # docs/boards.md, "The unix board": one command over three lines
+    "make compile",
+    "printf 'import main\\nmain.main()\\n' > build/launch.py",
+    "umask 077",
+    "MICROPYPATH=build/mpy:.frozen .venv/bin/micropython -X heapsize=384k build/launch.py --flash "
+    "build/node/flash.img --board boards/unix/board.json --install agentconfig.json --install "
+    "sg-data/ca.der:certs/southgate.der --speed 60 --run-s 30",
+]
+
+
+def test_the_unix_board_command_works_as_written(clone: Path, tmp_path: Path) -> None:
+    """Relative paths (MICROPYPATH=build/mpy, the image in a new directory) hold after the node changes into
+    its flash; the compiled firmware runs (the launcher, not firmware/main.py with its sources)."""
+    page = " ".join(line.strip().rstrip("\\").strip() for line in BOARDS_DOC.read_text().splitlines())
+    for cmd in UNIX_BOARD:
+        assert " ".join(cmd.split()) in " ".join(page.split()), f"docs/boards.md no longer shows: {cmd}"
+    port = free_port()
+    serve = background(clone, SERVE.replace("8443", str(port)), tmp_path / "serve.log")
+    try:
+        wait_for("southgate", lambda: "serving https://" in (tmp_path / "serve.log").read_text())
+        assert sh(clone, CREATE).returncode == 0 and sh(clone, ASSET).returncode == 0
+        script = " && ".join(UNIX_BOARD).replace("--run-s 30", "--cycles 3")  # the same, shorter
+        run = sh(clone, script, timeout_s=300)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        summary = [line for line in run.stdout.splitlines() if line.startswith("mcagent-summary ")]
+        assert summary and '"sent": 3' in summary[0] and '"errors": 0' in summary[0], run.stdout[-2000:]
+        assert (clone / "build" / "node" / "flash.img").is_file()
+    finally:
+        stop(serve)

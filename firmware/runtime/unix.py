@@ -77,6 +77,22 @@ def _copy(src, dst):
         f.write(data)
 
 
+def _anchor_path(here):
+    """Relative module paths (MICROPYPATH=build/mpy, and the packages imported from there) made absolute:
+    the node runs in its flash directory."""
+    import sys
+
+    def anchored(p):
+        return here.rstrip("/") + "/" + p if p and p[0] != "/" and p != ".frozen" else p
+
+    for i, p in enumerate(sys.path):
+        sys.path[i] = anchored(p)
+    for mod in list(sys.modules.values()):
+        p = getattr(mod, "__path__", None)
+        if isinstance(p, str) and anchored(p) != p:
+            mod.__path__ = anchored(p)
+
+
 def setup(argv):
     """Parse the command line, mount the flash, install files, load node.json: a runtime.power.Session,
     or None when a STOP file keeps the node off. Runs once; this module is released before the node runs."""
@@ -98,6 +114,9 @@ def setup(argv):
                 blocks = json.loads(f.read()).get("flash", {}).get("blocks", blocks)
         from runtime.flashimage import mount_image
 
+        parent = opts["flash"].rsplit("/", 1)[0] if "/" in opts["flash"] else ""
+        if parent:
+            compat.makedirs(parent)
         dev = mount_image(opts["flash"], "/flash", blocks)
         root = "/flash"
     if opts["board"]:
@@ -109,7 +128,9 @@ def setup(argv):
         if ":" in item:
             src, name = item.rsplit(":", 1)
         _copy(src, root + "/" + name)
-    session = Session(os.getcwd(), dev)
+    here = os.getcwd()
+    session = Session(here, dev)
+    _anchor_path(here)
     os.chdir(root)
     try:
         if compat.exists("STOP"):  # as on a board: the node stays off while this file exists

@@ -107,7 +107,7 @@ def run_demo(
             micropython(),
             "-X",
             f"heapsize={heap_kb}k",
-            str(FIRMWARE / "main.py"),
+            str(launcher),  # not firmware/main.py: its directory would put the .py sources first on the path
             "--flash",
             str(work / "flash.img"),
             "--board",
