@@ -145,6 +145,11 @@ def test_the_quickstart_works_as_written(clone: Path, tmp_path: Path) -> None:
         wait_for("readings in southgate", lambda: readings() >= 4, 90)
         status = sh(clone, STATUS, 60)
         assert status.returncode == 0, status.stdout + status.stderr
+        assert "board reset: the node runs again" in status.stderr, status.stderr
+        before = readings()
+        wait_for(
+            "readings after status (it stopped the node, then reset the board)", lambda: readings() > before
+        )
 
         fault = sh(clone, FAULT)  # the README's fault queue: the node's next uploads meet two 503s
         assert fault.returncode == 0, fault.stderr

@@ -53,8 +53,11 @@ def test_status_uses_the_firmware_report_and_blanks_secrets(vboard: RunningVBoar
     assert "TOKENTOKEN" not in proc.stdout
     assert_no_secrets(proc.stdout, proc.stderr)
 
-    as_json = json.loads(run_cli("status", "--port", vboard.port, "--json").stdout)
+    assert "board reset: the node runs again" in proc.stderr  # asking stopped it
+    stay = run_cli("status", "--port", vboard.port, "--json", "--no-reset")
+    as_json = json.loads(stay.stdout)  # the notes go to stderr: stdout stays JSON
     assert as_json["buffered"] == 17 and as_json["access_token"] == REDACTED
+    assert "the node is stopped at the REPL" in stay.stderr and "board reset" not in stay.stderr
 
 
 def test_status_without_the_firmware_helper_lists_files_and_heap(vboard: RunningVBoard) -> None:

@@ -6,7 +6,8 @@ The board answers with one JSON object. When the firmware has `mcagent.status.re
 from it (onboarding state, buffered and sent readings, last upload, last error, ...); otherwise the board
 lists what it can see without the agent's help: free heap and flash, installed files and their sizes.
 Keys that name secrets (keys, tokens, passwords, the onboarding token) are blanked on the host as well,
-in case a board ever sends one. Note: the REPL interrupts a running main.py (restart it or reset the board).
+in case a board ever sends one. Asking over the REPL stops a running main.py, so status then resets the board
+and the node starts again, as after a power cut (`--no-reset` leaves it at the REPL).
 
 Sizes: the readable output shows free flash in KiB (as `mcagent deploy` does) and free heap in bytes;
 --json passes the board's numbers through unchanged, all in bytes (mem_free, fs_free, file sizes).
@@ -254,8 +255,19 @@ def query(port: str, timeout_s: float = 60.0) -> dict[str, Any]:
         raise ToolError(f"{port}: no status ({e}); mpremote said:\n{result.tail()}") from None
 
 
+def restart(port: str, timeout_s: float = 30.0) -> str | None:
+    """Reset the board, so the node that asking stopped runs again; None, or why it failed."""
+    result = run_tool([tool_path("mpremote"), "connect", port, "resume", "reset"], timeout_s=timeout_s)
+    return None if result.ok else f"the reset failed; reset the board by hand:\n{result.tail()}"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, help="serial port of the board (or a vboard's pty)")
+    p.add_argument(
+        "--no-reset",
+        action="store_true",
+        help="leave the board at the REPL (asking stops the node; by default status resets the board after)",
+    )
     p.add_argument(
         "--json",
         action="store_true",
@@ -274,4 +286,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2, sort_keys=True))
     else:
         print(render(args.port, doc))
+    if args.no_reset:
+        print(
+            f"mcagent status: the node is stopped at the REPL (`mpremote connect {args.port} reset` "
+            "restarts it)",
+            file=sys.stderr,
+        )
+        return 0
+    failed = restart(args.port)
+    if failed:
+        print(f"mcagent status: asking stopped the node, and {failed}", file=sys.stderr)
+        return 1
+    print("mcagent status: board reset: the node runs again", file=sys.stderr)
     return 0
