@@ -30,7 +30,7 @@ def _state(directory, name):
 def _fs_free(root):
     try:
         st = os.statvfs(root or ".")
-        return st[0] * st[3]
+        return st[0] * st[4]  # available to us (f_bavail), as deploy and the fallback report it
     except (OSError, AttributeError):
         return None
 

@@ -180,6 +180,16 @@ def test_the_read_client_and_mcagent_read_follow_the_pages(sg: RunningSouthgate,
     assert table.returncode == 0 and "(no events)" in table.stdout, table.stdout
     bad = subprocess.run(cli[:-1] + ["--asset", entity], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "needs --aspect, --from, --to (or read --events)" in bad.stderr
+    yesterday = (NOW - timedelta(days=1)).strftime("%Y-%m-%d")  # a date is its midnight, UTC
+    dated = subprocess.run(cli + ["--asset", entity, "--from", yesterday], capture_output=True, text=True)
+    assert dated.returncode == 0 and "health 4" in dated.stdout and "health 9" not in dated.stdout, dated
+    for args, why in (
+        (["--from", "yesterday"], "--from 'yesterday': not an ISO 8601 time with a zone"),
+        (["--to", "2026-12-01T00:00:00"], "--to '2026-12-01T00:00:00': not an ISO 8601 time with a zone"),
+        (["--from", "2026-12-02", "--to", "2026-12-01T00:00:00Z"], "--from must be before --to"),
+    ):
+        refused = subprocess.run(cli + args, capture_output=True, text=True)
+        assert refused.returncode == 2 and why in refused.stderr, (args, refused.stderr)
 
 
 def test_superseded_events_stay_hidden_under_any_filter_and_bounds_count_past_the_millisecond(

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,25 @@ async def _read(args: argparse.Namespace) -> list[dict[str, Any]]:
         )
 
 
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
+
+
+def _when(flag: str, text: str | None) -> datetime | None:
+    """--from/--to as a UTC time: ISO 8601 with a zone, or a date (its midnight, UTC)."""
+    if text is None:
+        return None
+    raw = text.strip()
+    try:
+        if _DATE.match(raw):
+            return datetime.fromisoformat(raw).replace(tzinfo=timezone.utc)
+        value = datetime.fromisoformat(raw[:-1] + "+00:00" if raw[-1:] in "Zz" else raw)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise ValueError(f"{flag} {text!r}: not an ISO 8601 time with a zone, e.g. 2026-12-01T00:00:00Z")
+    return value.astimezone(timezone.utc)
+
+
 def _missing(args: argparse.Namespace) -> str | None:
     if args.events:
         if args.limit is not None and not 1 <= args.limit <= 100:
@@ -96,6 +117,13 @@ def _missing(args: argparse.Namespace) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     problem = _missing(args)
+    if problem is None:
+        try:
+            args.from_, args.to = _when("--from", args.from_), _when("--to", args.to)
+        except ValueError as exc:
+            problem = str(exc)
+    if problem is None and args.from_ is not None and args.to is not None and args.from_ >= args.to:
+        problem = "--from must be before --to"
     if problem:
         print(f"mcagent read: {problem}", file=sys.stderr)
         return 2
