@@ -625,8 +625,8 @@ class Deployer:
                         layout.VBOARD_START,
                     ]
                     outcome.reset = (
-                        "reset: the virtual board restarted; it starts the agent if it runs with --run-main, "
-                        f"else start it: {shell_line(start)}"
+                        "reset: the virtual board restarted and starts the agent (one started with "
+                        f"--no-run-main stays at the REPL: {shell_line(start)} starts it)"
                     )
             self.say(port, outcome.reset)
             outcome.ok = True
