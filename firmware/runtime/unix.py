@@ -79,18 +79,30 @@ def _copy(src, dst):
 
 def _anchor_path(here):
     """Relative module paths (MICROPYPATH=build/mpy, and the packages imported from there) made absolute:
-    the node runs in its flash directory."""
+    the node runs in its flash directory. A path that is no directory here (a frozen package's) stays."""
+    import os
     import sys
 
     def anchored(p):
-        return here.rstrip("/") + "/" + p if p and p[0] != "/" and p != ".frozen" else p
+        if not p or p[0] == "/" or p == ".frozen":
+            return p
+        try:
+            if os.stat(p)[0] & 0x4000:  # S_IFDIR
+                return here.rstrip("/") + "/" + p
+        except OSError:
+            pass
+        return p
 
     for i, p in enumerate(sys.path):
         sys.path[i] = anchored(p)
-    for mod in list(sys.modules.values()):
-        p = getattr(mod, "__path__", None)
-        if isinstance(p, str) and anchored(p) != p:
-            mod.__path__ = anchored(p)
+    for name in ("mcagent", "runtime", "sensors"):
+        try:
+            pkg = __import__(name)
+        except ImportError:
+            continue
+        p = getattr(pkg, "__path__", None)
+        if isinstance(p, str):
+            pkg.__path__ = anchored(p)
 
 
 def setup(argv):
