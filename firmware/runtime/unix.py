@@ -95,11 +95,10 @@ def _anchor_path(here):
 
     for i, p in enumerate(sys.path):
         sys.path[i] = anchored(p)
-    for name in ("mcagent", "runtime", "sensors"):
-        try:
-            pkg = __import__(name)
-        except ImportError:
-            continue
+    import mcagent
+    import runtime
+
+    for pkg in (mcagent, runtime):  # imported by now; others come later, by sys.path
         p = getattr(pkg, "__path__", None)
         if isinstance(p, str):
             pkg.__path__ = anchored(p)

@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,19 +174,12 @@ class Workbench:
             check=False,
         )
 
-    def wake(self, image: Path, heap_kb: int, install: list[str]) -> Wake:
-        """One cycle of the real node, files as deploy installs them (node.json precompiled)."""
-        args = [
-            str(self.launcher),
-            "--flash",
-            str(image),
-            "--board",
-            str(self.board_json),
-            "--install",
-            f"{self.node}:node.json",
-            "--cycles",
-            "1",
-        ]
+    def wake(self, image: Path, heap_kb: int, install: list[str], board: Path | None = None) -> Wake:
+        """One cycle of the real node with the files already on the image plus `board` (board.json, whose
+        flash.blocks sizes a new image) and those in `install`."""
+        args = [str(self.launcher), "--flash", str(image), "--cycles", "1"]
+        if board is not None:
+            args += ["--board", str(board)]
         for item in install:
             args += ["--install", item]
         proc = self.micropython(heap_kb, *args)
@@ -201,17 +195,34 @@ class Workbench:
         failed = any(") failed: " in line or "unexpected error" in line for line in proc.stdout.splitlines())
         return Wake(not failed and not lost(summary), int(summary.get("sent", 0)), out)
 
+    def own_asset(self, tag: str) -> tuple[Path, Path]:
+        """board.json and node.json as deploy makes them, for an agent of its own asset: an asset property
+        takes one agent's data point, so each agent the bench makes maps onto a new asset (the same length
+        of id: the same heap)."""
+        doc = json.loads(self.board_json.read_text())
+        doc["dsc"] = dict(doc.get("dsc") or {}, entityId=uuid.uuid4().hex)
+        board = self.work / f"{tag}-board.json"
+        board.write_text(json.dumps(doc, ensure_ascii=False))
+        node = self.work / f"{tag}-node.json"
+        node.write_text(json.dumps(node_json(board)))
+        return board, node
+
     def first_wake(self, heap_kb: int, keep: Path | None = None) -> Wake:
-        """A new agent, a blank flash: onboard, DSC, mappings, token, upload."""
+        """A new agent, a blank flash: onboard, DSC, mappings, token, upload; board.json and node.json
+        installed as deploy installs them (a later wake of the image finds them there)."""
         self.agents += 1
         config = self.sg.create_agent(f"fit-{self.work.name}-{heap_kb}-{self.agents}")
         agentconfig = self.work / "agentconfig.json"
         agentconfig.write_text(json.dumps(config))
+        board, node = self.own_asset("first")
         image = keep or self.work / "first.img"
         image.unlink(missing_ok=True)
-        w = self.wake(
-            image, heap_kb, [f"{agentconfig}:agentconfig.json", f"{self.sg.ca_der}:certs/southgate.der"]
-        )
+        installs = [
+            f"{node}:node.json",
+            f"{agentconfig}:agentconfig.json",
+            f"{self.sg.ca_der}:certs/southgate.der",
+        ]
+        w = self.wake(image, heap_kb, installs, board)
         w.ok = w.ok and w.sent >= 1
         return w
 
@@ -247,7 +258,7 @@ class Workbench:
         config.write_text(json.dumps(self.sg.create_agent(f"lib-{self.work.name}-{heap_kb}-{self.agents}")))
         image = self.work / "library.img"
         image.unlink(missing_ok=True)
-        doc = json.loads(self.node.read_text())
+        doc = json.loads(self.own_asset("library")[1].read_text())
         args_file = self.work / "library.json"
         args_file.write_text(
             json.dumps(
