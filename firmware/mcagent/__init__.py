@@ -157,7 +157,7 @@ class Agent:
 
         self.identity.authorization()  # a token first: its code and the DSC's are never loaded together
         summary = compat.call_cold(
-            "mcagent.dsc", "configure", self.request, self.state, self.config.client_id, dsc, force
+            "mcagent.dscput", "configure", self.request, self.state, self.config.client_id, dsc, force
         )
         self.configuration_id = summary["configurationId"]
         if self._dsc is None and isinstance(self._store, str):

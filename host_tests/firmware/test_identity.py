@@ -19,6 +19,7 @@ from mcagent import (
     compat,
     config,
     dsc,
+    dscput,
     enroll,
     identity,
     jwt,
@@ -819,7 +820,7 @@ def test_a_mapping_conflict_with_another_agent_stops_instead_of_losing_the_value
     takes another agent's point would have the service drop every value of ours while we count them sent."""
     agent, svc, t = make(workdir)
     svc.foreign.append((ENTITY, "Environment", "temperature"))
-    e = raises(dsc.MappingError, agent.configure, DSC)
+    e = raises(dscput.MappingError, agent.configure, DSC)
     text = str(e)
     assert "DP-T -> %s/Environment/temperature refused (HTTP 409: property already takes" % ENTITY in text
     assert "taken by another mapping" in text and "dsc.entityId" in text, text
@@ -831,19 +832,19 @@ def test_a_mapping_conflict_with_another_agent_stops_instead_of_losing_the_value
 def test_configure_412_refetches_the_etag(workdir):
     agent, svc, t = make(workdir)
     agent.configure(DSC)
-    svc.fault(dsc.dsc_path(CLIENT), 412, "PUT")  # someone else changed it between our GET and PUT
+    svc.fault(dscput.dsc_path(CLIENT), 412, "PUT")  # someone else changed it between our GET and PUT
     changed = dict(DSC)
     changed["configurationId"] = "CF-2"
     assert agent.configure(changed)["dsc"] == "put"
     assert svc.dsc["configurationId"] == "CF-2" and svc.etag == 2
-    assert svc.count("GET", dsc.dsc_path(CLIENT)) == 3
+    assert svc.count("GET", dscput.dsc_path(CLIENT)) == 3
 
 
 def test_configure_errors(workdir):
     agent, svc, t = make(workdir)
     bad = json.loads(json.dumps(DSC))
     bad["dataSources"][0]["dataPoints"][0]["property"] = "nope"
-    e = raises(dsc.MappingError, agent.configure, bad)
+    e = raises(dscput.MappingError, agent.configure, bad)
     assert "DP-T" in str(e) and "no such property" in str(e)
     svc.fault(MAPPINGS_PATH, 500)
     e = raises(HttpError, agent.configure, DSC)
@@ -854,7 +855,7 @@ def test_configure_errors(workdir):
         "existing": 0,
         "configurationId": "CF-1",
     }
-    svc.fault(dsc.dsc_path(CLIENT), 503, "GET")
+    svc.fault(dscput.dsc_path(CLIENT), 503, "GET")
     changed = dict(DSC)
     changed["configurationId"] = "CF-2"
     assert raises(HttpError, agent.configure, changed).status == 503
@@ -870,6 +871,7 @@ def test_one_shot_modules_are_unloaded_and_their_errors_still_match(workdir):
     assert "mcagent.config" not in sys.modules or not upy
     agent.configure(DSC)
     assert ("mcagent.dsc" not in sys.modules or not upy) and agent.configuration_id == "CF-1"
+    assert "mcagent.dscput" not in sys.modules or not upy
     raises(mcagent.DscError, agent.configure, {"configurationId": "x"})
     raises(dsc.DscError, agent.configure, {"configurationId": "x"})
     raises(config.ConfigError, Agent, config=workdir + "/nope.json")

@@ -231,7 +231,11 @@ def test_the_walls():
             ):
                 bad.append("%s:%d (the flash log, the wire format) reaches the network: %s"
                            % (known[name], line, target))
-            if name == "mcagent.dsc" and target in ("mcagent.identity", "mcagent.enroll", "mcagent.token"):
+            if name in ("mcagent.dsc", "mcagent.dscput") and target in (
+                "mcagent.identity",
+                "mcagent.enroll",
+                "mcagent.token",
+            ):
                 bad.append("%s:%d (dsc) reaches identity: %s" % (known[name], line, target))
     assert not bad, "\n".join(bad)
 
