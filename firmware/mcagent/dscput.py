@@ -37,8 +37,8 @@ class _JsonBody:
         self.length = 0
         h = hashlib.sha256()
 
-        def count(piece):
-            b = _utf8(piece)
+        def count(piece):  # a str's length on MicroPython counts characters, not bytes
+            b = memoryview(compat.utf8(piece)) if isinstance(piece, str) else piece
             self.length += len(b)
             h.update(b)
 
@@ -46,38 +46,10 @@ class _JsonBody:
         self.digest = hexlify(h.digest()[:8]).decode()
 
     def write_to(self, write):
-        cjson.emit(self.value, lambda piece: write(_utf8(piece)))
-
-
-def _utf8(piece):
-    """A piece of cjson.emit as bytes (a str's length on MicroPython counts characters, not bytes)."""
-    return memoryview(compat.utf8(piece)) if isinstance(piece, str) else piece
-
-
-def _mapping_body(client_id, m):
-    return cjson.dumps(
-        cjson.Obj(
-            ("agentId", client_id),
-            ("dataPointId", m[0]),
-            ("entityId", m[1]),
-            ("propertySetName", m[2]),
-            ("propertyName", m[3]),
-            ("keepMapping", True),
+        cjson.emit(
+            self.value,
+            lambda piece: write(memoryview(compat.utf8(piece)) if isinstance(piece, str) else piece),
         )
-    ).encode()
-
-
-def _server_digest(doc):
-    """Hash of the service's DSC in our canonical form (None when it is not one we could have sent)."""
-    try:
-        return _JsonBody(compat.call_cold("mcagent.dsc", "build", doc)[0]).digest
-    except (DscError, TypeError, ValueError):
-        return None
-
-
-def _error(resp, what):
-    """The HttpError for an unexpected answer (mcagent.httputil.http_error)."""
-    return compat.call_cold("mcagent.httputil", "http_error", resp, what)
 
 
 def configure(request, state, client_id, desc, force=False):
@@ -109,7 +81,7 @@ def configure(request, state, client_id, desc, force=False):
                         break
                     continue
                 if resp.status != 200:
-                    raise _error(resp, "DSC upload")
+                    raise compat.call_cold("mcagent.httputil", "http_error", resp, "DSC upload")
                 summary["dsc"] = "put"
                 break
         saved = {"client_id": client_id, "hash": want, "maps": None}
@@ -120,7 +92,16 @@ def configure(request, state, client_id, desc, force=False):
                 "POST",
                 _MAPPINGS_PATH,
                 {"Content-Type": "application/json"},
-                _mapping_body(client_id, m),
+                cjson.dumps(
+                    cjson.Obj(
+                        ("agentId", client_id),
+                        ("dataPointId", m[0]),
+                        ("entityId", m[1]),
+                        ("propertySetName", m[2]),
+                        ("propertyName", m[3]),
+                        ("keepMapping", True),
+                    )
+                ).encode(),
                 1024,
             )
             if resp.status == 201:
@@ -134,7 +115,7 @@ def configure(request, state, client_id, desc, force=False):
                     % (m[0], m[1], m[2], m[3], resp.status, _message(resp))
                 )
             else:
-                raise _error(resp, "mapping")
+                raise compat.call_cold("mcagent.httputil", "http_error", resp, "mapping")
         state.save("dsc", cjson.Obj(("client_id", client_id), ("hash", want), ("maps", want_maps)))
     return summary
 
@@ -155,13 +136,17 @@ def _current_etag(request, path, want, summary):
     if resp.status == 404:
         return "0"
     if resp.status != 200:
-        raise _error(resp, "DSC read")
+        raise compat.call_cold("mcagent.httputil", "http_error", resp, "DSC read")
     if getattr(resp, "truncated", False):
         raise DscError("the service's DSC is larger than %d bytes" % _MAX_DSC)
     doc = resp.json()
     if not isinstance(doc, dict):
         raise DscError("the service's DSC is not a JSON object")
-    if _server_digest(doc) == want:
+    try:  # the service's DSC in our canonical form (none when it is not one we could have sent)
+        theirs = _JsonBody(compat.call_cold("mcagent.dsc", "build", doc)[0]).digest
+    except (DscError, TypeError, ValueError):
+        theirs = None
+    if theirs == want:
         summary["dsc"] = "same"
         return None
     etag = doc.get("eTag")
