@@ -43,13 +43,19 @@ def own(request, path, client_id, m):
     if resp.status != 200:
         raise compat.call_cold("mcagent.httputil", "http_error", resp, "mapping check")
     try:
-        page = resp.json()
+        page = None if getattr(resp, "truncated", False) else resp.json()
     except ValueError:
         page = None
-    if not isinstance(page, dict):
-        return False
-    for found in page.get("content") or ():
-        if isinstance(found, dict) and found.get("agentId", client_id) == client_id:
+    found = page.get("content") if isinstance(page, dict) else None
+    if not isinstance(found, list):  # a proxy's page, a cut one: no answer, not another agent's mapping
+        raise compat.call_cold("mcagent.httputil", "http_error", resp, "mapping check (unreadable page)")
+    for f in found:
+        if (
+            isinstance(f, dict)
+            and f.get("agentId") == client_id
+            and (f.get("dataPointId"), f.get("entityId"), f.get("propertySetName"), f.get("propertyName"))
+            == (m[0], m[1], m[2], m[3])
+        ):
             return True
     return False
 
@@ -63,7 +69,8 @@ def check(request, path, client_id, m, resp):
     except (ValueError, AttributeError):
         why = None
     raise MappingError(
-        "mapping %s -> %s/%s/%s refused (HTTP 409%s): the asset property is taken by another mapping "
-        "(another agent's?); give this board its own asset (dsc.entityId) or remove that mapping"
+        "mapping %s -> %s/%s/%s refused (HTTP 409%s): the property or the point is mapped otherwise (another "
+        "agent's mapping, or this point onto another property of the asset); give this board its own asset "
+        "(dsc.entityId) or remove that mapping"
         % (m[0], m[1], m[2], m[3], ": %s" % str(why)[:200] if why else "")
     )

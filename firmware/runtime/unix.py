@@ -84,7 +84,9 @@ def _anchor_path(here):
     import sys
 
     def anchored(p):
-        if not p or p[0] == "/" or p == ".frozen":
+        if p in ("", "."):  # the directory it started in, not the flash it moves into
+            return here
+        if p[0] == "/" or p == ".frozen":
             return p
         try:
             if os.stat(p)[0] & 0x4000:  # S_IFDIR

@@ -108,6 +108,7 @@ class FakeService:
         self.etag = 0
         self.mappings = []
         self.foreign = []  # (entity, aspect, property) mapped by another agent
+        self.mapping_page = None  # the body of a mapping list, instead of the real one
         self.handshakes = 1
         self.closed = False
 
@@ -185,7 +186,10 @@ class FakeService:
             flt = json.loads(_unquote(path.split("?filter=", 1)[1]))
             assert flt["agentId"] == CLIENT, flt
             key = (flt["dataPointId"], flt["entityId"], flt["propertySetName"], flt["propertyName"])
-            content = [{"agentId": CLIENT, "dataPointId": key[0]}] if key in self.mappings else []
+            if self.mapping_page is not None:
+                return Resp(200, self.mapping_page)
+            names = ("dataPointId", "entityId", "propertySetName", "propertyName")
+            content = [dict(zip(names, key), agentId=CLIENT)] if key in self.mappings else []
             return Resp(200, _jdump({"content": content, "totalElements": len(content)}))
         if path == MAPPINGS_PATH and method == "POST":
             if bearer not in self.tokens:
@@ -823,8 +827,13 @@ def test_a_mapping_conflict_with_another_agent_stops_instead_of_losing_the_value
     e = raises(dscput.MappingError, agent.configure, DSC)
     text = str(e)
     assert "DP-T -> %s/Environment/temperature refused (HTTP 409: property already takes" % ENTITY in text
-    assert "taken by another mapping" in text and "dsc.entityId" in text, text
+    assert "mapped otherwise (another agent's mapping" in text and "dsc.entityId" in text, text
     assert svc.count("GET", MAPPINGS_PATH + "?filter=") == 1
+    svc.mapping_page = b"<html>a proxy's page</html>"  # no answer: not blamed on another agent
+    assert raises(HttpError, agent.configure, DSC).status == 200
+    svc.mapping_page = b'{"content": [{"agentId": "%s", "dataPointId": "DP-X"}]}' % CLIENT.encode()
+    raises(dscput.MappingError, agent.configure, DSC)  # ours, but another mapping: not this one
+    svc.mapping_page = None
     svc.foreign = []
     assert agent.configure(DSC)["mappings"] == 1  # once the other mapping is gone, ours is made
 

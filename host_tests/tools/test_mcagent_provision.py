@@ -148,8 +148,7 @@ def test_many_boards_cannot_all_feed_one_asset(
     args = _args(configs, ports, agent_files, boards_dir, firmware_snapshot, build_dir, board="unix")
     proc = run_cli_here(*args, "--dry-run")
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert (
-        "refusing to deploy: board.json maps its data points onto asset 5e1f0a3b7c2d4e6f8a9b0c1d2e3f4a5b"
-        in (proc.stderr)
-    )
+    named = f"refusing to deploy: {(boards_dir / 'unix' / 'board.json').resolve()} maps its data points"
+    assert named in proc.stderr, proc.stderr
+    assert "onto asset 5e1f0a3b7c2d4e6f8a9b0c1d2e3f4a5b, and an asset property" in proc.stderr
     assert "3 boards cannot all feed it" in proc.stderr and "its own dsc.entityId" in proc.stderr

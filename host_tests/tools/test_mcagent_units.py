@@ -206,3 +206,21 @@ def test_deploy_refuses_a_store_the_boards_filesystem_cannot_hold(tmp_path: Path
     assert store_room_problem(bundle, None, 4096) is None  # an older probe, or a port without statvfs
     node_json.write_text("{}")
     assert store_room_problem(bundle, 4096, 4096) is None  # nothing to check against
+
+
+def test_read_takes_times_alike_on_every_python() -> None:
+    """mcagent read's --from/--to: any digits of a second's fraction and +hhmm zones, as on Python 3.11, on
+    3.10 too (its fromisoformat is strict); a date is its midnight UTC; no zone is refused."""
+    from datetime import datetime, timezone
+
+    from mcagent_tools.read import _when
+
+    utc = timezone.utc
+    assert _when("--from", "2026-12-01T00:00:00.5Z") == datetime(2026, 12, 1, 0, 0, 0, 500000, utc)
+    assert _when("--from", "2026-12-01T00:00:00.123456789Z") == datetime(2026, 12, 1, 0, 0, 0, 123456, utc)
+    assert _when("--from", "2026-12-01T01:00:00+0100") == datetime(2026, 12, 1, tzinfo=utc)
+    assert _when("--to", "2026-12-01") == datetime(2026, 12, 1, tzinfo=utc)
+    assert _when("--to", None) is None
+    for bad in ("2026-12-01T00:00:00", "yesterday", "2026-13-01T00:00:00Z"):
+        with pytest.raises(ValueError, match="not an ISO 8601 time with a zone"):
+            _when("--from", bad)

@@ -428,7 +428,7 @@ def shared_asset_problem(bundle: Bundle, boards: int) -> str | None:
         return None
     assets = sorted({m[1] for m in mappings})
     return (
-        f"{bundle.board.name} maps its data points onto asset {', '.join(assets)}, and an asset property "
+        f"{bundle.board} maps its data points onto asset {', '.join(assets)}, and an asset property "
         f"takes the data of one agent only: {boards} boards cannot all feed it. Give each board its own "
         "board.json with its own dsc.entityId (one deploy per board), or leave the points' `property` out"
     )

@@ -278,9 +278,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        doc = query(args.port, args.timeout)
+        check_port(args.port)
     except ToolError as e:
         print(f"mcagent status: {e}", file=sys.stderr)
+        return 1
+    try:
+        doc = query(args.port, args.timeout)
+    except ToolError as e:  # the REPL was asked all the same: the node may be stopped
+        print(f"mcagent status: {e}", file=sys.stderr)
+        if not args.no_reset:
+            failed = restart(args.port)
+            print(f"mcagent status: {failed or 'board reset: the node runs again'}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
