@@ -72,14 +72,22 @@ def group(rec):
 
 
 def element(put, rec):
-    ts, eid, severity, desc, details, corr = decode(rec)
+    """The event's JSON; its details go out from the record's buffer as they are (no copy: one is a few
+    hundred bytes, at the flush, the heap peak of a wake)."""
+    b = rec.buf
+    k = b[25] | (b[26] << 8)
+    p = 29 + k  # the details' first byte
+    k2 = b[p - 2] | (b[p - 1] << 8)
+    q = p + k2
+    ts, eid, severity, desc, corr = rec.ts(), bytes(b[8:24]), b[24], rec.text(27, k), rec.text(q + 1, b[q])
     h = hexlify(eid)
     put(b'{"id":"%s-%s-%s-%s-%s"' % (h[:8], h[8:12], h[12:16], h[16:20], h[20:]))
     if corr:
         put(',"correlationId":' + cjson.quote(corr))
-    put(
-        ',"timestamp":"%s","severity":%d,"description":%s,"type":"MindSphereStandardEvent","version":"1.0",'
-        '"details":' % (clock.iso_ms(ts), severity, cjson.quote(desc))
-    )
-    put(details)
+    put(b',"timestamp":"')  # in pieces: no ~250-byte text made and then encoded at the heap peak
+    put(clock.iso_ms(ts))
+    put(b'","severity":%d,"description":' % severity)
+    put(cjson.quote(desc))
+    put(b',"type":"MindSphereStandardEvent","version":"1.0","details":')
+    put(memoryview(b)[p:q])
     put(b"}")
