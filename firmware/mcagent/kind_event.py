@@ -45,14 +45,18 @@ def encode(store, severity, description, details=None, correlation_id=None):
     return size
 
 
-def decode(rec):
-    """(ts_ms, id bytes(16), severity, description, details JSON text, correlation id or "")."""
+def decode(rec, raw_strings=False):
+    """(ts_ms, id bytes(16), severity, description, details JSON text, correlation id or "").
+
+    raw_strings: the details as a memoryview of the UTF-8 bytes in the record's buffer (valid until the next
+    record is read), so the composer streams them without copies, as kind_sample does its strings."""
     b = rec.buf
     k = b[25] | (b[26] << 8)
     p = 27 + k
     k2 = b[p] | (b[p + 1] << 8)
     q = p + 2 + k2
-    return rec.ts(), bytes(b[8:24]), b[24], rec.text(27, k), rec.text(p + 2, k2), rec.text(q + 1, b[q])
+    details = memoryview(b)[p + 2 : q] if raw_strings else rec.text(p + 2, k2)
+    return rec.ts(), bytes(b[8:24]), b[24], rec.text(27, k), details, rec.text(q + 1, b[q])
 
 
 def key(rec):
@@ -74,12 +78,7 @@ def group(rec):
 def element(put, rec):
     """The event's JSON; its details go out from the record's buffer as they are (no copy: one is a few
     hundred bytes, at the flush, the heap peak of a wake)."""
-    b = rec.buf
-    k = b[25] | (b[26] << 8)
-    p = 29 + k  # the details' first byte
-    k2 = b[p - 2] | (b[p - 1] << 8)
-    q = p + k2
-    ts, eid, severity, desc, corr = rec.ts(), bytes(b[8:24]), b[24], rec.text(27, k), rec.text(q + 1, b[q])
+    ts, eid, severity, desc, details, corr = decode(rec, True)
     h = hexlify(eid)
     put(b'{"id":"%s-%s-%s-%s-%s"' % (h[:8], h[8:12], h[12:16], h[16:20], h[20:]))
     if corr:
@@ -89,5 +88,5 @@ def element(put, rec):
     put(b'","severity":%d,"description":' % severity)
     put(cjson.quote(desc))
     put(b',"type":"MindSphereStandardEvent","version":"1.0","details":')
-    put(memoryview(b)[p:q])
+    put(details)
     put(b"}")

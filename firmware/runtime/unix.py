@@ -67,10 +67,14 @@ def _parse_args(argv):
     return opts
 
 
+def _make_parent(path):
+    """The directories a file at path needs (--install targets, a new flash image)."""
+    if "/" in path.strip("/"):
+        compat.makedirs(path.rsplit("/", 1)[0])
+
+
 def _copy(src, dst):
-    parent = dst.rsplit("/", 1)[0]
-    if parent:
-        compat.makedirs(parent)
+    _make_parent(dst)
     with open(src, "rb") as f:
         data = f.read()
     with open(dst, "wb") as f:
@@ -127,9 +131,7 @@ def setup(argv):
                 blocks = json.loads(f.read()).get("flash", {}).get("blocks", blocks)
         from runtime.flashimage import mount_image
 
-        parent = opts["flash"].rsplit("/", 1)[0] if "/" in opts["flash"] else ""
-        if parent:
-            compat.makedirs(parent)
+        _make_parent(opts["flash"])
         dev = mount_image(opts["flash"], "/flash", blocks)
         root = "/flash"
     if opts["board"]:

@@ -136,7 +136,6 @@ class Workbench:
     frozen: bool = False  # upy is a build with the firmware frozen in (no .mpy on the path)
     mpy: Path = field(init=False)
     launcher: Path = field(init=False)
-    node: Path = field(init=False)
     blocks: int = field(init=False)
     agents: int = field(init=False, default=0)
 
@@ -146,10 +145,7 @@ class Workbench:
             raise SystemExit("\n".join(f"{e.source}: {e.message}" for e in errors))
         self.launcher = self.work / "launch.py"
         self.launcher.write_text(LAUNCHER)
-        self.node = self.work / "node.json"
-        doc = node_json(self.board_json)
-        self.node.write_text(json.dumps(doc))
-        self.blocks = int(doc["flash_blocks"])
+        self.blocks = int(node_json(self.board_json)["flash_blocks"])  # each agent's own files: own_asset
         self.library_names: int | None = None  # names (qstrs) the last library run made, if it got that far
         self.mpy = short_link(self.work / "mpy")  # as short as a board's /lib (see short_link)
 

@@ -282,28 +282,24 @@ def run(args: argparse.Namespace) -> int:
     except ToolError as e:
         print(f"mcagent status: {e}", file=sys.stderr)
         return 1
+    doc = None
     try:
         doc = query(args.port, args.timeout)
     except ToolError as e:  # the REPL was asked all the same: the node may be stopped
         print(f"mcagent status: {e}", file=sys.stderr)
-        if not args.no_reset:
-            failed = restart(args.port)
-            print(f"mcagent status: {failed or 'board reset: the node runs again'}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(doc, indent=2, sort_keys=True))
-    else:
-        print(render(args.port, doc))
+    if doc is not None:
+        print(json.dumps(doc, indent=2, sort_keys=True) if args.json else render(args.port, doc))
     if args.no_reset:
-        print(
-            f"mcagent status: the node is stopped at the REPL (`mpremote connect {args.port} reset` "
-            "restarts it)",
-            file=sys.stderr,
-        )
-        return 0
+        if doc is not None:
+            print(
+                f"mcagent status: the node is stopped at the REPL (`mpremote connect {args.port} reset` "
+                "restarts it)",
+                file=sys.stderr,
+            )
+        return 0 if doc is not None else 1
     failed = restart(args.port)
     if failed:
         print(f"mcagent status: asking stopped the node, and {failed}", file=sys.stderr)
         return 1
     print("mcagent status: board reset: the node runs again", file=sys.stderr)
-    return 0
+    return 0 if doc is not None else 1

@@ -25,7 +25,7 @@ from .errors import bad_request, not_found
 from .routes_read import read_auth
 from .storage import EventQuery
 from .validation import STANDARD_EVENT_TYPE
-from .webutil import base_url, int_param, json_response, service
+from .webutil import base_url, bool_param, int_param, json_response, service
 
 routes = web.RouteTableDef()
 EVENTS = "/api/eventmanagement/v3/events"
@@ -145,13 +145,6 @@ def _sort(raw: str | None) -> bool:
     return direction.strip().lower() == "desc"
 
 
-def _flag(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "false").lower()
-    if raw not in ("true", "false"):
-        raise bad_request(f"query parameter {name!r} must be true or false")
-    return raw == "true"
-
-
 def event_json(row: dict[str, Any], base: str) -> dict[str, Any]:
     """An event as Event Management answers it (a MindSphereStandardEvent), from its stored row."""
     sent = json.loads(row["body"])
@@ -183,8 +176,8 @@ async def get_events(request: web.Request) -> web.Response:
     size = int_param(request, "size", DEFAULT_SIZE, 1, MAX_SIZE)
     number = int_param(request, "page", 0, 0, MAX_OFFSET // size)
     descending = _sort(request.query.get("sort"))
-    history = _flag(request, "history")
-    _flag(request, "includeShared")  # southgate shares no events between tenants
+    history = bool_param(request, "history")
+    bool_param(request, "includeShared")  # southgate shares no events between tenants
     query = EventQuery(
         tenant, history=history, descending=descending, offset=number * size, limit=size, **fields
     )
@@ -213,7 +206,7 @@ async def get_events(request: web.Request) -> web.Response:
 @routes.get(EVENTS + "/{event_id}")
 async def get_event(request: web.Request) -> web.Response:
     tenant = read_auth(request)
-    _flag(request, "includeShared")
+    bool_param(request, "includeShared")
     event_id = request.match_info["event_id"]
     row = await asyncio.to_thread(service(request).storage.event_in_tenant, event_id[:256], tenant)
     if row is None:  # another tenant's event is as absent as one that never was

@@ -16,7 +16,17 @@ from . import apps, assets, importjobs, readback
 from .clock import iso_ms, parse_iso
 from .errors import ApiError, bad_request, forbidden
 from .service import HEX32
-from .webutil import agent_auth, base_url, bearer, int_param, is_admin, json_body, json_response, service
+from .webutil import (
+    agent_auth,
+    base_url,
+    bearer,
+    bool_param,
+    int_param,
+    is_admin,
+    json_body,
+    json_response,
+    service,
+)
 
 routes = web.RouteTableDef()
 TS = "/api/iottimeseries/v3/timeseries"
@@ -104,13 +114,6 @@ def _records_cap(svc: Any, entity: str, pset: str, select: list[str] | None) -> 
     return max(1, MAX_VALUES // max(1, n))
 
 
-def _bool(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "false").lower()
-    if raw not in ("true", "false"):
-        raise bad_request(f"query parameter {name!r} must be true or false")
-    return raw == "true"
-
-
 def _next_link(request: web.Request, changes: dict[str, str]) -> str:
     query = {k: v for k, v in request.query.items()}
     query.update(changes)
@@ -137,7 +140,7 @@ async def iot_timeseries(request: web.Request) -> web.Response:
     sort = request.query.get("sort", "asc").lower()
     if sort not in ("asc", "desc"):
         raise bad_request("sort must be asc or desc")
-    if _bool(request, "latestValue"):
+    if bool_param(request, "latestValue"):
         now = svc.clock.now_ms()
         rows = await asyncio.to_thread(
             st.latest_values, entity, pset, now - LATEST_MAX_AGE_MS, now - LATEST_MIN_AGE_MS, select

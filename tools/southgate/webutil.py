@@ -142,6 +142,14 @@ def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -
     return value
 
 
+def bool_param(request: web.Request, name: str) -> bool:
+    """A true/false query parameter of the public APIs (false when absent); a 400 for anything else."""
+    raw = request.query.get(name, "false").lower()
+    if raw not in ("true", "false"):
+        raise bad_request(f"query parameter {name!r} must be true or false")
+    return raw == "true"
+
+
 def page(
     request: web.Request, items: list[Any], default_size: int = 10, max_size: int = 2000
 ) -> dict[str, Any]:
