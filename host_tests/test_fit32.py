@@ -5,15 +5,17 @@ cycle, against southgate over verified TLS, with the files `mcagent deploy` inst
 the host). Heap is deterministic for given inputs up to the layout of a fragmented heap (a step or two), so
 the test asserts -X heapsize bounds a little above the figures `make fit` measures (docs/benchmarks.md):
 
-- a first wake (onboard, DSC, mappings, token, upload) succeeds in the issue's 80 KB; a later wake (token
-  refresh, upload of a backlog) within today's bound; bounds only ever go down;
+- a first wake (onboard, DSC, mappings, token, upload) succeeds in the issue's 80 KB; a later wake (from deep
+  sleep: a sample, token refresh, upload of a backlog) and a power-on wake (the same after a power cut, with
+  the health event) within today's bound; bounds only ever go down;
+- a sampling wake (from deep sleep, a sample recorded, no upload due: most of a node's wakes) in the issue's
+  64 KB;
 - later wakes upload backlogs of 100, 10,000 and 100,000 readings in one and the same heap (bodies stream
   from flash: the backlog's size costs no RAM);
 - the library API (onboard, configure, token, record 20,000 readings, flush) within its bound;
 - with the firmware frozen into the binary, the same wakes need far less (what bytecode costs).
 
-The issue's other targets (64 KB for a later wake and for the library API, as .mpy) are not met yet: see
-docs/architecture.md ("Heap").
+The issue's 64 KB for a later wake that uploads is not met yet: see docs/architecture.md ("Heap").
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ pytestmark = pytest.mark.heap  # make test runs these alone, after the rest: CPU
 FIRST_WAKE_KB = 80  # measured 80 KB (84 before -O3, 92-96 earlier that day, 112-116 before packing)
 FIRST_WAKE_TRIES = 3
 LATER_WAKE_KB = 88  # measured 80 KB, the same for 100, 10,000 and 100,000 readings (84-88, 92-96, 100-104)
+POWER_ON_WAKE_KB = 88  # measured 80 KB
+# A wake from deep sleep that only samples, held to the issue's 64 KB (76 KB before its wakes stopped
+# loading the agent's identity and configuration, made names of 14 private constants and arguments, and let
+# the drivers go before the store opens; 72, 68 on the way). Its run makes ~611 names: like the library API,
+# it stays below the 621st, which would cost a 4.5 KB pool (see below).
+SAMPLING_WAKE_KB = 64
+SAMPLING_WAKE_TRIES = 3
 LIBRARY_KB = 64  # measured 64 KB (68 before private constants, jwt's own primitives and hostcompat)
 LIBRARY_TRIES = 3  # at its target like the first wake, so the same allowance for timing
 FROZEN_WAKE_KB = 48  # measured 36 KB (48-52 before packing)
@@ -66,6 +75,22 @@ def test_first_and_later_wake_fit_their_bounds(bench: Workbench) -> None:
         later = bench.later_wake(image, LATER_WAKE_KB)
         assert later.ok, (n, later.output)
         assert bench.pending(bench.work / "later.img") == 0
+        if n == 100:
+            power_on = bench.power_on_wake(image, POWER_ON_WAKE_KB)
+            assert power_on.ok, power_on.output
+            assert "PWRON_RESET" in power_on.output and "health event queued" in power_on.output
+
+
+def test_a_sampling_wake_fits_64_kb(bench: Workbench) -> None:
+    """The wake most of a deep-sleeping node's wakes are: from deep sleep, a sample recorded, no upload."""
+    base = bench.work / "sampling-base.img"
+    assert bench.first_wake(256, base).ok
+    for _ in range(SAMPLING_WAKE_TRIES):
+        wake = bench.sampling_wake(base, SAMPLING_WAKE_KB)
+        if wake.ok:
+            break
+    assert wake.ok, wake.output
+    assert "DEEPSLEEP_RESET" in wake.output and "deep sleep" in wake.output
 
 
 def test_the_library_api_fits_its_bound(bench: Workbench) -> None:

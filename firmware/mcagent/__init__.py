@@ -41,7 +41,9 @@ def _cold(fn, *args):
 class Agent:
     """One MindConnect agent: its configuration, identity and connection.
 
-    config: path of agentconfig.json (or an AgentConfig); state: directory for the agent's small durable
+    config: path of agentconfig.json (read now: a wrong file fails here), an AgentConfig, or a function that
+    returns one, called when the configuration is first needed (a node's wake that only samples never reads
+    it); state: directory for the agent's small durable
     files (registration, token, clock, DSC hash), apart from the data store, so re-onboarding never
     touches buffered data; ca: CA certificates (DER file paths or DER bytes) the gateway must chain to;
     proxy: "http://[user:pass@]host:port" of an HTTP CONNECT proxy, or None. clock and conn: for tests.
@@ -66,7 +68,7 @@ class Agent:
         compat.pack_heap()  # what the agent keeps goes to the bottom of the heap (see compat.pack_heap)
         if isinstance(config, str):
             config = compat.call_cold("mcagent.config", "load", config)
-        self.config = config
+        self._config = config
         if isinstance(ca, (str, bytes, bytearray)):
             ca = [ca]
         self._ca = list(ca or ())
@@ -88,6 +90,13 @@ class Agent:
 
     def __repr__(self):
         return "<Agent %s at %s>" % (self.config.client_id, self.config.base_url)
+
+    @property
+    def config(self):
+        """The agent's configuration (mcagent.errors.AgentConfig)."""
+        if callable(self._config):
+            self._config = self._config()
+        return self._config
 
     @property
     def state(self):

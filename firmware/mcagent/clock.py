@@ -39,9 +39,9 @@ def civil_from_days(z):
     return (y + (m <= 2), m, d)
 
 
-def iso_ms(epoch_ms):
+def iso_ms(ms):
     """Unix milliseconds -> 'YYYY-MM-DDTHH:MM:SS.sssZ'."""
-    days, ms = divmod(int(epoch_ms), 86400000)
+    days, ms = divmod(int(ms), 86400000)
     y, mo, d = civil_from_days(days)
     s, ms = divmod(ms, 1000)
     h, s = divmod(s, 3600)
@@ -75,9 +75,9 @@ class Clock:
     def is_sane(self):
         return self.now_s() >= SANE_AFTER_S
 
-    def learn(self, server_s):
-        """Adopt the server's time (Unix seconds), e.g. from its Date header. Returns the correction (ms)."""
-        self.correction_ms = int(server_s) * 1000 - self.device_ms()
+    def learn(self, s):
+        """Adopt the server's time s (Unix seconds), e.g. from a Date header. Returns the correction (ms)."""
+        self.correction_ms = int(s) * 1000 - self.device_ms()
         return self.correction_ms
 
     def learn_from_headers(self, server_time=None, date=None):

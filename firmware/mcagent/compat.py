@@ -205,17 +205,17 @@ class SockIO:
             return False
 
 
-def time_left(deadline, cap_ms):
-    """ms a step may take: cap_ms, cut to what is left before deadline (ticks_ms(), None: no deadline);
+def time_left(deadline, ms):
+    """ms a step may take: at most ms, cut to what is left before deadline (ticks_ms(), None: no deadline);
     OSError(ETIMEDOUT, "deadline") once it has passed (http.Connection tells that apart from a timeout)."""
     if deadline is None:
-        return cap_ms
+        return ms
     left = ticks_diff(deadline, ticks_ms())
     if left <= 0:
         import errno
 
         raise OSError(errno.ETIMEDOUT, "deadline")
-    return min(cap_ms, left)
+    return min(ms, left)
 
 
 def blocking(sock, timeout_s):

@@ -97,7 +97,7 @@ class State:
         """Replace name with value atomically (compat.write_atomic); when this returns, it is committed."""
         tmp = self.file(name) + _TMP
 
-        def produce(write):
+        def fn(write):  # the file's bytes (a function of the one name every module has for one)
             compat.make_private(tmp)
             h = hashlib.sha256()
 
@@ -113,7 +113,7 @@ class State:
             if before_commit is not None:
                 before_commit(name)
 
-        compat.write_atomic(self.file(name), None, produce)
+        compat.write_atomic(self.file(name), None, fn)
 
     def remove(self, name):
         compat.remove(self.file(name))

@@ -365,7 +365,7 @@ def _repair_tail(st):
         return 0
     mv = memoryview(rec.buf)
 
-    def valid_prefix(write):
+    def fn(write):  # the valid prefix
         with open(path, "rb") as src:
             left = off
             while left:
@@ -375,21 +375,21 @@ def _repair_tail(st):
                 write(mv[:k])
                 left -= k
 
-    compat.write_atomic(path, producer=valid_prefix)
+    compat.write_atomic(path, producer=fn)
     return 1
 
 
-def clamp(st, wanted):
+def clamp(st, n):
     """Segments allowed: the configured capacity, but never more than the filesystem can still hold
     (littlefs needs a few spare blocks for copy-on-write of the state file and of the tail block)."""
-    limit = wanted
+    limit = n
     statvfs = getattr(os, "statvfs", None)
     if statvfs is not None:
         try:
             v = statvfs(st.root)
             bsize = v[1] or v[0]
             per_seg = max(1, (st.segment_bytes + bsize - 1) // bsize)
-            limit = min(wanted, max(0, st._hi - st._lo + 1) + max(0, v[4] // per_seg - 4))
+            limit = min(n, max(0, st._hi - st._lo + 1) + max(0, v[4] // per_seg - 4))
         except OSError:
             pass
     return max(2, limit)

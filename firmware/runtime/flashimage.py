@@ -57,7 +57,7 @@ class FileBlockDevice:
         self.f.close()
 
 
-def mount_image(path, mountpoint="/flash", blocks=512):
+def mount_image(path, root="/flash", blocks=512):
     """Mount (formatting a new image first) a littlefs image file; returns the block device.
 
     An existing image that does not mount is refused, like a board that prints "filesystem appears to be
@@ -76,5 +76,5 @@ def mount_image(path, mountpoint="/flash", blocks=512):
     except OSError as e:
         dev.close()
         raise OSError("flash image %s does not mount as littlefs (%r): remove it to start afresh" % (path, e))
-    os.mount(vfs, mountpoint)
+    os.mount(vfs, root)
     return dev

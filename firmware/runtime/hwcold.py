@@ -64,14 +64,14 @@ def timer(hw, period_ms, callback):
         return None
 
 
-def set_time(hw, unix_s):
+def set_time(hw, epoch_s):
     """Set the RTC to a Unix time (so the device clock survives deep sleep); False where impossible."""
     rtc = getattr(hw.machine, "RTC", None)
     if rtc is None:
         return False
     from mcagent.clock import civil_from_days
 
-    days, s = divmod(int(unix_s), 86400)
+    days, s = divmod(int(epoch_s), 86400)
     y, mo, d = civil_from_days(days)
     try:
         rtc().datetime((y, mo, d, (days + 3) % 7, s // 3600, s // 60 % 60, s % 60, 0))

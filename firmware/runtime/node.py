@@ -29,7 +29,7 @@ _SAVE_EVERY = const(10)  # awake mode: save the schedule every this many cycles 
 HINT_MAGIC = b"MCN1"
 STAT_KEYS = ("taken", "recorded", "sent", "uploads", "rotations", "dropped", "store_dropped")
 PERIOD_KEYS = ("retries", "errors", "sensor_errors")
-_PHASES = ("runtime.schedule", "runtime.sampling")  # released before an upload
+_PHASES = const(("runtime.schedule", "runtime.sampling"))  # released before an upload
 
 
 class SensorSlot:
@@ -172,11 +172,11 @@ class Node:
         if d is not None and self.hw.ticks_diff(d, self.hw.ticks_ms()) > 0:
             self.hw.feed()
 
-    def guard(self, budget_ms):
-        """From now on, for budget_ms, the timer keeps the watchdog fed through blocking calls (a stalled
+    def guard(self, ms):
+        """From now on, for ms, the timer keeps the watchdog fed through blocking calls (a stalled
         upload); past the budget it stops, and the watchdog resets a hung board."""
         self.hw.feed()
-        self.deadline = self.hw.ticks_add(self.hw.ticks_ms(), budget_ms)
+        self.deadline = self.hw.ticks_add(self.hw.ticks_ms(), ms)
 
     def unguard(self):
         self.deadline = None

@@ -10,26 +10,30 @@ import hashlib
 import json
 from binascii import hexlify
 
+from micropython import const
+
 from mcagent import compat
 from runtime import Cfg
 
-NODE_JSON = "node.json"
-_SCALED = (
-    "sample_ms",
-    "upload_ms",
-    "health_ms",
-    "ntp_resync_ms",
-    "retry_cap_ms",
-    "wifi_backoff_ms",
-    "min_deep_ms",
+_NODE_JSON = const("node.json")
+_SCALED = const(
+    (
+        "sample_ms",
+        "upload_ms",
+        "health_ms",
+        "ntp_resync_ms",
+        "retry_cap_ms",
+        "wifi_backoff_ms",
+        "min_deep_ms",
+    )
 )
 
 
-def digest(board_text, settings_text):
+def digest(board, settings):
     """What node.json was compiled from: sha256 of both files' bytes (b"" for a missing file), 16 hex."""
-    h = hashlib.sha256(board_text or b"")
+    h = hashlib.sha256(board or b"")
     h.update(b"\0")
-    h.update(settings_text or b"")
+    h.update(settings or b"")
     return hexlify(h.digest()[:8]).decode()
 
 
@@ -41,14 +45,15 @@ def _read(path):
         return None
 
 
-def load(board_path="board.json", settings_path="settings.json", node_path=NODE_JSON):
-    """(board, settings) as Cfg objects from node.json; compiled from the two files when stale or missing.
+def load(board="board.json", settings="settings.json", path=_NODE_JSON):
+    """(board, settings) as Cfg objects from node.json (path); compiled from the two files (paths) when
+    stale or missing.
 
     Raises mcagent.board.BoardError (a ConfigError) naming every wrong field."""
-    board_text = _read(board_path)
-    settings_text = _read(settings_path)
+    board_text = _read(board)
+    settings_text = _read(settings)
     doc = None
-    text = _read(node_path)
+    text = _read(path)
     if text is not None:
         try:
             doc = json.loads(text)
@@ -60,48 +65,48 @@ def load(board_path="board.json", settings_path="settings.json", node_path=NODE_
         if board_text is None:
             from mcagent.board import BoardError
 
-            raise BoardError(board_path, ["cannot be read: put the board definition there (mcagent deploy)"])
-        doc = compile_files(board_path, settings_path, want)
+            raise BoardError(board, ["cannot be read: put the board definition there (mcagent deploy)"])
+        doc = compile_files(board, settings, want)
         try:
-            compat.write_atomic(node_path, compat.utf8(json.dumps(doc)))
+            compat.write_atomic(path, compat.utf8(json.dumps(doc)))
         except OSError:  # a full flash: run from the compiled copy in RAM, try again next boot
             return split(doc)
     board, settings = split(doc)
-    board.node_json = node_path  # where part() finds the sensors and the DSC again
+    board.node_json = path  # where part() finds the sensors and the DSC again
     return board, settings
 
 
-def part(node_path, name):
+def part(path, name):
     """One big part of node.json ("sensors", "dsc"), read again when a phase needs it: a deep-sleeping node
     does not hold them through its upload, the heap peak of a wake (the parsed file costs ~10 KB)."""
-    with open(node_path) as f:
+    with open(path) as f:
         return json.load(f)[name]  # parsed from the stream: no 3 KB string needed in a fragmented heap
 
 
-def compile_files(board_path, settings_path, sources):
-    """Check and compile board.json and settings.json with mcagent.board (against the sensor drivers), then
-    release the validator."""
+def compile_files(b, s, sources):
+    """Check and compile board.json and settings.json (paths b and s) with mcagent.board (against the sensor
+    drivers), then release the validator."""
     import sensors
     from mcagent import board
 
     try:
-        return board.compile(board.load(board_path, sensors), board.load_settings(settings_path), sources)
+        return board.compile(board.load(b, sensors), board.load_settings(s), sources)
     finally:
         board = None
         compat.unload("mcagent.board")
         compat.unload("mcagent.dsc")  # its checks ran in board.parse
 
 
-def from_docs(board_doc, settings_doc):
-    """(board, settings) from decoded documents: board.json/settings.json content (checked here) or a
-    compiled node.json; tests and tools pass these."""
-    if isinstance(board_doc, dict) and board_doc.get("node") == 1:
-        return split(board_doc)
+def from_docs(b, s):
+    """(board, settings) from decoded documents b and s: board.json/settings.json content (checked here) or
+    a compiled node.json; tests and tools pass these."""
+    if isinstance(b, dict) and b.get("node") == 1:
+        return split(b)
     import sensors
     from mcagent import board
 
-    b = board_doc if hasattr(board_doc, "sensors") else board.parse(board_doc, "board.json", sensors)
-    s = settings_doc
+    if not hasattr(b, "sensors"):
+        b = board.parse(b, "board.json", sensors)
     if s is None or isinstance(s, dict):
         s = board.parse_settings(s or {})
     return split(board.compile(b, s))

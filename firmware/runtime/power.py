@@ -1,6 +1,7 @@
 """The unix board's power cycles: boot the node, and when it deep-sleeps (runtime.hw.DeepSleep), wait and boot
-it again as a deep-sleep wake, until the run's cycle or time limit. Small, as it stays loaded for the run;
-the command line (runtime.unix) is released before it starts.
+it again as a deep-sleep wake, until the run's cycle or time limit (or, with `one_wake`, run a single wake
+from deep sleep and end when the node sleeps again). Small, as it stays loaded for the run; the command
+line (runtime.unix) is released before it starts.
 """
 
 import json
@@ -19,6 +20,8 @@ class Session:
         self.dev = dev
         self.board = self.settings = None
         self.quiet = False
+        self.one_wake = False  # the run is one wake from deep sleep (--wake): it ends when the node sleeps
+        self.node = None  # the node of the wake that runs (the summary's, when a wake ends in deep sleep)
         self.limit_ms = self.max_cycles = None
         self.start = compat.ticks_ms(time)
         self.cycles = 0
@@ -29,6 +32,7 @@ class Session:
     def stop(self, node):
         """The node's stop() callback: True once the run's cycles or seconds are used up, else the ms left
         (a node that waits awake does not wait past the end of the run) or None."""
+        self.node = node
         self.cycles += 1
         if self.max_cycles and self.cycles >= self.max_cycles:
             return True
@@ -42,7 +46,7 @@ class Session:
 
         power_on()
         log = (lambda m: None) if self.quiet else None
-        cause = None
+        cause = "DEEPSLEEP_RESET" if self.one_wake else None
         try:
             while True:
                 hw = Hardware(reset_cause=cause or "PWRON_RESET")
@@ -50,14 +54,18 @@ class Session:
                     node = run(self.board, self.settings, hw, agent_factory, stop=self.stop, log=log)
                     break
                 except DeepSleep as d:
+                    if self.one_wake:  # the wake is over: the node sleeps, and the run ends with it
+                        node = self.node
+                        break
                     ms = d.ms
                     if self.limit_ms is not None:  # do not oversleep the end of the run
                         ms = max(0, min(ms, self.limit_ms - self.elapsed_ms()))
-                    node = None
+                    node = self.node = None
                     compat.heap_free()  # a collection, as the sleep would leave the heap
                     compat.sleep_ms(ms, time)
                     cause = "DEEPSLEEP_RESET"
-            print("mcagent-summary " + json.dumps(compat.call_cold("runtime.health", "summary", node)))
+            if node is not None:
+                print("mcagent-summary " + json.dumps(compat.call_cold("runtime.health", "summary", node)))
             return node
         finally:
             self.end()

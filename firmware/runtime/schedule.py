@@ -13,7 +13,9 @@ _MAX_WAIT_MS = const(43200000)  # 12 h: wake at least this often (clock check, r
 _ROTATE_WINDOW_MAX_S = const(3600)  # wake at the latest this long before the secret expires
 _RETRY_BASE_MS = const(30000)
 _JUMP_MS = const(1500)  # a clock change larger than this moves the schedule with it
-_MOVABLE = ("next_sample_ms", "last_upload_ms", "retry_at_ms", "last_health_ms", "rot_check_ms", "ntp_ms")
+_MOVABLE = const(
+    ("next_sample_ms", "last_upload_ms", "retry_at_ms", "last_health_ms", "rot_check_ms", "ntp_ms")
+)
 
 
 def settle(node):
@@ -37,8 +39,13 @@ def settle(node):
         node.record_pending()
 
 
-def read_secret(node):
-    """(expires_at, rotation_due_at) in Unix seconds from the agent, (None, None) if unknown."""
+def read_secret(node, force=False):
+    """(expires_at, rotation_due_at) in Unix seconds, (None, None) if unknown: as the node saved them, or
+    from the agent when forced (after an upload) or none are saved yet. Only an upload changes them (a
+    token, a rotation, onboarding), so a wake that only samples does not load the agent's identity."""
+    st = node.st
+    if not force and st["secret_exp"]:
+        return st["secret_exp"], st["rot_due"] or None
     a = node.agent
     try:
         fn = getattr(a, "secret_expires_at", None)
@@ -58,7 +65,7 @@ def read_secret(node):
         return None, None
     if not exp:
         return None, None
-    st = node.st
+    st["rot_due"] = due or 0
     now_s = node.clock.now_s()
     if st["secret_exp"] and exp != st["secret_exp"]:
         st["rotations"] += 1
@@ -128,7 +135,7 @@ def after_upload(node, ok, err, why):
     denser as the secret's expiry nears, never past it)."""
     settle(node)
     now = node.clock.now_ms()
-    node.secret = read_secret(node)
+    node.secret = read_secret(node, True)
     st = node.st
     if ok and node.pending:  # uploaded, yet still no time for the held samples: try again later
         ok = False

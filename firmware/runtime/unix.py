@@ -4,9 +4,11 @@ Loaded only on the Unix port (main.main() with arguments, or at a virtual board'
 released before the node runs; a board never imports it.
 """
 
+from micropython import const
+
 from mcagent import compat
 
-_USAGE = """usage: micropython firmware/main.py [options]   (the unix board: the node on this computer)
+_USAGE = const("""usage: micropython firmware/main.py [options]   (the unix board: the node on this computer)
   --flash IMAGE        littlefs image file used as the board's flash (created on first use)
   --root DIR           use a host directory as the flash instead (default: the current directory, as on
                        `mcagent vboard`; also works under CPython)
@@ -17,8 +19,10 @@ _USAGE = """usage: micropython firmware/main.py [options]   (the unix board: the
   --speed N            run the schedule N times faster (timestamps stay real)
   --run-s SECONDS      stop after this many real seconds (uploading what is left first)
   --cycles N           stop after N cycles
+  --wake               one wake from deep sleep, as a board's: the node resumes from the state on the flash
+                       (reset cause DEEPSLEEP_RESET) and the run ends when it goes back to sleep
   --quiet              no per-cycle lines; only the final summary
-"""
+""")
 
 
 def _parse_args(argv):
@@ -32,6 +36,7 @@ def _parse_args(argv):
         "run_s": None,
         "cycles": None,
         "quiet": False,
+        "wake": False,
     }
     i = 0
     while i < len(argv):
@@ -39,8 +44,8 @@ def _parse_args(argv):
         if a in ("-h", "--help"):
             print(_USAGE)
             raise SystemExit(0)
-        if a == "--quiet":
-            opts["quiet"] = True
+        if a in ("--quiet", "--wake"):
+            opts[a[2:]] = True
             i += 1
             continue
         if i + 1 >= len(argv):
@@ -73,11 +78,11 @@ def _make_parent(path):
         compat.makedirs(path.rsplit("/", 1)[0])
 
 
-def _copy(src, dst):
-    _make_parent(dst)
+def _copy(src, path):
+    _make_parent(path)
     with open(src, "rb") as f:
         data = f.read()
-    with open(dst, "wb") as f:
+    with open(path, "wb") as f:
         f.write(data)
 
 
@@ -163,6 +168,7 @@ def setup(argv):
     session.board = b
     session.settings = settings
     session.quiet = opts["quiet"]
+    session.one_wake = opts["wake"]
     session.limit_ms = int(opts["run_s"] * 1000) if opts["run_s"] else None
     session.max_cycles = opts["cycles"]
     return session

@@ -9,7 +9,7 @@ from mcagent import compat
 from runtime.node import ERR_CAP_MS, HINT_MAGIC, NODE_DIR, PERIOD_KEYS, STAT_KEYS, SensorSlot
 
 _CRASH_STREAK = const(3)  # watchdog/brownout resets in a row before boots are spaced out
-_CRASHY = ("WDT_RESET", "BROWNOUT_RESET")
+_CRASHY = const(("WDT_RESET", "BROWNOUT_RESET"))
 
 
 def fresh_state(now):
@@ -27,7 +27,8 @@ def fresh_state(now):
         "last_health_ms": 0,
         "ntp_ms": 0,
         "rot_check_ms": 0,
-        "secret_exp": 0,
+        "secret_exp": 0,  # the secret's expiry and rotation time (Unix s) as the agent told the last upload
+        "rot_due": 0,
         "life_s": 0,
         "crash": 0,
         "min_heap": -1,
@@ -53,8 +54,11 @@ def default_agent(node):
         except OSError:
             ca = []
     b = node.board
+    config = node.path(s.agentconfig)
     return Agent(
-        config=node.path(s.agentconfig),
+        # read at power-on (a wrong file keeps the node at the REPL), on a wake from deep sleep when the
+        # upload first needs it: a wake that only samples never parses it
+        config=config if node.cold else lambda: compat.call_cold("mcagent.config", "load", config),
         state=node.path(s.state_dir),
         ca=[node.path(c) for c in ca],
         proxy=s.proxy,

@@ -761,6 +761,35 @@ def test_unix_board_runs_with_simulated_deep_sleep(workdir):
     assert os.getcwd() != "/flash"
 
 
+def test_unix_board_runs_one_wake_from_deep_sleep(workdir):
+    """--wake: one wake as a board's from deep sleep (make fit measures such wakes): the node resumes from the
+    state on the flash with reset cause DEEPSLEEP_RESET, and the run ends when it sleeps again, uploading
+    nothing that is not due."""
+    import time
+
+    svc = Service(learn_time=False)
+    machine.reset_sim(time=machine.SimTime(T0))
+
+    def agent(node):
+        a = FakeAgent(node, svc)
+        a._true_s = lambda: node.clock.now_s()
+        return a
+
+    if hasattr(os, "VfsLfs2"):
+        where = ["--flash", workdir + "/flash.img"]
+    else:
+        where = ["--root", workdir + "/flash"]
+    board = ["--board", ROOT + "/boards/unix/board.json"]
+    first = main.main(where + board + ["--speed", "300", "--cycles", "1", "--quiet"], agent)
+    assert first.cause == "PWRON_RESET" and first.st["taken"] == 1 and len(svc.readings) == 1
+    time.sleep(0.3)  # the next sample is due (60 s / 300); the next upload is not (5 samples or 600 s / 300)
+    node = main.main(where + ["--speed", "300", "--wake", "--quiet"], agent)
+    assert node.cause == "DEEPSLEEP_RESET" and node.cycles == 1, node.cause
+    assert node.st["wakes"] == 1 and node.st["taken"] == 2 and node.st["recorded"] == 2, node.st
+    assert len(svc.readings) == 1 and len(svc.flash) == 1  # recorded, left for the upload when it is due
+    assert os.getcwd() != "/flash"
+
+
 def test_a_run_limit_cuts_an_awake_wait_short(workdir):
     """stop(node) may answer with the ms left of a run (the unix board's --run-s): an awake node does not
     wait out a two-minute interval past it."""

@@ -6,7 +6,12 @@ verified TLS, and finds the smallest `-X heapsize` (4 KB steps, confirmed by the
 fragmented heap is not quite monotonic) with which
 
 - a **first wake** succeeds: onboard, DSC, mappings, token, upload of what it sampled;
-- a **later wake** succeeds: token refresh (the cached token is dropped), upload of a 1,000-reading backlog;
+- a **later wake** succeeds: a wake from deep sleep (`--wake`) that samples, refreshes the token (the cached
+  one is dropped) and uploads a 1,000-reading backlog, then sleeps again;
+- a **sampling wake** succeeds: a wake from deep sleep that samples and records, no upload due (most of a
+  deep-sleeping node's wakes);
+- a **power-on wake** succeeds: the same node started by a power cut: it samples, queues the health event
+  and uploads the backlog (token refresh);
 - (`--backlogs 10000,100000`) later wakes with bigger backlogs succeed in that same heap plus one step;
 - (unix board, unless `--library 0`) the library API: Agent onboard, configure, token, record 20,000
   readings, flush. It also prints how many names (qstrs) that run made and where MicroPython's next
@@ -14,8 +19,9 @@ fragmented heap is not quite monotonic) with which
 
 Each board in boards/ (or `--board NAME`) runs as its unix stand-in: the same data points, DSC, schedule and
 store, its sensors simulated, on a 4 MiB littlefs flash image. Every upload of a wake must succeed the first
-time. A board whose figure is above the `heap_kb` its board.json declares fails the run (exit status 1).
-It also reports what importing each module of a later wake costs.
+time, and every sample it takes must be recorded. A board whose figure is above the `heap_kb` its
+board.json declares fails the run (exit status 1). It also reports what importing each module of a later
+wake costs.
 """
 
 from __future__ import annotations
@@ -123,6 +129,7 @@ class Wake:
     ok: bool
     sent: int
     output: str
+    taken: int = 0  # samples the node counted as taken, ever (the run's summary)
 
 
 @dataclass
@@ -170,10 +177,13 @@ class Workbench:
             check=False,
         )
 
-    def wake(self, image: Path, heap_kb: int, install: list[str], board: Path | None = None) -> Wake:
+    def wake(
+        self, image: Path, heap_kb: int, install: list[str], board: Path | None = None, deep: bool = False
+    ) -> Wake:
         """One cycle of the real node with the files already on the image plus `board` (board.json, whose
-        flash.blocks sizes a new image) and those in `install`."""
-        args = [str(self.launcher), "--flash", str(image), "--cycles", "1"]
+        flash.blocks sizes a new image) and those in `install`: powered on, or (deep) a wake from deep
+        sleep that ends when the node sleeps again."""
+        args = [str(self.launcher), "--flash", str(image), *(["--wake"] if deep else ["--cycles", "1"])]
         if board is not None:
             args += ["--board", str(board)]
         for item in install:
@@ -189,7 +199,7 @@ class Workbench:
         # Every upload of the wake must succeed the first time: a retry (the unix board's final upload)
         # is a wake that failed on a board.
         failed = any(") failed: " in line or "unexpected error" in line for line in proc.stdout.splitlines())
-        return Wake(not failed and not lost(summary), int(summary.get("sent", 0)), out)
+        return Wake(not failed and not lost(summary), int(summary["sent"]), out, int(summary["taken"]))
 
     def own_asset(self, tag: str) -> tuple[Path, Path]:
         """board.json and node.json as deploy makes them, for an agent of its own asset: an asset property
@@ -223,20 +233,45 @@ class Workbench:
         return w
 
     def fill(self, image: Path, n: int) -> None:
-        """n readings into the store on the image, and the cached token dropped (earlier wakes, offline)."""
-        self.flash_store(image, {"mode": "fill", "n": n, "t0_ms": T0_MS, "drop_token": True})
+        """n readings into the store on the image, the cached token dropped and the schedule as those
+        earlier wakes (offline) left it: a sample due, and the upload."""
+        self.flash_store(image, {"mode": "fill", "n": n, "t0_ms": T0_MS, "drop_token": True, "due": "upload"})
 
     def later_wake(self, base: Path, heap_kb: int) -> Wake:
-        """From a copy of base (a flash after its first wake, with a backlog): token, upload of it all."""
+        """From a copy of base (a flash after its first wake, with a backlog): a wake from deep sleep that
+        samples, fetches a token and uploads it all."""
+        return self._upload_wake(base, heap_kb, deep=True)
+
+    def power_on_wake(self, base: Path, heap_kb: int) -> Wake:
+        """The same from power-on (after a cut): the sample, the health event, the token, the upload."""
+        return self._upload_wake(base, heap_kb, deep=False)
+
+    def _upload_wake(self, base: Path, heap_kb: int, deep: bool) -> Wake:
         image = self.work / "later.img"
         shutil.copy(base, image)
-        w = self.wake(image, heap_kb, [])
-        w.ok = w.ok and self.pending(image) == 0
+        before = self.counts(image)
+        w = self.wake(image, heap_kb, [], deep=deep)
+        w.ok = w.ok and self.pending(image) == 0 and w.sent > before["sent"] and w.taken > before["taken"]
         return w
+
+    def sampling_wake(self, base: Path, heap_kb: int) -> Wake:
+        """From a copy of base: a wake from deep sleep with a sample due and no upload (an upload a moment
+        ago), which records its sample and sleeps again."""
+        image = self.work / "sampling.img"
+        shutil.copy(base, image)
+        self.flash_store(image, {"mode": "fill", "n": 0, "t0_ms": T0_MS, "due": "sample"})
+        before = self.counts(image)
+        w = self.wake(image, heap_kb, [], deep=True)
+        w.ok = w.ok and w.sent == before["sent"] and w.taken == before["taken"] + 1
+        return w
+
+    def counts(self, image: Path) -> dict[str, int]:
+        """The node's counters on the image: readings "sent", samples "taken"; records still "pending"."""
+        return {k: int(v) for k, v in self.flash_store(image, {"mode": "status"}).items()}
 
     def pending(self, image: Path) -> int:
         """Records still in the agent's store on the image."""
-        return int(self.flash_store(image, {"mode": "status"})["pending"])
+        return self.counts(image)["pending"]
 
     def flash_store(self, image: Path, args: dict[str, Any]) -> dict[str, Any]:
         args_file = self.work / "flash-store.json"
@@ -376,6 +411,15 @@ def _fit_rows(
     bench.fill(image, 1000)
     later = smallest_steady(lambda kb: bench.later_wake(image, kb).ok, 32, 256, STEP_KB)
     rows.append(("later wake, 1,000 readings", later))
+    rows.append(
+        ("sampling wake", smallest_steady(lambda kb: bench.sampling_wake(image, kb).ok, 32, 256, STEP_KB))
+    )
+    rows.append(
+        (
+            "power-on wake, 1,000 readings",
+            smallest_steady(lambda kb: bench.power_on_wake(image, kb).ok, 32, 256, STEP_KB),
+        )
+    )
     for n in backlogs:
         image = board_work / f"backlog-{n}.img"
         shutil.copy(base, image)

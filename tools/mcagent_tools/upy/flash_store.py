@@ -1,10 +1,13 @@
 # MicroPython script (run by mcagent_tools.fit, not imported by the host): the agent's store on a unix
 # board's flash image, between wakes.
-# argv[1]: path of a JSON file {"mode": "fill"|"status", "image", "blocks", "n", "t0_ms", "drop_token"}.
+# argv[1]: path of a JSON file {"mode": "fill"|"status", "image", "blocks", "n", "t0_ms", "drop_token", "due"}.
 # fill:   append n readings of the board's first data point (as earlier wakes would have while the service
 #         was out of reach) and, with drop_token, forget the cached access token so the next wake must
-#         fetch one (the client assertion path).
-# status: print {"sent": readings the node counted as sent, "pending": records still in the store}.
+#         fetch one (the client assertion path). With due, the node's schedule as those wakes left it: a
+#         sample due now, and ("upload") the n readings counted as samples since the last upload, or
+#         ("sample") an upload a moment ago, so the next wake from deep sleep only samples.
+# status: print {"sent": readings the node counted as sent, "taken": samples it counted as taken,
+#         "pending": records still in the store} (fill prints the same after it).
 import json
 import os
 import sys
@@ -30,8 +33,21 @@ try:
         store.commit()
         if args.get("drop_token"):
             State(cfg["settings"]["state_dir"]).remove("token")
+        if args.get("due"):
+            from mcagent.clock import Clock
+
+            now = Clock().now_ms()
+            node = State("node")
+            st = node.load("state")
+            st["next_sample_ms"] = now
+            if args["due"] == "upload":
+                st["samples"] += args["n"]
+            else:  # 30 s of slack: a slow machine does not make the upload period due before the wake
+                st["samples"] = 0
+                st["last_upload_ms"] = now + 30000
+            node.save("state", st)
     st = State("node").load("state") or {}
-    print(json.dumps({"sent": st.get("sent", 0), "pending": store.pending_count()}))
+    print(json.dumps({"sent": st.get("sent", 0), "taken": st.get("taken", 0), "pending": store.pending_count()}))
 finally:
     os.chdir("/")
     os.umount("/flash")
