@@ -237,6 +237,10 @@ class Node:
         self.secret = sch.read_secret(self)
         now = self.clock.now_ms()
         if now >= st["next_sample_ms"]:
+            # The schedule's code is not held while the store opens (a sampling wake's peak): loaded again
+            # for what is due after the sample.
+            sch = None
+            compat.unload("runtime.schedule")
             try:
                 self.sample(now)
             except Exception as e:  # the slot is spent all the same; the upload below must still happen
@@ -247,6 +251,7 @@ class Node:
             if nxt <= now:  # slots missed (a long upload, a clock jump): restart the grid from now
                 nxt = now + b.sample_ms
             st["next_sample_ms"] = nxt
+            sch = _part("schedule")
         if sch.health_due(self, now):
             try:
                 self.queue_health(now)
