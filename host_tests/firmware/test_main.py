@@ -728,7 +728,9 @@ def test_runlog_names_the_function_of_the_innermost_frames(workdir):
     assert text.startswith("KeyError: ") and "| File " in text and text.endswith("in _boom"), text
 
 
-def test_unix_board_runs_with_simulated_deep_sleep(workdir):
+def unix_board(workdir):
+    """(the Service, an agent factory, the flash arguments) for a run of the unix board: a littlefs image
+    where the interpreter has VfsLfs2, else a directory."""
     svc = Service(learn_time=False)
     machine.reset_sim(time=machine.SimTime(T0))  # the FakeAgent's "server" time; the node uses the host's
 
@@ -738,9 +740,12 @@ def test_unix_board_runs_with_simulated_deep_sleep(workdir):
         return a
 
     if hasattr(os, "VfsLfs2"):
-        where = ["--flash", workdir + "/flash.img"]
-    else:
-        where = ["--root", workdir + "/flash"]
+        return svc, agent, ["--flash", workdir + "/flash.img"]
+    return svc, agent, ["--root", workdir + "/flash"]
+
+
+def test_unix_board_runs_with_simulated_deep_sleep(workdir):
+    svc, agent, where = unix_board(workdir)
     argv = where + ["--board", ROOT + "/boards/unix/board.json", "--speed", "300", "--cycles", "9", "--quiet"]
     node = main.main(argv, agent)
     s = health.summary(node)
@@ -767,18 +772,7 @@ def test_unix_board_runs_one_wake_from_deep_sleep(workdir):
     nothing that is not due."""
     import time
 
-    svc = Service(learn_time=False)
-    machine.reset_sim(time=machine.SimTime(T0))
-
-    def agent(node):
-        a = FakeAgent(node, svc)
-        a._true_s = lambda: node.clock.now_s()
-        return a
-
-    if hasattr(os, "VfsLfs2"):
-        where = ["--flash", workdir + "/flash.img"]
-    else:
-        where = ["--root", workdir + "/flash"]
+    svc, agent, where = unix_board(workdir)
     board = ["--board", ROOT + "/boards/unix/board.json"]
     first = main.main(where + board + ["--speed", "300", "--cycles", "1", "--quiet"], agent)
     assert first.cause == "PWRON_RESET" and first.st["taken"] == 1 and len(svc.readings) == 1
