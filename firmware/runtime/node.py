@@ -141,6 +141,11 @@ class Node:
         except Exception:
             pass
 
+    def agent_config(self):
+        """The agent's configuration from agentconfig.json, read when the agent first needs it (on a wake
+        from deep sleep: one that only samples never parses it; runtime.wake.default_agent)."""
+        return compat.call_cold("mcagent.config", "load", self.path(self.settings.agentconfig))
+
     def dsc(self):
         """The DSC of node.json: held by the board config, or read again from flash (runtime.wake)."""
         d = self.board.dsc
@@ -237,10 +242,11 @@ class Node:
         self.secret = sch.read_secret(self)
         now = self.clock.now_ms()
         if now >= st["next_sample_ms"]:
-            # The schedule's code is not held while the store opens (a sampling wake's peak): loaded again
-            # for what is due after the sample.
-            sch = None
-            compat.unload("runtime.schedule")
+            if b.sleep == "deep":
+                # The schedule's code is not held while the store opens (a sampling wake's peak): loaded
+                # again for what is due after the sample.
+                sch = None
+                compat.unload("runtime.schedule")
             try:
                 self.sample(now)
             except Exception as e:  # the slot is spent all the same; the upload below must still happen
@@ -251,7 +257,8 @@ class Node:
             if nxt <= now:  # slots missed (a long upload, a clock jump): restart the grid from now
                 nxt = now + b.sample_ms
             st["next_sample_ms"] = nxt
-            sch = _part("schedule")
+            if sch is None:
+                sch = _part("schedule")
         if sch.health_due(self, now):
             try:
                 self.queue_health(now)

@@ -40,12 +40,14 @@ def settle(node):
 
 
 def read_secret(node, force=False):
-    """(expires_at, rotation_due_at) in Unix seconds, (None, None) if unknown: as the node saved them, or
-    from the agent when forced (after an upload) or none are saved yet. Only an upload changes them (a
-    token, a rotation, onboarding), so a wake that only samples does not load the agent's identity."""
+    """(expires_at, rotation_due_at) in Unix seconds, (None, None) if none: as the node saved them, or from
+    the agent when forced (after an upload) or never asked yet. Only an upload changes them (a token, a
+    rotation, onboarding), so a wake that only samples does not load the agent's identity. Saved in
+    st["secret_exp"]: 0 never asked, -1 the agent has none (not onboarded, or a secret without expiry)."""
     st = node.st
-    if not force and st["secret_exp"]:
-        return st["secret_exp"], st["rot_due"] or None
+    exp = st["secret_exp"]
+    if not force and exp:
+        return (exp, st["rot_due"] or None) if exp > 0 else (None, None)
     a = node.agent
     try:
         fn = getattr(a, "secret_expires_at", None)
@@ -55,19 +57,19 @@ def read_secret(node, force=False):
             due = due() if callable(due) else due
         else:
             status = getattr(a, "status", None)
-            if status is None:
-                return None, None
-            s = status()
+            s = status() if status is not None else {}
             exp = s.get("secret_expires_at")
             due = s.get("rotation_due_at")
-    except Exception as e:  # status must never stop the node; without it the sleep cap is generic
+    except Exception as e:  # status must never stop the node: what it said last time stands
         node.log("secret expiry unknown: %r" % (e,))
-        return None, None
-    if not exp:
+        return (st["secret_exp"], st["rot_due"] or None) if st["secret_exp"] > 0 else (None, None)
+    if not exp:  # none: no rotation to wake for (until an upload tells otherwise)
+        st["secret_exp"] = -1
+        st["rot_due"] = st["life_s"] = 0
         return None, None
     st["rot_due"] = due or 0
     now_s = node.clock.now_s()
-    if st["secret_exp"] and exp != st["secret_exp"]:
+    if st["secret_exp"] > 0 and exp != st["secret_exp"]:
         st["rotations"] += 1
         node.log("secret rotated; it now expires %s" % iso_ms(exp * 1000))
     if exp != st["secret_exp"]:

@@ -19,8 +19,9 @@ _USAGE = const("""usage: micropython firmware/main.py [options]   (the unix boar
   --speed N            run the schedule N times faster (timestamps stay real)
   --run-s SECONDS      stop after this many real seconds (uploading what is left first)
   --cycles N           stop after N cycles
-  --wake               one wake from deep sleep, as a board's: the node resumes from the state on the flash
-                       (reset cause DEEPSLEEP_RESET) and the run ends when it goes back to sleep
+  --wake               one wake from deep sleep, as a board's (one that deep-sleeps): the node resumes from
+                       the state on the flash (reset cause DEEPSLEEP_RESET) and the run ends when it goes
+                       back to sleep
   --quiet              no per-cycle lines; only the final summary
 """)
 
@@ -159,6 +160,8 @@ def setup(argv):
             return None
         b, settings = nodecfg.load()
         nodecfg.scaled(b, opts["speed"] or b.speed)
+        if opts["wake"] and b.sleep != "deep":
+            raise SystemExit('main.py: --wake needs a board that deep-sleeps (schedule.sleep "deep")')
     except BaseException:
         session.end()
         raise

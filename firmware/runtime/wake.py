@@ -28,7 +28,7 @@ def fresh_state(now):
         "ntp_ms": 0,
         "rot_check_ms": 0,
         "secret_exp": 0,  # the secret's expiry and rotation time (Unix s) as the agent told the last upload
-        "rot_due": 0,
+        "rot_due": 0,  # (runtime.schedule.read_secret: secret_exp 0 = never asked, -1 = none)
         "life_s": 0,
         "crash": 0,
         "min_heap": -1,
@@ -54,11 +54,10 @@ def default_agent(node):
         except OSError:
             ca = []
     b = node.board
-    config = node.path(s.agentconfig)
     return Agent(
         # read at power-on (a wrong file keeps the node at the REPL), on a wake from deep sleep when the
-        # upload first needs it: a wake that only samples never parses it
-        config=config if node.cold else lambda: compat.call_cold("mcagent.config", "load", config),
+        # upload first needs it (Node.agent_config: a function of this module would keep it in the heap)
+        config=node.path(s.agentconfig) if node.cold else node.agent_config,
         state=node.path(s.state_dir),
         ca=[node.path(c) for c in ca],
         proxy=s.proxy,

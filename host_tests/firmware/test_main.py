@@ -494,6 +494,27 @@ def test_sleep_capped_by_secret_expiry(workdir):
     assert network.sim.outcomes[:7] == ["no_ap"] * 6 + ["ok"]
 
 
+def test_a_secret_without_expiry_is_not_rotated_at_every_wake(workdir):
+    """The node keeps the secret's expiry with its schedule and asks the agent again only after an upload.
+    When the agent then has none (a secret without expiry), the saved one goes too: the node does not wake
+    for a rotation nobody needs, upload after upload."""
+    fresh()
+    svc = Service(secret_life_s=1200)
+    doc = board_doc(sleep="deep", sample_s=300, upload_samples=1000, upload_s=86400)
+    live(workdir, svc, doc, 600)
+    assert _state(workdir)["secret_exp"] == svc.secret_exp  # saved at the boot upload
+    svc.secret_exp += 10 ** 7  # the service keeps it, and the agent now reports none
+    status = FakeAgent.status
+    FakeAgent.status = lambda self: {"secret_expires_at": None, "rotation_due_at": None}
+    try:
+        before = svc.flushes
+        live(workdir, svc, doc, 3600, first_cause=machine.DEEPSLEEP_RESET)
+    finally:
+        FakeAgent.status = status
+    assert svc.flushes - before == 1, svc.flushes - before  # the saved rotation time came: asked once
+    assert _state(workdir)["secret_exp"] == -1
+
+
 def test_health_event_daily_with_the_numbers(workdir):
     fresh()
     svc = Service()
@@ -782,6 +803,16 @@ def test_unix_board_runs_one_wake_from_deep_sleep(workdir):
     assert node.st["wakes"] == 1 and node.st["taken"] == 2 and node.st["recorded"] == 2, node.st
     assert len(svc.readings) == 1 and len(svc.flash) == 1  # recorded, left for the upload when it is due
     assert os.getcwd() != "/flash"
+    # a board that stays awake has no wake from deep sleep: refused, not run forever
+    with open(ROOT + "/boards/unix/board.json") as f:
+        doc = json.loads(f.read())
+    doc["schedule"]["sleep"] = "awake"
+    with open(workdir + "/awake.json", "w") as f:
+        f.write(json.dumps(doc))
+    argv = ["--root", workdir + "/awake", "--board", workdir + "/awake.json", "--wake"]
+    e = raises(SystemExit, main.main, argv)
+    assert "--wake needs a board that deep-sleeps" in str(e)
+    assert os.getcwd() != workdir + "/awake"
 
 
 def test_a_run_limit_cuts_an_awake_wait_short(workdir):
