@@ -54,6 +54,7 @@ def register(ident):
         _REGISTER_PATH,
         {"Authorization": "Bearer " + iat, "Content-Type": "application/json"},
         b"{}",
+        precious=True,
     )
     iat = None
     if resp.status in (400, 401, 403, 409):
@@ -67,7 +68,18 @@ def register(ident):
         raise http_error(resp, "onboarding")
     cfg.iat = None  # spent: the heap need not hold it (~1 KB) through the rest of the run
     ident.invalidate_token()
-    return save_registration(ident, from_answer(ident, json_object(resp), None))
+    return keep_answer(ident, resp, None)
+
+
+def keep_answer(ident, resp, old):
+    """The registration an onboarding or rotation answer carries, saved. The service has spent the key or
+    the old secret: a MemoryError gets one more try once the garbage is collected, as the answer is in
+    hand and will not come again."""
+    try:
+        return save_registration(ident, from_answer(ident, json_object(resp), old))
+    except MemoryError:
+        compat.heap_free()
+        return save_registration(ident, from_answer(ident, json_object(resp), old))
 
 
 def from_answer(ident, doc, old):
@@ -123,10 +135,11 @@ def rotate_with(ident, reg, cand):
         cand["uri"],
         {"Authorization": "Bearer " + cand["rat"], "Content-Type": "application/json"},
         ('{"client_id":%s}' % cjson.quote(ident.config.client_id)).encode(),
+        precious=True,
     )
     if resp.status not in (200, 201):  # 200 is the service's; a 201 carries the new secret all the same
         return resp
-    return save_registration(ident, from_answer(ident, json_object(resp), reg))
+    return keep_answer(ident, resp, reg)
 
 
 def rotate(ident):

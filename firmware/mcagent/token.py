@@ -28,9 +28,13 @@ def http_error(resp, what):
     return compat.call_cold("mcagent.httputil", "http_error", resp, what)
 
 
-def call(ident, method, path, headers, body=None, max_body=2048):
+def call(ident, method, path, headers, body=None, max_body=2048, precious=False):
     """A request on the agent's connection; an absolute URL on another origin (a registration_client_uri
-    may name one) goes over a connection of its own, verified like any other (Identity's connect)."""
+    may name one) goes over a connection of its own, verified like any other (Identity's connect).
+
+    precious: the answer carries a registration the service will not give again (it spent the onboarding
+    key or the old secret), so reading its time (Identity.observe) must not cost it: a MemoryError there
+    is let go, and the next answer corrects the clock."""
     try:
         resp = ident.conn.request(method, path, headers, body, max_body)
     except ValueError:
@@ -45,7 +49,11 @@ def call(ident, method, path, headers, body=None, max_body=2048):
         finally:
             conn.close()
     if resp.status != 401:  # on 401 the caller decides whether the clock is to blame
-        ident.observe(resp)
+        try:
+            ident.observe(resp)
+        except MemoryError:
+            if not precious:
+                raise
     return resp
 
 

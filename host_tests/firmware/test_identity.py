@@ -589,6 +589,25 @@ def test_new_config_for_a_live_agent_is_used_and_a_bad_one_is_not_retried(workdi
 # ---- clock ---------------------------------------------------------------------------------------------
 
 
+def test_a_memory_error_reading_the_answers_time_does_not_cost_the_registration(workdir):
+    """The service spends the onboarding key (and, on a rotation, the old secret) as it answers: a heap that
+    runs out while the answer's time is read (the date parsing is loaded then) must not lose it."""
+    agent, svc, t = make(workdir, device_s=T0 - 3600)  # an hour off: the answer's time is read
+
+    def no_heap(*args):
+        raise MemoryError("memory allocation failed, allocating 64 bytes")
+
+    agent.clock.learn_from_headers = no_heap
+    assert agent.onboard() is True
+    assert agent.identity.registration()["secret"] == svc.secret
+    assert agent.onboard() is False and svc.count("POST", REGISTER_PATH) == 1
+    old = svc.secret
+    agent.identity.rotate()  # the same for the answer of a rotation
+    assert agent.identity.registration()["secret"] == svc.secret != old
+    # elsewhere a MemoryError is raised as ever (the caller counts it, the readings stay on flash)
+    raises(MemoryError, agent.token)
+
+
 def test_insane_clock_learns_from_onboarding_answer(workdir):
     agent, svc, t = make(workdir, device_s=T0 - 10 * 365 * DAY)
     assert not agent.clock.is_sane()
