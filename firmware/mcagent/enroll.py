@@ -67,14 +67,21 @@ def register(ident):
     if resp.status not in (200, 201):  # 201 is the service's; a 200 carries the registration all the same
         raise http_error(resp, "onboarding")
     cfg.iat = None  # spent: the heap need not hold it (~1 KB) through the rest of the run
+    reg = keep_answer(ident, resp, None)
     ident.invalidate_token()
-    return keep_answer(ident, resp, None)
+    return reg
 
 
 def keep_answer(ident, resp, old):
     """The registration an onboarding or rotation answer carries, saved. The service has spent the key or
     the old secret: a MemoryError gets one more try once the garbage is collected, as the answer is in
     hand and will not come again."""
+    if not ident.clock.is_sane():  # its time was let go (token.call): issued_at needs it
+        compat.heap_free()
+        try:
+            ident.observe(resp)
+        except MemoryError:
+            pass
     try:
         return save_registration(ident, from_answer(ident, json_object(resp), old))
     except MemoryError:

@@ -608,6 +608,28 @@ def test_a_memory_error_reading_the_answers_time_does_not_cost_the_registration(
     raises(MemoryError, agent.token)
 
 
+def test_a_memory_error_on_an_insane_clock_does_not_misdate_the_registration(workdir):
+    """The answer's time is read once more before issued_at is set: a clock ten years off would otherwise
+    date a 2-hour secret's issue far in the past and rotate it at once."""
+    agent, svc, t = make(workdir, device_s=T0 - 10 * 365 * DAY)
+    svc.secret_life = 2 * 3600
+    real = agent.clock.learn_from_headers
+    fails = [1]
+
+    def once_no_heap(*args):
+        if fails:
+            fails.pop()
+            raise MemoryError("memory allocation failed, allocating 64 bytes")
+        return real(*args)
+
+    agent.clock.learn_from_headers = once_no_heap
+    assert agent.onboard() is True
+    reg = agent.identity.registration()
+    assert abs(reg["issued_at"] - svc.now) <= 1
+    agent.token()
+    assert svc.count("PUT", REGISTER_PATH + "/" + CLIENT) == 0
+
+
 def test_insane_clock_learns_from_onboarding_answer(workdir):
     agent, svc, t = make(workdir, device_s=T0 - 10 * 365 * DAY)
     assert not agent.clock.is_sane()
