@@ -10,11 +10,12 @@ Once per cold boot and daily a health event reports reset cause, lowest free hea
 retries and firmware version. An unexpected exception goes to a small ring log on flash; the node backs
 off and carries on - it never crash-loops.
 
-Heap: this module keeps the node's state and the order of a cycle; the code of each phase lives in its own
-module: runtime.wake (boot), runtime.sampling, runtime.schedule (what is due, how long to sleep),
-runtime.health, runtime.upload, runtime.wifi, runtime.timesync. A phase module is imported when its phase
-starts; sampling and schedule are released before an upload and the upload's module after it, so the
-upload - the wake's heap peak - holds little more than the agent's data path.
+Heap: this module keeps the node's state and what every phase shares; the code of each phase lives in its
+own module: runtime.wake (boot), runtime.cycle (the order of a cycle around its upload, and the rest between
+cycles), runtime.sampling, runtime.schedule (what is due, how long to sleep), runtime.health,
+runtime.upload, runtime.wifi, runtime.timesync. A phase module is imported when its phase starts; cycle,
+sampling and schedule are released before an upload and the upload's module after it, so the upload - the
+wake's heap peak - holds little more than the agent's data path.
 """
 
 from micropython import const
@@ -25,11 +26,10 @@ from mcagent.clock import SANE_AFTER_S, Clock, iso_ms
 NODE_DIR = "node"  # the runtime's own state (schedule, counters), apart from the agent's
 ERR_CAP_MS = const(3600000)
 _ERR_BASE_MS = const(5000)
-_SAVE_EVERY = const(10)  # awake mode: save the schedule every this many cycles (flash wear)
 HINT_MAGIC = b"MCN1"
 STAT_KEYS = ("taken", "recorded", "sent", "uploads", "rotations", "dropped", "store_dropped")
 PERIOD_KEYS = ("retries", "errors", "sensor_errors")
-_PHASES = const(("runtime.schedule", "runtime.sampling"))  # released before an upload
+_PHASES = const(("runtime.schedule", "runtime.sampling", "runtime.cycle"))  # released before an upload
 
 
 class SensorSlot:
@@ -153,12 +153,6 @@ class Node:
             d = compat.call_cold("runtime.nodecfg", "part", self.board.node_json, "dsc")
         return d
 
-    def init_sensor(self, slot):
-        return _part("sampling").init_sensor(self, slot)
-
-    def release_sensors(self):
-        _part("sampling").release_sensors(self)
-
     def release_phases(self):
         """Let the GC have the code of sampling and scheduling, and the agent's append code (Agent.commit),
         until they are needed again: done before an upload, the heap peak of a wake (a node that
@@ -193,9 +187,6 @@ class Node:
         """Notice clock changes: move the schedule with them, record held samples once the time is known
         (runtime.schedule)."""
         _part("schedule").settle(self)
-
-    def record_pending(self):
-        _part("sampling").record_pending(self)
 
     def device_sane(self):
         return self.clock.device_ms() // 1000 >= SANE_AFTER_S
@@ -233,56 +224,12 @@ class Node:
             return min(ERR_CAP_MS, _ERR_BASE_MS << min(st["err_row"] - 1, 10))
 
     def cycle(self):
-        hw = self.hw
-        b = self.board
-        st = self.st
-        hw.feed()
-        sch = _part("schedule")
-        sch.settle(self)
-        self.secret = sch.read_secret(self)
-        now = self.clock.now_ms()
-        if now >= st["next_sample_ms"]:
-            if b.sleep == "deep":
-                # The schedule's code is not held while the store opens (a sampling wake's peak): loaded
-                # again for what is due after the sample.
-                sch = None
-                compat.unload("runtime.schedule")
-            try:
-                self.sample(now)
-            except Exception as e:  # the slot is spent all the same; the upload below must still happen
-                self.unexpected(e, "sample")
-            if b.sleep == "deep":
-                self.release_sensors()
-            nxt = st["next_sample_ms"] + b.sample_ms
-            if nxt <= now:  # slots missed (a long upload, a clock jump): restart the grid from now
-                nxt = now + b.sample_ms
-            st["next_sample_ms"] = nxt
-            if sch is None:
-                sch = _part("schedule")
-        if sch.health_due(self, now):
-            try:
-                self.queue_health(now)
-            except Exception as e:
-                self.unexpected(e, "health")
-        why = sch.upload_due(self, now)
-        sch = None
-        saved = False
+        """Sample, upload when due, then what is left (runtime.cycle): the cycle's code is released while
+        the upload runs."""
+        why = _part("cycle").start(self)
         if why:
             self.upload(why)
-            saved = True
-        self.note_heap()
-        st["crash"] = 0
-        if not saved and (b.sleep != "deep") and self.cycles % _SAVE_EVERY == 0:
-            self.save_state()
-        return self.wait_ms()
-
-    def sample(self, now):
-        """Read the sensors, record the values (runtime.sampling)."""
-        _part("sampling").sample(self, now)
-
-    def queue_health(self, now):
-        """The health event (local: it leaves with the next upload; runtime.health)."""
-        compat.call_cold("runtime.health", "queue_health", self, now)
+        return _part("cycle").end(self, why)
 
     def note_heap(self):
         free = self.hw.free_heap()
@@ -303,23 +250,9 @@ class Node:
         self.save_state()
         return ok
 
-    def wifi_off(self):
-        if self.wlan is not None:
-            try:
-                self.wlan.active(False)
-            except Exception:
-                pass
-
-    def wait_ms(self):
-        """ms until the next thing is due (runtime.schedule)."""
-        return _part("schedule").wait_ms(self)
-
     def sleep(self, ms):
-        if ms <= 0:
-            return
-        if self.board.sleep == "deep" and ms >= self.board.min_deep_ms and not self.pending:
-            self.deep_sleep(ms)
-        self.wait(ms)
+        """Rest until the next cycle (runtime.cycle): deep sleep does not return."""
+        _part("cycle").sleep(self, ms)
 
     def wait(self, ms):
         """Stay awake for ms, feeding the watchdog."""
@@ -333,28 +266,6 @@ class Node:
                 return
             hw.sleep_ms(min(left, step) if step > 0 else left)
 
-    def deep_sleep(self, ms):
-        """Save everything, radio off, sleep; waking is a reboot that resumes from flash. The readings are
-        committed (close) before the schedule that counts them is saved: a cut between the two then costs a
-        sample taken again, not a reading lost."""
-        self.close()
-        self.save_state()
-        self.log("deep sleep %d ms" % ms)
-        self.hw.deepsleep(ms)
-
-    def close(self):
-        self.wifi_off()
-        close = getattr(self.agent, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception:
-                pass
-
     def finish(self):
         """Before stopping on purpose (the unix board's end of run): upload what is left, save."""
-        if self.st["taken"] and (self.st["samples"] or self.pending):
-            self.upload("final")
-        else:
-            self.save_state()
-        self.close()
+        _part("cycle").finish(self)

@@ -100,7 +100,7 @@ def boot(node):
         for s in b.sensors:
             slot = SensorSlot(s)
             node.sensors.append(slot)
-            node.init_sensor(slot)
+            compat.load("runtime.sampling").init_sensor(node, slot)
     elif getattr(b, "node_json", None):
         # A deep-sleeping node makes its drivers when it samples and drops them after; the sensors' and
         # the DSC's part of node.json are read again when needed (runtime.sampling, Node.dsc).
