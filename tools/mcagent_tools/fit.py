@@ -143,13 +143,14 @@ class Workbench:
     sg: Any  # southgate.testing.RunningSouthgate
     board_json: Path = BOARDS / "unix" / "board.json"
     frozen: bool = False  # upy is a build with the firmware frozen in (no .mpy on the path)
+    firmware: Path = FIRMWARE  # the tree compiled (mcagent_tools.phases passes a probed copy)
     mpy: Path = field(init=False)
     launcher: Path = field(init=False)
     blocks: int = field(init=False)
     agents: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        errors = compile_tree(FIRMWARE, self.work / "mpy")
+        errors = compile_tree(self.firmware, self.work / "mpy")
         if errors:
             raise SystemExit("\n".join(f"{e.source}: {e.message}" for e in errors))
         self.launcher = self.work / "launch.py"

@@ -1,0 +1,146 @@
+"""`python -m mcagent_tools.phases`: what a later wake holds, phase by phase (the table behind `make fit`).
+
+`make fit` says how small a heap a wake needs; this says where the heap goes. It copies the firmware, puts a
+probe before each point below (a collection, then `gc.mem_alloc()`, the qstr pools and the loaded modules),
+compiles the copy to `.mpy` as deploy does, and runs on the unix board (32-bit MicroPython, `make upy32`,
+against southgate over verified TLS) a first wake, then a later wake from deep sleep: sample, token,
+upload of a 1,000-reading backlog, sleep. The probe's own few names are counted with the rest.
+
+A point whose anchor text no longer appears once in its file stops the tool (host_tests check that they
+do): when code moves, move the anchor with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcagent_tools.build import FIRMWARE
+
+PROBE_MODULE = """import gc, micropython, sys
+def p(tag):
+    gc.collect()
+    micropython.qstr_info()
+    print("mcagent-phase|%s|%d|%s" % (tag, gc.mem_alloc(), " ".join(sorted(sys.modules))))
+"""
+
+# (file under firmware/, the line the probe goes before (its first characters, indentation included), tag)
+POINTS = [
+    ("main.py", "    compat.pack_heap()\n    if argv is None:", "main.main entered"),
+    ("main.py", "    node = Node(board, settings, hw, agent_factory, log, stop, root)", "board's setup done"),
+    ("main.py", "    while True:\n        ms = node.step()", "boot done"),
+    ("runtime/cycle.py", "    if sch.health_due(node, now):", "sample recorded"),
+    ("runtime/upload.py", "            node.sync_clock()", "upload: Wi-Fi up"),
+    ("runtime/upload.py", "            if not node.configured:", "onboarding checked"),
+    ("runtime/upload.py", "            node.settle()  # the", "token fetched"),
+    ("mcagent/uploader.py", "            if status == 200:", "flush: an answer"),
+    ("mcagent/uploader.py", "        p = store.pending_known()", "flush done"),
+    ("runtime/upload.py", "            ok, err = account(node.st, summary)", "upload returned"),
+    ("runtime/cycle.py", '    node.log("deep sleep %d ms" % ms)', "going to sleep"),
+]
+
+_QSTR = re.compile(r"qstr pool: n_pool=(\d+), n_qstr=(\d+), n_str_data_bytes=(\d+), n_total_bytes=(\d+)")
+
+
+@dataclass
+class Row:
+    tag: str
+    held: int  # bytes in use after a collection
+    pools: int
+    names: int
+    name_bytes: int  # the pools and the names' text
+    loaded: list[str]
+    released: list[str]
+
+
+def probed_copy(dest: Path, source: Path = FIRMWARE) -> Path:
+    """The firmware with a probe before each point; ValueError names an anchor that is not there once."""
+    shutil.copytree(source, dest)
+    (dest / "_phase.py").write_text(PROBE_MODULE)
+    for name, anchor, tag in POINTS:
+        path = dest / name
+        text = path.read_text()
+        if text.count(anchor) != 1:
+            raise ValueError(f"{name}: the anchor of {tag!r} appears {text.count(anchor)} times: {anchor!r}")
+        indent = anchor[: len(anchor) - len(anchor.lstrip(" "))]
+        path.write_text(
+            text.replace(anchor, f"{indent}import _phase; _phase.p({tag!r}); _phase = None\n{anchor}")
+        )
+    return dest
+
+
+def rows(output: str) -> list[Row]:
+    """The probes' lines of a run's output, as rows."""
+    out: list[Row] = []
+    q: tuple[int, ...] = (0, 0, 0, 0)
+    seen: set[str] | None = None
+    for line in output.splitlines():
+        m = _QSTR.match(line)
+        if m:
+            q = tuple(int(g) for g in m.groups())
+            continue
+        if not line.startswith("mcagent-phase|"):
+            continue
+        _, tag, held_text, names = line.split("|", 3)
+        held = int(held_text)
+        mods = set(names.split()) - {"_phase"}
+        loaded = sorted(mods - seen) if seen is not None else []
+        released = sorted(seen - mods) if seen is not None else []
+        out.append(Row(tag, held, q[0], q[1], q[3], loaded, released))
+        seen = mods
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from southgate.testing import RunningSouthgate
+
+    from mcagent_tools import fit, upy32
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--board", default="unix", help="a board in boards/, run as its unix stand-in")
+    parser.add_argument("--heap", type=int, default=128, help="-X heapsize of the later wake, in KB")
+    parser.add_argument("--modules", action="store_true", help="also list the modules each phase loads")
+    args = parser.parse_args(argv)
+    try:
+        upy = upy32.ensure()
+    except upy32.Upy32Error as e:
+        print(f"mcagent phases: {e}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="mcagent-phases-") as tmp:
+        work = Path(tmp)
+        firmware = probed_copy(work / "firmware")
+        with RunningSouthgate(work / "southgate") as sg:
+            board = fit.standin(fit.BOARDS / args.board / "board.json", work / "board.json")
+            with fit.Workbench(upy, work, sg, board_json=board, firmware=firmware) as bench:
+                base = work / "base.img"
+                if not bench.first_wake(256, base).ok:
+                    raise SystemExit("the first wake failed in 256 KB")
+                bench.fill(base, 1000)
+                w = bench.later_wake(base, args.heap)
+                full = bench.micropython(args.heap, str(bench.launcher), "--flash", str(base), "--wake")
+    if not rows(full.stdout):
+        print(full.stdout[-3000:] + full.stderr[-3000:], file=sys.stderr)
+    table = rows(full.stdout)
+    print(
+        f"{args.board}: a later wake from deep sleep (sample, token, upload 1,000), -X heapsize={args.heap}k,"
+    )
+    print(f"held after a collection (the run {'succeeded' if w.ok else 'FAILED'}):")
+    print(f"  {'point':<22} {'held':>9} {'names':>6} {'pools':>5} {'names, pools':>13}")
+    for r in table:
+        print(
+            f"  {r.tag:<22} {r.held / 1024:6.1f} KB {r.names:6d} {r.pools:5d} {r.name_bytes / 1024:10.1f} KB"
+        )
+        if args.modules and (r.loaded or r.released):
+            print(f"      + {' '.join(r.loaded) or '-'}   - {' '.join(r.released) or '-'}")
+    return 0 if w.ok and table else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
