@@ -4,7 +4,9 @@ Each wake is a sequence of phases (boot, sample, upload, sleep). A phase imports
 runtime releases it afterwards (`mcagent.compat.unload`): on a stock board the deployed .mpy bytecode lives
 in the same small heap as the data, so code that runs once per wake must not stay for the whole wake.
 
-    node.py      one wake's cycle: schedule, sample, upload, the secret's deadline, sleep
+    node.py      one boot of the node: its state and what every phase shares (log, state saves, watchdog)
+    cycle.py     the order of a cycle around its upload, and the rest between cycles (sleep, deep sleep)
+    sampling.py  sensors and readings                     schedule.py   what is due, how long to sleep
     nodecfg.py   node.json (board.json + settings.json compiled on the host by `mcagent deploy`)
     wake.py      boot: state from flash or RTC memory, crash streak, sensors, watchdog
     wifi.py      station mode with bounded tries          timesync.py   NTP, the server's time to the RTC
