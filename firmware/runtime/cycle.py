@@ -28,12 +28,13 @@ def start(node):
             # again for what is due after the sample.
             sch = None
             compat.unload("runtime.schedule")
-        sampling = compat.load("runtime.sampling")
+        sampling = None
         try:
+            sampling = compat.load("runtime.sampling")
             sampling.sample(node, now)
         except Exception as e:  # the slot is spent all the same; the upload after it must still happen
             node.unexpected(e, "sample")
-        if deep:
+        if deep and sampling is not None:
             sampling.release_sensors(node)
         sampling = None
         nxt = st["next_sample_ms"] + b.sample_ms

@@ -154,9 +154,9 @@ class Node:
         return d
 
     def release_phases(self):
-        """Let the GC have the code of sampling and scheduling, and the agent's append code (Agent.commit),
-        until they are needed again: done before an upload, the heap peak of a wake (a node that
-        deep-sleeps dropped its sensor drivers after sampling)."""
+        """Let the GC have the code of the cycle, sampling and scheduling, and the agent's append code
+        (Agent.commit), until they are needed again: done before an upload, the heap peak of a wake (a
+        node that deep-sleeps dropped its sensor drivers after sampling)."""
         for name in _PHASES:
             compat.unload(name)
         commit = getattr(self.agent, "commit", None)

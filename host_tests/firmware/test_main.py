@@ -622,6 +622,32 @@ def test_a_sample_the_heap_cannot_take_is_counted_as_dropped(workdir):
     assert any("unexpected error in sample: MemoryError" in m for m in logs), logs
 
 
+def test_a_sampling_module_the_heap_cannot_load_costs_the_sample_not_the_upload(workdir):
+    """A MemoryError loading runtime.sampling is the sample's error, as one inside it: the slot is spent,
+    the cycle goes on to its upload, and no back-off follows."""
+    from mcagent import compat
+
+    fresh()
+    svc = Service()
+    load = compat.load
+
+    def short_heap(name):
+        if name == "runtime.sampling":
+            raise MemoryError("memory allocation failed, allocating 640 bytes")
+        return load(name)
+
+    hw = rhw.Hardware(machine, network, ntptime, esp32, machine.sim.time)
+    logs = []
+    compat.load = short_heap
+    try:
+        node = main.run(board_doc(sleep="deep", upload_samples=1), SETTINGS, hw, lambda n: FakeAgent(n, svc),
+                        max_cycles=1, log=logs.append, root=workdir)
+    finally:
+        compat.load = load
+    assert any("unexpected error in sample: MemoryError" in m for m in logs), logs
+    assert svc.flushes == 1 and node.st["err_row"] == 0, (svc.flushes, node.st)
+
+
 def test_a_failing_cycle_backs_off_across_deep_sleep_wakes(workdir):
     """The pause after an unexpected error grows from wake to wake (the streak is saved with the state)."""
     from runtime import node as rnode

@@ -132,6 +132,7 @@ class Wake:
     sent: int
     output: str
     taken: int = 0  # samples the node counted as taken, ever (the run's summary)
+    stdout: str = ""  # the whole of it (mcagent_tools.phases reads its probes there)
 
 
 @dataclass
@@ -198,11 +199,12 @@ class Workbench:
                 summary = json.loads(line.split(" ", 1)[1])
         out = proc.stdout[-3000:] + proc.stderr[-3000:]
         if proc.returncode != 0 or summary is None:
-            return Wake(False, 0, out)
+            return Wake(False, 0, out, stdout=proc.stdout)
         # Every upload of the wake must succeed the first time: a retry (the unix board's final upload)
         # is a wake that failed on a board.
         failed = any(") failed: " in line or "unexpected error" in line for line in proc.stdout.splitlines())
-        return Wake(not failed and not lost(summary), int(summary["sent"]), out, int(summary["taken"]))
+        ok = not failed and not lost(summary)
+        return Wake(ok, int(summary["sent"]), out, int(summary["taken"]), proc.stdout)
 
     def own_asset(self, tag: str) -> tuple[Path, Path]:
         """board.json and node.json as deploy makes them, for an agent of its own asset: an asset property
