@@ -10,6 +10,8 @@ from mcagent.clock import civil_from_days
 
 _MONTHS = const(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"))
 _DAYS = const(("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"))
+_PAD_MS = const("00")  # literals as constants: no name in the heap for them
+_GMT = const("GMT")
 
 
 def days_from_civil(y, m, d):
@@ -58,7 +60,7 @@ def parse_iso(text):
             j += 1
         if j == i + 1:
             raise ValueError("bad ISO 8601 time: %r" % text)
-        ms = int((text[i + 1 : j] + "00")[:3])
+        ms = int((text[i + 1 : j] + _PAD_MS)[:3])
         i = j
     offset_min = 0
     rest = text[i:]
@@ -86,7 +88,7 @@ def http_date(epoch_s):
 def parse_http_date(text):
     """RFC 7231 IMF-fixdate -> Unix seconds. ValueError on other formats."""
     parts = text.strip().split()
-    if len(parts) != 6 or parts[5] != "GMT" or parts[2] not in _MONTHS:
+    if len(parts) != 6 or parts[5] != _GMT or parts[2] not in _MONTHS:
         raise ValueError("bad HTTP date: %r" % text)
     hms = parts[4].split(":")
     if len(hms) != 3 or not compat.digits(parts[1] + parts[3] + hms[0] + hms[1] + hms[2]):

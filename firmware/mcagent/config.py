@@ -17,6 +17,10 @@ from mcagent.errors import AgentConfig, ConfigError
 
 _PROFILE = const("SHARED_SECRET")
 _ID_CHARS = const(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
+_BASE_URL = const("baseUrl")  # the file's keys and the BOM as constants: no name in the heap for them
+_CLIENT_ID = const("clientId")
+_EXPIRATION = const("expiration")
+_BOM = const("\ufeff")
 
 
 def key_id(iat):
@@ -78,7 +82,7 @@ def parse(doc, source="agentconfig.json"):
         raise ConfigError(source, ['no "content" object: is this the agent\'s boarding configuration?'])
     problems = []
 
-    base = _text(content, "baseUrl", problems, "the gateway, e.g. https://southgate.eu1.mindsphere.io")
+    base = _text(content, _BASE_URL, problems, "the gateway, e.g. https://southgate.eu1.mindsphere.io")
     if base is not None:
         try:
             split_url(base)
@@ -90,7 +94,7 @@ def parse(doc, source="agentconfig.json"):
     if iat is not None and (iat.count(".") != 2 or " " in iat):
         problems.append('"content.iat" is not a JWT (three dot-separated parts)')
 
-    client_id = _text(content, "clientId", problems, "the agent id")
+    client_id = _text(content, _CLIENT_ID, problems, "the agent id")
     if client_id is not None:
         bad = [c for c in memoryview(compat.utf8(client_id)) if c not in _ID_CHARS]
         if bad or len(client_id) > 64:
@@ -111,7 +115,7 @@ def parse(doc, source="agentconfig.json"):
             )
 
     expiration_ms = None
-    expiration = doc.get("expiration")
+    expiration = doc.get(_EXPIRATION)
     if expiration is not None:
         try:
             expiration_ms = clock.parse_iso(expiration)
@@ -132,7 +136,7 @@ def load(path):
         raise ConfigError(
             path, ["cannot be read: put the agent's boarding configuration (agentconfig.json) there"]
         )
-    text = text.lstrip("\ufeff")  # a byte order mark left by some editors
+    text = text.lstrip(_BOM)  # a byte order mark left by some editors
     if not text.strip():
         raise ConfigError(path, ["is empty: download the agent's boarding configuration again"])
     try:

@@ -4,7 +4,13 @@ the checks of its arguments (the base URL, the DER CA certificates, the proxy UR
 http runs it through compat.call_cold, which unloads it again: on a board its bytecode would otherwise sit
 in the heap for the whole upload, next to the TLS connection it never touches."""
 
+from micropython import const
+
 from mcagent import compat
+
+_HTTP = const("http")  # literals as constants: no name in the heap for them
+_V6_HOST = const("[%s]")
+_HOST_PORT = const("%s:%d")
 
 
 def split_url(url):
@@ -56,8 +62,8 @@ def setup(conn, base_url, ca_ders, proxy):
         raise ValueError("credentials in the base URL are not supported")
     conn.tls = scheme == "https"
     conn._prefix = path.rstrip("/")
-    h = "[%s]" % conn.host if ":" in conn.host else conn.host
-    conn._hosthdr = h if conn.port == (443 if conn.tls else 80) else "%s:%d" % (h, conn.port)
+    h = _V6_HOST % conn.host if ":" in conn.host else conn.host
+    conn._hosthdr = h if conn.port == (443 if conn.tls else 80) else _HOST_PORT % (h, conn.port)
     conn._ctx = conn._proxy = None
     if conn.tls:
         ca_ders = [read_ca(c) for c in ca_ders]
@@ -67,5 +73,5 @@ def setup(conn, base_url, ca_ders, proxy):
             raise ValueError("bad CA certificate: %s" % e)
     if proxy:
         conn._proxy = split_url(proxy)
-        if conn._proxy[0] != "http":
+        if conn._proxy[0] != _HTTP:
             raise ValueError("proxy must be an http:// CONNECT proxy")

@@ -32,6 +32,16 @@ from mcagent import store as S
 # Data point types as stored (code = index + 1).
 TYPES = S.TYPES
 _T_BIG_STRING = const(6)
+# Literals only this module uses, as constants: a literal of up to 10 characters would be a name in the
+# heap for the rest of the wake (the store opens in every wake that samples or uploads).
+_SEG_EXT = const(".seg")
+_CFG_EXT = const(".cfg")
+_CFG_PREFIX = const("c")
+_CFG_NAME = const("c%08x.cfg")
+_Q_PREFIX = const("q")
+_Q_EXT = const(".mp")
+_DATA_POINTS = const("dataPoints")
+_BAD_MOVED = const("bad_moved")
 
 
 def start(
@@ -113,7 +123,7 @@ def config(configuration_id, pairs):
     for i in range(len(c.ids)):
         c.index[c.ids[i]] = i
     c.text = cjson.dumps(
-        cjson.Obj(("configurationId", configuration_id), ("dataPoints", [list(p) for p in pairs]))
+        cjson.Obj(("configurationId", configuration_id), (_DATA_POINTS, [list(p) for p in pairs]))
     ).encode()
     c.hash = S.crc32(c.text)
     c.qids = [cjson.quote(i).encode() for i in c.ids]  # JSON-quoted ids, ready for the composer
@@ -132,7 +142,7 @@ def names(root):
 
 
 def quarantined_files(st):
-    return sorted([n for n in names(st.root) if n[0] == "q" and n.endswith(".mp")])
+    return sorted([n for n in names(st.root) if n[0] == _Q_PREFIX and n.endswith(_Q_EXT)])
 
 
 def _full_form(desc):
@@ -141,7 +151,7 @@ def _full_form(desc):
     if not isinstance(sources, list):
         return sources is None
     for source in sources:
-        points = source.get("dataPoints") if isinstance(source, dict) else None
+        points = source.get(_DATA_POINTS) if isinstance(source, dict) else None
         if not isinstance(points, list):
             return False
         for p in points:
@@ -170,7 +180,7 @@ def parse_datapoints(datapoints, configuration_id=None):
         configuration_id = configuration_id or datapoints.get("configurationId") or datapoints.get("id")
         flat = []
         for source in datapoints.get("dataSources") or ():
-            flat.extend(source.get("dataPoints") or ())
+            flat.extend(source.get(_DATA_POINTS) or ())
         datapoints = flat
     pairs = []
     seen = {}
@@ -245,7 +255,7 @@ def recover(st):
     a header check of the newest segment(s) and a scan of the last one; other segments are only opened
     when several configuration files exist (a configuration change: rare).
     """
-    done = {"tmp_removed": 0, "empty_removed": 0, "torn_repaired": 0, "bad_moved": 0}
+    done = {"tmp_removed": 0, "empty_removed": 0, "torn_repaired": 0, _BAD_MOVED: 0}
     root = st.root
     compat.makedirs(root)
     state = root + "/state.bin"
@@ -264,7 +274,7 @@ def recover(st):
         if name.endswith(".tmp"):
             junk.append(name)
             done["tmp_removed"] += 1
-        elif name.endswith(".seg") and len(name) == 12:
+        elif name.endswith(_SEG_EXT) and len(name) == 12:
             try:
                 seq = int(name[:8], 16)
             except ValueError:
@@ -274,14 +284,14 @@ def recover(st):
             else:
                 lo = seq if lo is None or seq < lo else lo
                 hi = seq if hi is None or seq > hi else hi
-        elif name.endswith(".cfg") and name[0] == "c" and len(name) == 13:
+        elif name.endswith(_CFG_EXT) and name[0] == _CFG_PREFIX and len(name) == 13:
             cfgs.append(name)
     for name in junk:
         # Only the tail repair rewrites a segment, and FAT renames over a file by deleting it first: a cut
         # between the two leaves the new copy alone, whole (it was closed before the rename). Taken back here,
         # after the pass over the names (renaming while the directory is read could skip or repeat names).
         seg = name[:-4]
-        if len(name) == 16 and seg.endswith(".seg") and not compat.exists(root + "/" + seg):
+        if len(name) == 16 and seg.endswith(_SEG_EXT) and not compat.exists(root + "/" + seg):
             try:
                 seq = int(seg[:8], 16)
             except ValueError:
@@ -302,7 +312,7 @@ def recover(st):
                 os.rename(path, "%s/q%08x.bad" % (root, hi))
             except OSError:
                 compat.remove(path)
-            done["bad_moved"] += 1
+            done[_BAD_MOVED] += 1
             st.counters["corrupt_segments"] += 1
             st._dirty = True
         elif compat.remove(path):
@@ -316,7 +326,7 @@ def recover(st):
     st._next_seq = max(st._hi, cur) + 1
     if st._hi < st._lo:
         st._lo, st._hi = st._next_seq, st._next_seq - 1
-    mine = "c%08x.cfg" % st.config.hash
+    mine = _CFG_NAME % st.config.hash
     if len(cfgs) > 1 or (cfgs and cfgs[0] != mine):
         used = {st.config.hash: 1}
         for seq in range(st._lo, st._hi + 1):
@@ -404,7 +414,7 @@ def load_config(st, h):
         if text is None or S.crc32(text) != h:
             return None
         doc = json.loads(text)
-        cfg = config(doc["configurationId"], [(p[0], p[1]) for p in doc["dataPoints"]])
+        cfg = config(doc["configurationId"], [(p[0], p[1]) for p in doc[_DATA_POINTS]])
         return cfg if cfg.text == text else None
     except (ValueError, KeyError, TypeError, IndexError):
         return None

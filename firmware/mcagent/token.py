@@ -16,6 +16,11 @@ from mcagent.identity import ClockError, ProtocolError
 _TOKEN_PATH = const("/api/agentmanagement/v3/oauth/token")
 _TOKEN_KEY_PATH = const("/api/agentmanagement/v3/oauth/token_key")
 _TOKEN_MARGIN_S = const(60)  # a cached token is renewed this long before it expires
+# Keys and a file name as constants (a literal of up to 10 characters is a name in the heap for good):
+_ROTATING = const("rotating")  # the registration's keys (mcagent.enroll writes them)
+_USED = const("used")
+_PREVIOUS = const("previous")  # mcagent.enroll.PREVIOUS
+_EXPIRES_IN = const("expires_in")
 _FORM = const(
     "grant_type=client_credentials"
     "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"
@@ -127,7 +132,7 @@ def fetch_token(ident):
         # Rotate only when the service says the secret expired (400, as MindConnect Library C does) or when
         # a rotation of ours may have happened unseen (its answer was lost). A 401 is no reason by itself
         # (the Node.js library never rotates on it): a needless rotation whose answer is lost locks us out.
-        if (resp.status == 400 or (resp.status == 401 and reg.get("rotating"))) and not recovered:
+        if (resp.status == 400 or (resp.status == 401 and reg.get(_ROTATING))) and not recovered:
             recovered = True
             reg = _enroll(ident, "recover")
             continue
@@ -189,7 +194,7 @@ def _token_answer(resp):
     if not isinstance(token, str) or not token:
         raise ProtocolError("token answer lacks access_token")
     try:
-        life = int(doc.get("expires_in", 1800))
+        life = int(doc.get(_EXPIRES_IN, 1800))
     except (TypeError, ValueError):
         life = 1800
     return "Bearer " + token, life
@@ -200,11 +205,11 @@ def accept(ident, resp, reg, sent_ms):
     resp = None
     keep_token(ident, auth, sent_ms + (life - min(_TOKEN_MARGIN_S, life // 4)) * 1000)
     auth = None
-    if not reg.get("used"):
+    if not reg.get(_USED):
         # The service has now seen the new secret: older registration tokens are dead (§B).
-        reg["used"] = True
+        reg[_USED] = True
         save_registration(ident, reg)
-        ident.state.remove("previous")  # mcagent.enroll.PREVIOUS
+        ident.state.remove(_PREVIOUS)
     # Decided after a token answer: the clock was just checked against the service's, so a wrong
     # device clock cannot trigger a needless rotation.
     if ident.rotation_is_due(reg):
