@@ -26,48 +26,52 @@ _USAGE = const("""usage: micropython firmware/main.py [options]   (the unix boar
 """)
 
 
+# The options as constants (a literal of up to 10 characters would be a name in the heap for the rest of
+# the run); the parsed options are keyed by the option itself.
+_FLASH = const("--flash")
+_ROOT = const("--root")
+_BOARD = const("--board")
+_SETTINGS = const("--settings")
+_INSTALL = const("--install")
+_SPEED = const("--speed")
+_RUN_S = const("--run-s")
+_CYCLES = const("--cycles")
+_QUIET = const("--quiet")
+_WAKE = const("--wake")
+
+
 def _parse_args(argv):
-    opts = {
-        "flash": None,
-        "root": None,
-        "board": None,
-        "settings": None,
-        "install": [],
-        "speed": None,
-        "run_s": None,
-        "cycles": None,
-        "quiet": False,
-        "wake": False,
-    }
+    """{option: value} of the command line: paths and numbers as given, flags True, _INSTALL a list."""
+    opts = {_INSTALL: []}
     i = 0
     while i < len(argv):
         a = argv[i]
         if a in ("-h", "--help"):
             print(_USAGE)
             raise SystemExit(0)
-        if a in ("--quiet", "--wake"):
-            opts[a[2:]] = True
+        if a in (_QUIET, _WAKE):
+            opts[a] = True
             i += 1
             continue
         if i + 1 >= len(argv):
             raise SystemExit("main.py: %s needs a value\n%s" % (a, _USAGE))
         v = argv[i + 1]
-        if a == "--install":
-            opts["install"].append(v)
-        elif a in ("--speed", "--run-s", "--cycles"):
+        if a == _INSTALL:
+            opts[_INSTALL].append(v)
+        elif a in (_SPEED, _RUN_S, _CYCLES):
             try:
-                n = int(v) if a == "--cycles" else float(v)
+                n = int(v) if a == _CYCLES else float(v)
             except ValueError:
                 n = 0
             if not n > 0:
                 raise SystemExit("main.py: %s must be a number more than 0\n%s" % (a, _USAGE))
-            opts[a[2:].replace("-", "_")] = n
-        elif a in ("--flash", "--root", "--board", "--settings"):
-            opts[a[2:]] = v
+            opts[a] = n
+        elif a in (_FLASH, _ROOT, _BOARD, _SETTINGS):
+            opts[a] = v
         else:
             raise SystemExit("main.py: unknown option %s\n%s" % (a, _USAGE))
         i += 2
-    for path in [opts["board"], opts["settings"]] + [x.rsplit(":", 1)[0] for x in opts["install"]]:
+    for path in [opts.get(_BOARD), opts.get(_SETTINGS)] + [x.rsplit(":", 1)[0] for x in opts[_INSTALL]]:
         if path and not compat.exists(path):
             raise SystemExit("main.py: cannot read %s" % path)
     return opts
@@ -127,24 +131,27 @@ def setup(argv):
 
     opts = _parse_args(argv)
     dev = None
-    if not opts["flash"]:
-        root = (opts["root"] or ".").rstrip("/") or "/"
+    flash = opts.get(_FLASH)
+    board_path = opts.get(_BOARD)
+    settings_path = opts.get(_SETTINGS)
+    if not flash:
+        root = (opts.get(_ROOT) or ".").rstrip("/") or "/"
         compat.makedirs(root)
     else:
         blocks = 512
-        if opts["board"]:
-            with open(opts["board"]) as f:
+        if board_path:
+            with open(board_path) as f:
                 blocks = json.loads(f.read()).get("flash", {}).get("blocks", blocks)
         from runtime.flashimage import mount_image
 
-        _make_parent(opts["flash"])
-        dev = mount_image(opts["flash"], "/flash", blocks)
+        _make_parent(flash)
+        dev = mount_image(flash, "/flash", blocks)
         root = "/flash"
-    if opts["board"]:
-        _copy(opts["board"], root + "/board.json")
-    if opts["settings"]:
-        _copy(opts["settings"], root + "/settings.json")
-    for item in opts["install"]:
+    if board_path:
+        _copy(board_path, root + "/board.json")
+    if settings_path:
+        _copy(settings_path, root + "/settings.json")
+    for item in opts[_INSTALL]:
         src, name = item, item.rsplit("/", 1)[-1]
         if ":" in item:
             src, name = item.rsplit(":", 1)
@@ -159,8 +166,8 @@ def setup(argv):
             session.end()
             return None
         b, settings = nodecfg.load()
-        nodecfg.scaled(b, opts["speed"] or b.speed)
-        if opts["wake"] and b.sleep != "deep":
+        nodecfg.scaled(b, opts.get(_SPEED) or b.speed)
+        if opts.get(_WAKE) and b.sleep != "deep":
             raise SystemExit('main.py: --wake needs a board that deep-sleeps (schedule.sleep "deep")')
     except BaseException:
         session.end()
@@ -170,8 +177,9 @@ def setup(argv):
         compat.unload("runtime.nodecfg")
     session.board = b
     session.settings = settings
-    session.quiet = opts["quiet"]
-    session.one_wake = opts["wake"]
-    session.limit_ms = int(opts["run_s"] * 1000) if opts["run_s"] else None
-    session.max_cycles = opts["cycles"]
+    session.quiet = bool(opts.get(_QUIET))
+    session.one_wake = bool(opts.get(_WAKE))
+    run_s = opts.get(_RUN_S)
+    session.limit_ms = int(run_s * 1000) if run_s else None
+    session.max_cycles = opts.get(_CYCLES)
     return session
