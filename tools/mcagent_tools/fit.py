@@ -49,6 +49,8 @@ LAUNCHER = "import main\nmain.main()\n"
 T0_MS = 1790000000000  # backlog readings: T0_MS + i s
 STEP_KB = 4  # binary search resolution
 QSTR_ENTRY_BYTES = 7  # a qstr pool entry on this 32-bit build: pointer, 2-byte hash, length
+# The line micropython.qstr_info() prints: pools, names, their text's bytes, all bytes (pools and text).
+QSTR_INFO = re.compile(r"qstr pool: n_pool=(\d+), n_qstr=(\d+), n_str_data_bytes=(\d+), n_total_bytes=(\d+)")
 FIT_BLOCKS = 1024  # the stand-in's flash: 4 MiB of littlefs, room for a 100,000-reading backlog
 FIT_CAPACITY_KB = 3584
 WAKE_MODULES = [  # in the order a later wake (token refresh, upload) loads them
@@ -312,9 +314,9 @@ class Workbench:
         )
         proc = self.micropython(heap_kb, str(UPY / "library_api.py"), str(args_file))
         for line in proc.stdout.splitlines():
-            names = re.search(r"^qstr pool: .*\bn_qstr=(\d+)", line)
+            names = QSTR_INFO.match(line)
             if names:
-                self.library_names = int(names.group(1))
+                self.library_names = int(names.group(2))
             if line.startswith("mcagent-library "):
                 summary = json.loads(line.split(" ", 1)[1])
                 return (

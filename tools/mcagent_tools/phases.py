@@ -13,7 +13,6 @@ do): when code moves, move the anchor with it.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcagent_tools.build import FIRMWARE
+from mcagent_tools.fit import QSTR_INFO
 
 PROBE_MODULE = """import gc, micropython, sys
 def p(tag):
@@ -43,8 +43,6 @@ POINTS = [
     ("runtime/upload.py", "            ok, err = account(node.st, summary)", "upload returned"),
     ("runtime/cycle.py", '    node.log("deep sleep %d ms" % ms)', "going to sleep"),
 ]
-
-_QSTR = re.compile(r"qstr pool: n_pool=(\d+), n_qstr=(\d+), n_str_data_bytes=(\d+), n_total_bytes=(\d+)")
 
 
 @dataclass
@@ -80,7 +78,7 @@ def rows(output: str) -> list[Row]:
     q: tuple[int, ...] = (0, 0, 0, 0)
     seen: set[str] | None = None
     for line in output.splitlines():
-        m = _QSTR.match(line)
+        m = QSTR_INFO.match(line)
         if m:
             q = tuple(int(g) for g in m.groups())
             continue
