@@ -11,7 +11,9 @@ for tests and tools (every board facility comes in through `hw`, the agent throu
 import sys
 
 from mcagent import compat
-from runtime.node import NODE_DIR, Node  # noqa: F401 (the runtime's public names)
+
+# Nothing else at the top: what main imports is in the heap of every wake, the upload wake's too
+# (runtime.upwake), which runs before the node's runtime is loaded. runtime.node comes in run().
 
 
 def configure(board, settings):
@@ -23,7 +25,15 @@ def configure(board, settings):
 
 
 def run(
-    board=None, settings=None, hw=None, agent_factory=None, max_cycles=None, stop=None, log=None, root=""
+    board=None,
+    settings=None,
+    hw=None,
+    agent_factory=None,
+    max_cycles=None,
+    stop=None,
+    log=None,
+    root="",
+    up=None,
 ):
     """Boot the node and run cycles: max_cycles (tests), stop(node) -> True (the unix board's time
     limit; otherwise it may give the longest wait in ms before it is asked again), or forever. Returns the
@@ -32,15 +42,22 @@ def run(
     board/settings: loaded (runtime.nodecfg), dicts (board.json/settings.json content, checked here, or a
     compiled node.json) or paths; agent_factory(node) -> the agent (default: runtime.wake.default_agent,
     mcagent.Agent from settings);
-    root: directory of the node's files (default: cwd)."""
+    root: directory of the node's files (default: cwd); up: the result of this boot's upload wake, when
+    the caller ran it (runtime.upwake; otherwise it runs here when one was asked and the agent is the
+    real one)."""
     compat.pack_heap()  # what a wake keeps goes to the bottom of the heap (see compat.pack_heap)
     board, settings = configure(board, settings)
     if hw is None:
         hw = compat.call_cold("runtime.hwcold", "detect")
+    if up is None:
+        up = upload_wake(hw, None, root, log, agent_factory)
+    from runtime.node import Node
+
     node = Node(board, settings, hw, agent_factory, log, stop, root)
     node.boot()
     while True:
-        ms = node.step()
+        ms = node.step(up)  # after an upload wake: the rest of the cycle its wake before began
+        up = None
         if max_cycles is not None and node.cycles >= max_cycles:
             return node
         if stop is not None:
@@ -53,14 +70,28 @@ def run(
         node.sleep(ms)
 
 
+def upload_wake(hw, flash=None, root="", log=None, agent_factory=None):
+    """The upload asked of this boot by the wake before it, done now (runtime.upwake: loaded only when
+    RTC memory says one was asked; flash: the unix board's image, mounted at root for it); its result,
+    or None. What it loaded goes after it: the node's wake follows in this heap."""
+    from runtime.hw import MARKS
+
+    if not hw.rtc_memory().startswith(MARKS[1]):  # an upload asked of this wake
+        return None
+    return compat.call_phase("runtime.upwake", "run", hw, flash, root, log, agent_factory)
+
+
 def device_main():
-    """On a board (boot runs main.py): files from the flash root, the real modules (runtime.start)."""
-    prepared = compat.call_cold("runtime.start", "prepare")
+    """On a board (boot runs main.py): files from the flash root, the real modules (runtime.start). An
+    upload wake runs first, before the node's configuration is loaded."""
+    hw = compat.call_cold("runtime.hwcold", "detect")
+    up = upload_wake(hw)
+    prepared = compat.call_cold("runtime.start", "prepare", hw)
     if prepared is None:
         return None
     b, settings, hw = prepared
     try:
-        return run(b, settings, hw)
+        return run(b, settings, hw, up=up)
     except ValueError as e:  # agentconfig.json missing or wrong: raised before the watchdog starts
         print("mcagent: not starting:", e)
         return None
@@ -76,8 +107,14 @@ def main(argv=None, agent_factory=None):
         # The unix board: flash = a littlefs image (or a directory), simulated sensors and deep sleep; the
         # host's clock and network as they are. Its command line (runtime.unix) is released before the node
         # runs, as a board never holds it: the wake runs from here, not from a frame of that module.
+        # A wake from deep sleep asked to upload does that first, before the command line's setup.
+        up = None
+        asked = compat.call_cold("runtime.unixrtc", "upload_asked", argv)
+        if asked is not None:
+            up = upload_wake(*asked, agent_factory)
+        asked = None
         session = compat.call_cold("runtime.unix", "setup", argv)
-        return None if session is None else session.run(run, agent_factory)
+        return None if session is None else session.run(run, agent_factory, up)
     return device_main()
 
 

@@ -45,7 +45,8 @@ class Agent:
     returns one, called when the configuration is first needed (a node's wake that only samples never reads
     it); state: directory for the agent's small durable
     files (registration, token, clock, DSC hash), apart from the data store, so re-onboarding never
-    touches buffered data; ca: CA certificates (DER file paths or DER bytes) the gateway must chain to;
+    touches buffered data; ca: CA certificates the gateway must chain to (DER file paths or DER bytes;
+    a path ending in "/" is a directory whose `.der` files are read);
     proxy: "http://[user:pass@]host:port" of an HTTP CONNECT proxy, or None. clock and conn: for tests.
     """
 

@@ -157,6 +157,7 @@ class Board:
         self.upload_samples = 10
         self.upload_ms = 600000
         self.sleep = "awake"
+        self.upload_wake = False  # deep sleep: upload in a wake of its own (runtime.upwake)
         self.health_ms = 86400000
         self.watchdog_ms = 60000
         self.upload_budget_ms = 300000
@@ -227,7 +228,7 @@ _TOP = (
     "sim",
     "flash",
 )
-_SCHEDULE = ("sample_s", "upload_samples", "upload_s", "sleep", "health_s", "retry_cap_s")
+_SCHEDULE = ("sample_s", "upload_samples", "upload_s", "sleep", "upload_wake", "health_s", "retry_cap_s")
 _POINT = (
     "channel",
     "id",
@@ -294,6 +295,11 @@ def parse(doc, source="board.json", drivers=None):
     b.sleep = sch.get("sleep", "awake")
     if b.sleep not in SLEEP_MODES:
         p.append("schedule.sleep must be \"awake\" or \"deep\", got %s" % _show(b.sleep))
+    b.upload_wake = sch.get("upload_wake", False)
+    if not isinstance(b.upload_wake, bool):
+        p.append("schedule.upload_wake must be true or false, got %s" % _show(b.upload_wake))
+    elif b.upload_wake and b.sleep != "deep":
+        p.append('schedule.upload_wake needs schedule.sleep "deep" (the upload gets a wake of its own)')
     b.health_ms = int(_num(sch, "health_s", "schedule", p, 86400, 60, 86400 * 30) * 1000)
     b.retry_cap_ms = int(_num(sch, "retry_cap_s", "schedule", p, 3600, 10, 86400) * 1000)
 
@@ -589,6 +595,7 @@ def compile(board, settings, sources=None):
         "upload_samples",
         "upload_ms",
         "sleep",
+        "upload_wake",
         "health_ms",
         "watchdog_ms",
         "upload_budget_ms",

@@ -121,6 +121,18 @@ def call_cold(module, fn, *args):
         unload(module)
 
 
+def call_phase(module, fn, *args):
+    """call_cold, and every module loaded during the call is unloaded after it as well: a phase of a
+    wake whose whole code path ends with it (the upload wake: the agent's path goes once it flushed)."""
+    before = list(sys.modules) if MICROPYTHON else ()
+    try:
+        return call_cold(module, fn, *args)
+    finally:
+        for name in list(sys.modules) if before else ():
+            if name not in before:
+                unload(name)
+
+
 # --- socket I/O for mcagent.http (appended by the http area) ---
 
 

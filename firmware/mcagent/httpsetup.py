@@ -35,6 +35,23 @@ def split_url(url):
     return scheme, host, int(port) if port else (443 if scheme == "https" else 80), path, user if at else None
 
 
+def ca_files(items):
+    """The CA items with each directory (a path ending in "/") replaced by the `.der` files in it (sorted;
+    none if it is missing): how a node names every certificate deploy installed in certs/."""
+    out = []
+    for item in items:
+        if isinstance(item, str) and item.endswith("/"):
+            import os
+
+            try:
+                out += [item + n for n in sorted(os.listdir(item.rstrip("/") or "/")) if n.endswith(".der")]
+            except OSError:
+                pass
+        else:
+            out.append(item)
+    return out
+
+
 def read_ca(item):
     """A CA certificate as DER bytes: given as bytes, or read from the DER file at a path."""
     der = item
@@ -66,7 +83,7 @@ def setup(conn, base_url, ca_ders, proxy):
     conn._hosthdr = h if conn.port == (443 if conn.tls else 80) else _HOST_PORT % (h, conn.port)
     conn._ctx = conn._proxy = None
     if conn.tls:
-        ca_ders = [read_ca(c) for c in ca_ders]
+        ca_ders = [read_ca(c) for c in ca_files(ca_ders)]
         try:
             conn._ctx = compat.tls_client_context(ca_ders)
         except OSError as e:  # CPython: ssl.SSLError for a bad DER (MicroPython: ValueError)

@@ -9,6 +9,7 @@ in the same small heap as the data, so code that runs once per wake must not sta
     sampling.py  sensors and readings                     schedule.py   what is due, how long to sleep
     nodecfg.py   node.json (board.json + settings.json compiled on the host by `mcagent deploy`)
     wake.py      boot: state from flash or RTC memory, crash streak, sensors, watchdog
+    upwake.py    the upload wake: a wake from deep sleep that only uploads (schedule.upload_wake)
     wifi.py      station mode with bounded tries          timesync.py   NTP, the server's time to the RTC
     health.py    the health event                         hw.py         the port's board modules (hwcold.py:
     unix.py      the unix board's command line                          what a wake asks of them once)
@@ -25,3 +26,10 @@ class Cfg:
     def __init__(self, doc):
         for k in doc:
             setattr(self, k, doc[k])
+
+
+def path(root, name):
+    """A file of the node: relative names live in root (the flash root on a board: "")."""
+    if not root or name.startswith("/"):
+        return name
+    return root + "/" + name

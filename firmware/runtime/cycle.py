@@ -48,13 +48,63 @@ def start(node):
             compat.call_cold("runtime.health", "queue_health", node, now)
         except Exception as e:
             node.unexpected(e, "health")
-    return sch.upload_due(node, now)
+    why = sch.upload_due(node, now)
+    sources = getattr(b, "sources", None)
+    if (
+        why
+        and getattr(b, "upload_wake", False)
+        and not node.cold
+        and not node.pending
+        and not st["asked"]
+        and sources
+        and st["configured"].startswith(sources + "/")
+        and node.device_sane()
+    ):
+        # Left to a wake of its own (runtime.upwake), whose heap holds the agent's path and little
+        # more: asked in RTC memory with the state, saved before the 1 ms deep sleep this wake ends
+        # with (end, sleep). Only a wake from deep sleep of a node configured for this node.json, its
+        # clock set, no samples held in RAM; not while an earlier request is outstanding (st["asked"]:
+        # its upload wake declined or did not end, or RTC memory lost it): that wake uploads itself.
+        st["asked"] = why
+        node.asked = True
+        node.log("upload (%s) left to a wake of its own" % why)
+        return None
+    return why
+
+
+def uploaded(node, up):
+    """The rest of an upload wake's cycle (runtime.upwake flushed before the node booted): its counters,
+    NTP when due (Wi-Fi is up), the schedule after an upload, the state; ms to wait. When the agent had
+    to register anew, the DSC and mappings are due: the node's own upload does them, and the flush."""
+    summary, err, why, wlan, exc, tries = up
+    node.wlan = wlan
+    node.boot_upload = False
+    node.st["asked"] = ""
+    node.st["retries"] += tries
+    if exc is not None:
+        node.unexpected(exc, "upload")
+    if err == "registered anew":  # runtime.upwake
+        node.st["configured"] = ""
+        node.configured = False
+        node.upload(why)
+        return end(node, why)
+    ok = False
+    if summary is not None:
+        ok, err = compat.call_cold("runtime.upload", "account", node.st, summary)
+    if ok:
+        node.sync_clock()
+    compat.load("runtime.schedule").after_upload(node, ok, err, why)
+    node.save_state()
+    return end(node, why)
 
 
 def end(node, why):
-    """After the cycle's upload (if any): note the heap, save now and then when awake; ms to wait."""
+    """After the cycle's upload (if any): note the heap, save now and then when awake; ms to wait (1 when
+    the upload was left to the next wake)."""
     node.note_heap()
     node.st["crash"] = 0
+    if node.asked:
+        return 1
     if not why and node.board.sleep != "deep" and node.cycles % _SAVE_EVERY == 0:
         node.save_state()
     return compat.load("runtime.schedule").wait_ms(node)
@@ -65,7 +115,7 @@ def sleep(node, ms):
     if ms <= 0:
         return
     b = node.board
-    if b.sleep == "deep" and ms >= b.min_deep_ms and not node.pending:
+    if b.sleep == "deep" and (ms >= b.min_deep_ms or node.asked) and not node.pending:
         deep_sleep(node, ms)
     node.wait(ms)
 

@@ -19,6 +19,7 @@ class FileBlockDevice:
         self.block_size = block_size
         self.blocks = blocks
         self.created = False
+        self.root = None  # where mount_image mounted it
         try:
             self.f = open(path, "r+b")
             self.blocks = self.f.seek(0, 2) // block_size or blocks  # an image keeps the size it was made
@@ -54,6 +55,12 @@ class FileBlockDevice:
         return 0
 
     def close(self):
+        """Unmount the filesystem on it (mount_image), if any, and close the image."""
+        if self.root is not None:
+            import os
+
+            os.umount(self.root)
+            self.root = None
         self.f.close()
 
 
@@ -77,4 +84,5 @@ def mount_image(path, root="/flash", blocks=512):
         dev.close()
         raise OSError("flash image %s does not mount as littlefs (%r): remove it to start afresh" % (path, e))
     os.mount(vfs, root)
+    dev.root = root
     return dev

@@ -10,14 +10,14 @@ an I2C bus) is in runtime.hwcold, loaded per call and released at once.
 
 from mcagent import compat
 
-_rtc_memory = b""  # the unix board's RTC memory: survives a simulated deep sleep, not a new process
-
-
-def power_on():
-    """The unix board is switched on: its RTC memory starts empty (a run of main.main in a process that
-    ran another, as tests do, must not read the last run's schedule from it)."""
-    global _rtc_memory
-    _rtc_memory = b""
+# What RTC memory holds (it survives deep sleep, not a power cut): the node's state, a copy of the one on
+# flash, after one of these marks: the state (0), the state and a request that the next wake upload
+# (1: runtime.cycle, runtime.upwake), or that request taken by the upload wake (2: a boot that finds it
+# after the upload wake did not end well uploads the usual way). One name for the three.
+MARKS = (b"MCN1", b"MCU1", b"MCT1")
+# The unix board's RTC memory (survives a simulated deep sleep) and the file that keeps it between runs
+# that are one wake from deep sleep each (runtime.unixrtc).
+UNIX_RTC = [b"", None]
 
 
 class DeepSleep(BaseException):
@@ -50,6 +50,7 @@ class Hardware:
         self.wdt = None  # the watchdog once started (runtime.hwcold.start_watchdog)
         self.buses = {}  # I2C buses made, by (id, scl, sda, freq)
         self.feeds = 0
+        self.deadline = None  # ticks until which tick() feeds the watchdog (guard)
 
     # time
     def ticks_ms(self):
@@ -70,6 +71,22 @@ class Hardware:
             self.wdt.feed()
             self.feeds += 1
 
+    def tick(self, t):
+        """The watchdog timer's callback: feed the watchdog while a guarded step is within its budget."""
+        d = self.deadline
+        if d is not None and self.ticks_diff(d, self.ticks_ms()) > 0:
+            self.feed()
+
+    def guard(self, ms):
+        """From now on, for ms, the timer keeps the watchdog fed through blocking calls (a stalled
+        upload); past the budget it stops, and the watchdog resets a hung board."""
+        self.feed()
+        self.deadline = self.ticks_add(self.ticks_ms(), ms)
+
+    def unguard(self):
+        self.deadline = None
+        self.feed()
+
     def deepsleep(self, ms):
         fn = getattr(self.machine, "deepsleep", None)
         if fn is None:
@@ -78,20 +95,21 @@ class Hardware:
         raise DeepSleep(ms)  # not reached on a board: waking is a reboot
 
     def rtc_memory(self):
-        global _rtc_memory
         rtc = getattr(self.machine, "RTC", None)
         if rtc is None:
-            return _rtc_memory
+            return UNIX_RTC[0]
         try:
             return bytes(rtc().memory())
         except (OSError, AttributeError):
             return b""
 
     def set_rtc_memory(self, data):
-        global _rtc_memory
         rtc = getattr(self.machine, "RTC", None)
         if rtc is None:
-            _rtc_memory = bytes(data)
+            UNIX_RTC[0] = bytes(data)
+            if UNIX_RTC[1] is not None:
+                with open(UNIX_RTC[1], "wb") as f:
+                    f.write(UNIX_RTC[0])
             return
         try:
             rtc().memory(data)

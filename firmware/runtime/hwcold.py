@@ -43,7 +43,10 @@ def reset_cause(hw):
 
 
 def start_watchdog(hw, timeout_ms):
-    """Start the hardware watchdog (it cannot be stopped again); False where the port has none."""
+    """Start the hardware watchdog (it cannot be stopped again); False where the port has none. Once per
+    boot: an upload wake (runtime.upwake) started it before the node's boot."""
+    if hw.wdt is not None:
+        return True
     wdt = getattr(hw.machine, "WDT", None)
     if wdt is None or not timeout_ms:
         return False

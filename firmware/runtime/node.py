@@ -22,11 +22,12 @@ from micropython import const
 
 from mcagent import compat
 from mcagent.clock import SANE_AFTER_S, Clock, iso_ms
+from runtime import path
+from runtime.hw import MARKS
 
 NODE_DIR = "node"  # the runtime's own state (schedule, counters), apart from the agent's
 ERR_CAP_MS = const(3600000)
 _ERR_BASE_MS = const(5000)
-HINT_MAGIC = b"MCN1"
 STAT_KEYS = ("taken", "recorded", "sent", "uploads", "rotations", "dropped", "store_dropped")
 PERIOD_KEYS = ("retries", "errors", "sensor_errors")
 _PHASES = const(("runtime.schedule", "runtime.sampling", "runtime.cycle"))  # released before an upload
@@ -71,19 +72,17 @@ class Node:
         self.last_ts = None
         self.secret = (None, None)
         self.ref = None
-        self.deadline = None
         self.timer = None
         self.wlan = None
         self.configured = False
         self.boot_upload = self.cold
         self.health_boot = self.cold
         self.logged = 0  # run-log entries this boot
+        self.asked = False  # this wake leaves its upload to the next (runtime.cycle.defer)
 
     def path(self, name):
         """A file of the node: relative names live in root (the flash root on a board)."""
-        if not self.root or name.startswith("/"):
-            return name
-        return self.root + "/" + name
+        return path(self.root, name)
 
     # ---- logging ------------------------------------------------------------------------------------------
 
@@ -135,7 +134,7 @@ class Node:
         try:
             from mcagent.state import encode
 
-            data = HINT_MAGIC + encode(st)
+            data = MARKS[1 if self.asked else 0] + encode(st)  # 1: an upload asked of the next wake
             if len(data) <= 2000:
                 self.hw.set_rtc_memory(data)
         except Exception:
@@ -163,24 +162,6 @@ class Node:
         if commit is not None:
             commit()
 
-    # ---- the watchdog -------------------------------------------------------------------------------------
-
-    def tick(self, t):
-        """Timer callback: feed the watchdog while a guarded step is within its budget."""
-        d = self.deadline
-        if d is not None and self.hw.ticks_diff(d, self.hw.ticks_ms()) > 0:
-            self.hw.feed()
-
-    def guard(self, ms):
-        """From now on, for ms, the timer keeps the watchdog fed through blocking calls (a stalled
-        upload); past the budget it stops, and the watchdog resets a hung board."""
-        self.hw.feed()
-        self.deadline = self.hw.ticks_add(self.hw.ticks_ms(), ms)
-
-    def unguard(self):
-        self.deadline = None
-        self.hw.feed()
-
     # ---- time ---------------------------------------------------------------------------------------------
 
     def settle(self):
@@ -204,12 +185,15 @@ class Node:
 
     # ---- one cycle ----------------------------------------------------------------------------------------
 
-    def step(self):
-        """One cycle; ms to wait before the next. An exception costs a growing pause, never a crash."""
-        self.cycles += 1
+    def step(self, up=None):
+        """One cycle; ms to wait before the next. An exception costs a growing pause, never a crash.
+        up: this boot began with an upload wake (runtime.upwake's result): the rest of its cycle
+        (runtime.cycle.uploaded) instead."""
+        if up is None:
+            self.cycles += 1  # the upload wake's step ends the cycle its wake before began
         st = self.st
         try:
-            ms = self.cycle()
+            ms = self.cycle() if up is None else _part("cycle").uploaded(self, up)
             st["err_row"] = 0
             return ms
         except Exception as e:
@@ -242,6 +226,7 @@ class Node:
         """Wi-Fi, clock, agent: onboard, configure, token (rotating the secret when due), flush
         (runtime.upload); then the schedule after it (done, or a retry with backoff). True if done."""
         self.release_phases()
+        self.st["asked"] = ""  # a request left to an upload wake is done here (runtime.cycle.defer)
         try:
             ok, err = _part("upload").upload(self, why)
         finally:

@@ -27,10 +27,11 @@ def configure(board, settings):
         compat.unload("runtime.nodecfg")
 
 
-def prepare():
+def prepare(hw=None):
     """On a board (boot runs main.py): (board, settings, hw) from the flash root with the real modules, or
     None when the node must stay at the REPL (wrong configuration, STOP file, safe pin held low)."""
-    hw = compat.call_cold("runtime.hwcold", "detect")
+    if hw is None:
+        hw = compat.call_cold("runtime.hwcold", "detect")
     try:
         b, settings = configure(None, None)
     except ConfigError as e:

@@ -12,7 +12,7 @@ def upload(node, why):
     node.boot_upload = False
     ok = False
     err = None
-    node.guard(b.upload_budget_ms + b.wifi_attempts * (b.wifi_timeout_ms + b.wifi_backoff_ms) + 60000)
+    node.hw.guard(b.upload_budget_ms + b.wifi_attempts * (b.wifi_timeout_ms + b.wifi_backoff_ms) + 60000)
     try:
         if not wifi_up(node):
             err = "no Wi-Fi"
@@ -33,7 +33,7 @@ def upload(node, why):
             node.release_phases()
             # The flush gets its whole budget, whatever Wi-Fi and NTP took (their tries and pauses are
             # bounded on their own, and a board's settings may let them outlast the first guard).
-            node.guard(b.upload_budget_ms + 60000)
+            node.hw.guard(b.upload_budget_ms + 60000)
             summary = agent.flush()
             ok, err = account(node.st, summary)
             release = getattr(agent, "release", None)
@@ -47,7 +47,7 @@ def upload(node, why):
         node.unexpected(e, "upload")
         err = type(e).__name__
     finally:
-        node.unguard()
+        node.hw.unguard()
     return ok, err
 
 
@@ -67,7 +67,7 @@ def configure(node, agent):
 
 
 def account(st, summary):
-    """The flush summary into the node's counters: (ok, error or None)."""
+    """A flush's summary into the node's counters st: (ok, the error or None)."""
     if not isinstance(summary, dict):
         return True, None
     st["sent"] += summary.get("readings_sent", 0) or 0

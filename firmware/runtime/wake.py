@@ -6,7 +6,8 @@ Runs once per wake and is released after it (mcagent.compat.call_cold).
 from micropython import const
 
 from mcagent import compat
-from runtime.node import ERR_CAP_MS, HINT_MAGIC, NODE_DIR, PERIOD_KEYS, STAT_KEYS, SensorSlot
+from runtime.hw import MARKS
+from runtime.node import ERR_CAP_MS, NODE_DIR, PERIOD_KEYS, STAT_KEYS, SensorSlot
 
 _CRASH_STREAK = const(3)  # watchdog/brownout resets in a row before boots are spaced out
 _CRASHY = const(("WDT_RESET", "BROWNOUT_RESET"))
@@ -34,6 +35,7 @@ def fresh_state(now):
         "min_heap": -1,
         "configured": "",
         "err_row": 0,  # cycles in a row that ended in an unexpected exception (Node.step's backoff)
+        "asked": "",  # why the upload was left to the next wake (runtime.cycle.defer, runtime.upwake)
     }
     for k in STAT_KEYS + PERIOD_KEYS:
         st[k] = 0
@@ -45,21 +47,13 @@ def default_agent(node):
     from mcagent import Agent
 
     s = node.settings
-    ca = s.ca
-    if ca is None:  # every certificate deploy installed
-        import os
-
-        try:
-            ca = ["certs/" + n for n in sorted(os.listdir(node.path("certs"))) if n.endswith(".der")]
-        except OSError:
-            ca = []
     b = node.board
     return Agent(
         # read at power-on (a wrong file keeps the node at the REPL), on a wake from deep sleep when the
         # upload first needs it (Node.agent_config: a function of this module would keep it in the heap)
         config=node.path(s.agentconfig) if node.cold else node.agent_config,
         state=node.path(s.state_dir),
-        ca=[node.path(c) for c in ca],
+        ca=node.path("certs/") if s.ca is None else [node.path(c) for c in s.ca],  # certs/: its .der files
         proxy=s.proxy,
         clock=node.clock,
         store=node.path("store"),
@@ -91,7 +85,7 @@ def boot(node):
     b = node.board
     if compat.call_cold("runtime.hwcold", "start_watchdog", node.hw, b.watchdog_ms):
         node.timer = compat.call_cold(
-            "runtime.hwcold", "timer", node.hw, max(1000, b.watchdog_ms // 4), node.tick
+            "runtime.hwcold", "timer", node.hw, max(1000, b.watchdog_ms // 4), node.hw.tick
         )
     node.ref = (node.hw.ticks_ms(), node.clock.now_ms())
     if b.sensors is not None:
@@ -152,11 +146,11 @@ def read_hint(node):
     """The copy of the state in RTC memory (survives deep sleep, not a power cut), or None."""
     try:
         data = node.hw.rtc_memory()
-        if not data.startswith(HINT_MAGIC):
+        if bytes(data[:4]) not in MARKS:  # the state, maybe with an upload request (runtime.hw)
             return None
         from mcagent.state import decode
 
-        value = decode(bytes(data[len(HINT_MAGIC) :]))
+        value = decode(bytes(data[4:]))
         return value if isinstance(value, dict) else None
     except Exception:  # a hint is only a hint
         return None

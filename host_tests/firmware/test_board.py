@@ -139,6 +139,10 @@ def test_wrong_fields_are_named():
         (lambda d: d.update(schedule={"sample_s": "60"}), "schedule.sample_s must be a number, got \"60\""),
         (lambda d: d.update(schedule={"sample_s": 0}), "schedule.sample_s must be between"),
         (lambda d: d.update(schedule={"sleep": "light"}), "schedule.sleep must be \"awake\" or \"deep\""),
+        (lambda d: d.update(schedule={"sleep": "deep", "upload_wake": 1}),
+         "schedule.upload_wake must be true or false, got 1"),
+        (lambda d: d.update(schedule={"upload_wake": True}),
+         "schedule.upload_wake needs schedule.sleep \"deep\""),
         (lambda d: d.update(schedule={"upload_samples": 2.5}),
          "schedule.upload_samples must be a whole number"),
         (lambda d: d.update(schedule={"upload_samples": 0, "upload_s": 0}), "nothing would ever be uploaded"),
@@ -161,6 +165,15 @@ def test_wrong_fields_are_named():
         assert len(problems) == 1, (expected, problems)
         assert expected in problems[0], (expected, problems[0])
         assert text.startswith("board.json: "), text
+
+
+def test_upload_wake_goes_into_node_json():
+    """schedule.upload_wake (a deep-sleeping board uploads in a wake of its own) reaches the runtime."""
+    doc = _minimal()
+    for schedule, compiled in (({"sleep": "deep", "upload_wake": True}, True), ({"sleep": "deep"}, False)):
+        doc["schedule"] = schedule
+        node = board.compile(board.parse(doc, "board.json", sensors), board.parse_settings({}))
+        assert node["upload_wake"] is compiled
 
 
 def test_a_unix_store_that_does_not_fit_its_flash_image_is_refused():
@@ -415,8 +428,7 @@ def test_unix_flash_image(workdir):
         st = os.statvfs("/flash")
         assert st[0] == 4096 and st[2] == 64
     finally:
-        os.umount("/flash")
-        dev.close()
+        dev.close()  # unmounts it
     assert os.stat(img)[6] == 64 * 4096
     for blocks in (64, 512):  # remounts the same bytes; an image keeps the size it was made with (a run
         dev = flashimage.mount_image(img, "/flash", blocks)  # without --board passes the default, 512)
@@ -424,7 +436,6 @@ def test_unix_flash_image(workdir):
             assert not dev.created and dev.blocks == 64
             assert sorted(os.listdir("/flash")) == ["board.json", "node"]
         finally:
-            os.umount("/flash")
             dev.close()
     with open(workdir + "/junk.img", "wb") as f:
         f.write(b"\x00" * 4096 * 16)

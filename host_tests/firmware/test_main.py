@@ -21,6 +21,7 @@ from mcagent.clock import SANE_AFTER_S
 from mcagent.runlog import RunLog
 from runtime import health
 from runtime import hw as rhw
+from runtime import node as rnode
 
 ROOT = __file__.rsplit("/", 3)[0]
 Y2K = 946684800
@@ -677,12 +678,12 @@ def test_crash_loop_is_spaced_out(workdir):
     doc = board_doc(sleep="deep")
     for _ in range(2):  # two watchdog resets: the node starts work at once
         machine.reboot(machine.WDT_RESET)
-        node = main.Node(*main.configure(doc, SETTINGS),
+        node = rnode.Node(*main.configure(doc, SETTINGS),
                          rhw.Hardware(machine, network, ntptime, esp32, machine.sim.time),
                          lambda n: FakeAgent(n, svc), lambda m: None, None, workdir)
         node.boot()
     machine.reboot(machine.WDT_RESET)
-    node = main.Node(*main.configure(doc, SETTINGS),
+    node = rnode.Node(*main.configure(doc, SETTINGS),
                      rhw.Hardware(machine, network, ntptime, esp32, machine.sim.time),
                      lambda n: FakeAgent(n, svc), lambda m: None, None, workdir)
     e = raises(machine.DeepSleep, node.boot)  # the third in a row: sleep a minute before trying again
@@ -833,6 +834,7 @@ def test_unix_board_runs_one_wake_from_deep_sleep(workdir):
     with open(ROOT + "/boards/unix/board.json") as f:
         doc = json.loads(f.read())
     doc["schedule"]["sleep"] = "awake"
+    doc["schedule"].pop("upload_wake", None)  # an awake board has no wake of its own to upload in
     with open(workdir + "/awake.json", "w") as f:
         f.write(json.dumps(doc))
     argv = ["--root", workdir + "/awake", "--board", workdir + "/awake.json", "--wake"]
@@ -951,3 +953,169 @@ def test_untrusted_clock_still_wakes_within_a_quarter_of_the_secret_life(workdir
 
     wait = schedule.wait_ms(node)
     assert 0 < wait <= life_s * 250, (wait, life_s)
+
+
+def _upload_wake_node(workdir, **schedule):
+    """board.json and settings.json in workdir (node.json compiled from them at the first boot, as deploy
+    installs it): a deep-sleeping board whose uploads get a wake of their own (schedule.upload_wake)."""
+    doc = board_doc(sleep="deep", sample_s=300, upload_samples=2, upload_s=86400)
+    doc["schedule"]["upload_wake"] = True
+    doc["schedule"].update(schedule)
+    with open(workdir + "/board.json", "w") as f:
+        f.write(json.dumps(doc))
+    with open(workdir + "/settings.json", "w") as f:
+        f.write(json.dumps(SETTINGS))
+
+
+def _wake(svc, logs, cause=None):
+    """One boot from the files in the working directory (after a reset of that cause, if given) until it
+    sleeps: the sleep's ms (slept: the next boot is a wake from deep sleep)."""
+    if cause is not None:
+        machine.reboot(cause)
+    hw = rhw.Hardware(machine, network, ntptime, esp32, machine.sim.time)
+    try:
+        main.run("board.json", "settings.json", hw, lambda n: FakeAgent(n, svc), log=logs.append)
+    except machine.DeepSleep as d:
+        machine.reboot(machine.DEEPSLEEP_RESET)  # asleep: no watchdog, no timers
+        machine.sim.time.advance(d.ms)
+        return d.ms
+    raise AssertionError("the node never went to deep sleep")
+
+
+def test_an_upload_due_after_deep_sleep_gets_a_wake_of_its_own(workdir):
+    """schedule.upload_wake: the wake that finds the upload due records its sample, asks the next boot
+    (RTC memory) and deep-sleeps 1 ms; that boot uploads before the node's runtime loads (runtime.upwake),
+    then finishes the cycle as any upload does."""
+    fresh()
+    svc = Service()
+    _upload_wake_node(workdir)
+    here = os.getcwd()
+    os.chdir(workdir)
+    logs = []
+    try:
+        assert _wake(svc, logs, machine.PWRON_RESET) > 1000  # power-on: sample, upload inline
+        assert len(svc.readings) == 1 and len(svc.dscs) == 1 and svc.flushes == 1
+        assert _wake(svc, logs) > 1000  # one sample: no upload due
+        del logs[:]
+        assert _wake(svc, logs) == 1  # the second since the upload: due, asked of the next boot
+        assert any("upload (samples) left to a wake of its own" in m for m in logs), logs
+        assert machine.sim.rtc_memory.startswith(b"MCU1") and svc.flushes == 1 and len(svc.flash) == 2
+        assert _state(workdir)["asked"] == "samples"
+        del logs[:]
+        ms = _wake(svc, logs)  # the upload wake
+        assert svc.flushes == 2 and len(svc.readings) == 3 and svc.flash == [], (logs, svc.flash)
+        assert logs[0] == "upload (samples): a wake of its own", logs
+        assert any("upload (samples) done" in m for m in logs), logs
+        st = _state(workdir)
+        assert st["asked"] == "" and st["taken"] == 3 and st["uploads"] == 2 and st["samples"] == 0, st
+        assert st["sent"] == 3 and st["wakes"] == 3 and st["errors"] == 0, st
+        assert machine.sim.rtc_memory.startswith(b"MCN1")
+        assert 290000 < ms <= 300000  # the next sample, on its grid
+        assert len(svc.dscs) == 1  # configured once for this node.json: the upload wake does not put it
+    finally:
+        os.chdir(here)
+
+
+def test_an_upload_wake_that_did_not_end_leaves_the_upload_to_the_next_wake(workdir):
+    """The upload wake marks RTC memory as taken; a boot after one that did not end (a watchdog reset)
+    does not ask again: it uploads itself. So does a wake whose RTC memory lost the request."""
+    fresh()
+    svc = Service()
+    _upload_wake_node(workdir)
+    here = os.getcwd()
+    os.chdir(workdir)
+    logs = []
+    try:
+        _wake(svc, logs, machine.PWRON_RESET)
+        _wake(svc, logs)
+        assert _wake(svc, logs) == 1 and len(svc.flash) == 2
+        svc.flush_script = [("stall", 200000)]  # the upload wake hangs: the watchdog resets the board
+        try:
+            _wake(svc, logs)
+            raise AssertionError("the watchdog did not reset a hung upload wake")
+        except machine.WatchdogReset:
+            pass
+        assert machine.sim.rtc_memory.startswith(b"MCT1")
+        del logs[:]
+        _wake(svc, logs, machine.WDT_RESET)  # no upload wake after a reset: this one uploads
+        assert svc.flash == [] and len(svc.readings) == 3, logs
+        assert not any("a wake of its own" in m for m in logs), logs
+        assert _state(workdir)["asked"] == ""
+        # RTC memory lost (not kept by the port): the next due upload is asked, then done by the wake after
+        _wake(svc, logs)
+        assert _wake(svc, logs) == 1
+        machine.sim.rtc_memory = b""
+        del logs[:]
+        _wake(svc, logs)  # no request in RTC memory: a usual wake, with the upload still due
+        assert svc.flash == [] and not any("a wake of its own" in m for m in logs), logs
+    finally:
+        os.chdir(here)
+
+
+def test_an_upload_wake_whose_agent_must_register_again_puts_the_dsc(workdir):
+    """The service forgot the agent: the upload wake's onboard() registers it anew, so the DSC and
+    mappings are due; the node's own upload does them and the flush, in the same boot."""
+    fresh()
+    svc = Service()
+    _upload_wake_node(workdir)
+    here = os.getcwd()
+    os.chdir(workdir)
+    logs = []
+    try:
+        _wake(svc, logs, machine.PWRON_RESET)
+        _wake(svc, logs)
+        assert _wake(svc, logs) == 1
+        svc.secret_exp = None
+        _wake(svc, logs)
+        assert len(svc.dscs) == 2 and svc.flash == [] and len(svc.readings) == 3, logs
+        assert _state(workdir)["asked"] == ""
+    finally:
+        os.chdir(here)
+
+
+def test_a_failed_upload_wake_backs_off_like_any_upload(workdir):
+    fresh()
+    svc = Service()
+    _upload_wake_node(workdir)
+    here = os.getcwd()
+    os.chdir(workdir)
+    logs = []
+    try:
+        _wake(svc, logs, machine.PWRON_RESET)
+        _wake(svc, logs)
+        assert _wake(svc, logs) == 1
+        svc.flush_script = ["error"]
+        del logs[:]
+        ms = _wake(svc, logs)
+        assert any("upload (samples) failed" in m for m in logs) and len(svc.flash) == 2, logs
+        st = _state(workdir)
+        assert st["fails"] == 1 and st["asked"] == "" and 15000 <= ms <= 30000, (st, ms)
+        assert _wake(svc, logs) == 1  # the retry: asked of a wake of its own again
+        _wake(svc, logs)
+        assert svc.flash == [] and len(svc.readings) == 3
+    finally:
+        os.chdir(here)
+
+
+def test_unix_board_upload_wake_is_a_run_of_its_own(workdir):
+    """On the unix board each `--wake` run is one boot: RTC memory goes from one to the next in a file
+    beside the flash, so the run that asks for the upload ends, and the next run uploads first thing."""
+    import time
+
+    svc, agent, where = unix_board(workdir)
+    board = ["--board", ROOT + "/boards/unix/board.json"]
+    main.main(where + board + ["--speed", "300", "--cycles", "1", "--quiet"], agent)
+    node = None
+    for _ in range(6):  # samples every 0.2 s, upload after 5
+        time.sleep(0.25)
+        node = main.main(where + ["--speed", "300", "--wake", "--quiet"], agent)
+        if node.asked:
+            break
+    assert node.asked and len(svc.flash) == 5 and node.st["taken"] == 6, (node.st, svc.flash)
+    node = main.main(where + ["--speed", "300", "--wake", "--quiet"], agent)
+    # (at 300 times the speed the next sample may come before this boot sleeps: it waits awake for it)
+    assert len(svc.readings) == 6 and len(svc.flash) == node.st["taken"] - 6 <= 1, svc.flash
+    assert node.st["uploads"] == 2 and node.st["asked"] == "", node.st
+    rtc = where[1] + ".rtc-memory" if where[0] == "--flash" else where[1] + "/.rtc-memory"
+    with open(rtc, "rb") as f:
+        assert f.read().startswith(b"MCN1")

@@ -3,8 +3,10 @@
 `make fit` says how small a heap a wake needs; this says where the heap goes. It copies the firmware, puts a
 probe before each point below (a collection, then `gc.mem_alloc()`, the qstr pools and the loaded modules),
 compiles the copy to `.mpy` as deploy does, and runs on the unix board (32-bit MicroPython, `make upy32`,
-against southgate over verified TLS) a first wake, then a later wake from deep sleep: sample, token,
-upload of a 1,000-reading backlog, sleep. The probe's own few names are counted with the rest.
+against southgate over verified TLS) a first wake, then a later wake from deep sleep: a wake that samples
+and leaves the upload of the 1,000-reading backlog to the next boot (the board's schedule.upload_wake),
+and that boot, the upload wake (token, flush, the schedule after it, sleep), whose points are the table.
+The probe's own few names are counted with the rest.
 
 A point whose anchor text no longer appears once in its file stops the tool (host_tests check that they
 do): when code moves, move the anchor with it.
@@ -32,15 +34,21 @@ def p(tag):
 # (file under firmware/, the line the probe goes before (its first characters, indentation included), tag)
 POINTS = [
     ("main.py", "    compat.pack_heap()\n    if argv is None:", "main.main entered"),
-    ("main.py", "    node = Node(board, settings, hw, agent_factory, log, stop, root)", "board's setup done"),
-    ("main.py", "    while True:\n        ms = node.step()", "boot done"),
-    ("runtime/cycle.py", "    if sch.health_due(node, now):", "sample recorded"),
-    ("runtime/upload.py", "            node.sync_clock()", "upload: Wi-Fi up"),
-    ("runtime/upload.py", "            if not node.configured:", "onboarding checked"),
-    ("runtime/upload.py", "            node.settle()  # the", "token fetched"),
+    ("runtime/upwake.py", "    got = compat.call_cold", "upload wake starts"),
+    ("runtime/upsetup.py", '    budget = b["upload_budget_ms"]', "node.json read"),
+    ("runtime/upsetup.py", "        agent.store  # noqa", "agent made"),
+    ("runtime/upwake.py", "        if agent is None:", "store open"),
+    ("runtime/upwake.py", "            hw.guard(budget + 60000)", "token fetched"),
     ("mcagent/uploader.py", "            if status == 200:", "flush: an answer"),
     ("mcagent/uploader.py", "        p = store.pending_known()", "flush done"),
-    ("runtime/upload.py", "            ok, err = account(node.st, summary)", "upload returned"),
+    ("runtime/upwake.py", "            release = getattr(agent", "flush returned"),
+    ("main.py", "    from runtime.node import Node", "agent's path released"),
+    ("main.py", "    while True:\n        ms = node.step(up)", "node booted"),
+    (
+        "runtime/cycle.py",
+        '    compat.load("runtime.schedule").after_upload(node, ok, err, why)',
+        "schedule after upload",
+    ),
     ("runtime/cycle.py", '    node.log("deep sleep %d ms" % ms)', "going to sleep"),
 ]
 
@@ -125,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     table = rows(w.stdout)
     if not w.ok or not table:
         print(w.output, file=sys.stderr)
-    print(
-        f"{args.board}: a later wake from deep sleep (sample, token, upload 1,000), -X heapsize={args.heap}k,"
-    )
+    print(f"{args.board}: the upload wake of a later wake (token, upload 1,000), -X heapsize={args.heap}k,")
     print(f"held after a collection (the run {'succeeded' if w.ok else 'FAILED'}):")
     print(f"  {'point':<22} {'held':>9} {'names':>6} {'pools':>5} {'names, pools':>13}")
     for r in table:

@@ -50,5 +50,4 @@ try:
     print(json.dumps({"sent": st.get("sent", 0), "taken": st.get("taken", 0), "pending": store.pending_count()}))
 finally:
     os.chdir("/")
-    os.umount("/flash")
-    dev.close()
+    dev.close()  # unmounts it

@@ -34,5 +34,4 @@ try:
     print("mcagent-library " + json.dumps(summary))
 finally:
     os.chdir("/")
-    os.umount("/flash")
-    dev.close()
+    dev.close()  # unmounts it

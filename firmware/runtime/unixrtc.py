@@ -1,0 +1,55 @@
+"""The unix board's RTC memory when it is switched on: empty, or for a run that is one wake from deep sleep
+(`--wake`, a process per wake) what the wake before left in a file beside the flash image (or in the flash
+directory). runtime.hw reads and writes it (UNIX_RTC); loaded per call and released.
+"""
+
+from micropython import const
+
+from runtime.hw import MARKS, UNIX_RTC, Hardware
+
+_WAKE = const("--wake")
+_FLASH = const("--flash")
+_ROOT = const("--root")
+_QUIET = const("--quiet")
+_BESIDE = const(".rtc-memory")
+_ASKED = const(1)  # MARKS
+
+
+def _option(argv, opt):
+    i = argv.index(opt) if opt in argv else -1
+    return argv[i + 1] if 0 <= i < len(argv) - 1 else None
+
+
+def power_on(argv=None, here=None):
+    """Switched on: RTC memory empty (a run of main.main in a process that ran another, as tests do, must
+    not read the last run's schedule), or for a `--wake` command line the file's (here: the directory the
+    run started in, for a relative path), written through at every change from now on."""
+    UNIX_RTC[0] = b""
+    UNIX_RTC[1] = None
+    if not argv or _WAKE not in argv:
+        return
+    import os
+
+    flash = _option(argv, _FLASH)
+    p = flash + _BESIDE if flash else (_option(argv, _ROOT) or ".").rstrip("/") + "/" + _BESIDE
+    UNIX_RTC[1] = p if p[0] == "/" else (here or os.getcwd()) + "/" + p
+    try:
+        with open(UNIX_RTC[1], "rb") as f:
+            UNIX_RTC[0] = f.read()
+    except OSError:
+        pass
+
+
+def upload_asked(argv):
+    """(hw, flash image or None, flash directory, log) when this run is a wake from deep sleep whose RTC
+    memory asks for an upload (runtime.upwake), else None: checked before the command line's setup."""
+    power_on(argv)
+    if not UNIX_RTC[0].startswith(MARKS[_ASKED]):
+        return None
+    flash = _option(argv, _FLASH)
+    root = "/flash" if flash else (_option(argv, _ROOT) or ".").rstrip("/") or "/"
+    return Hardware(reset_cause="DEEPSLEEP_RESET"), flash, root, _quiet if _QUIET in argv else None
+
+
+def _quiet(msg):
+    pass
