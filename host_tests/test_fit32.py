@@ -6,16 +6,16 @@ the host). Heap is deterministic for given inputs up to the layout of a fragment
 the test asserts -X heapsize bounds a little above the figures `make fit` measures (docs/benchmarks.md):
 
 - a first wake (onboard, DSC, mappings, token, upload) succeeds in the issue's 80 KB; a later wake (from deep
-  sleep: a sample, token refresh, upload of a backlog) and a power-on wake (the same after a power cut, with
-  the health event) within today's bound; bounds only ever go down;
+  sleep: a sample, token refresh, upload of a 1,000-reading backlog) in the issue's 64 KB: the board's
+  schedule.upload_wake makes it two boots, the one that samples and asks and the upload wake, each in that
+  heap; a power-on wake (the same after a power cut, with the health event: it uploads inline) within
+  today's bound; bounds only ever go down;
 - a sampling wake (from deep sleep, a sample recorded, no upload due: most of a node's wakes) in the issue's
   64 KB;
-- later wakes upload backlogs of 100, 10,000 and 100,000 readings in one and the same heap (bodies stream
-  from flash: the backlog's size costs no RAM);
+- later wakes upload backlogs of 1,000, 10,000 and 100,000 readings in the same heap, give or take the one
+  4 KB step the issue allows (bodies stream from flash: the backlog's size costs no RAM);
 - the library API (onboard, configure, token, record 20,000 readings, flush) within its bound;
 - with the firmware frozen into the binary, the same wakes need far less (what bytecode costs).
-
-The issue's 64 KB for a later wake that uploads is not met yet: see docs/architecture.md ("Heap").
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mcagent_tools.fit import BOARDS, Workbench, lost, names_note, standin
+from mcagent_tools.fit import BOARDS, UPLOAD_ASKED, Workbench, lost, names_note, standin
 from southgate.testing import RunningSouthgate
 
 pytestmark = pytest.mark.heap  # make test runs these alone, after the rest: CPU contention varies the layout
@@ -39,7 +39,12 @@ pytestmark = pytest.mark.heap  # make test runs these alone, after the rest: CPU
 # two steps or more above their figures.
 FIRST_WAKE_KB = 80  # measured 80 KB (84 before -O3, 92-96 earlier that day, 112-116 before packing)
 FIRST_WAKE_TRIES = 3
-LATER_WAKE_KB = 88  # measured 80 KB, the same for 100, 10,000 and 100,000 readings (84-88, 92-96, 100-104)
+# A later wake, held to the issue's 64 KB: measured 64 KB (63 at 1 KB resolution; 80 KB before the upload
+# wake, 84-88, 92-96, 100-104 before that), 10,000 and 100,000 readings one step more (68 KB). At its target,
+# so three tries, as the first wake.
+LATER_WAKE_KB = 64
+LATER_WAKE_TRIES = 3
+BACKLOG_STEP_KB = 4  # the issue's allowance for a backlog 10 and 100 times bigger
 POWER_ON_WAKE_KB = 88  # measured 80 KB
 # A wake from deep sleep that only samples, held to the issue's 64 KB; measured 60 (76 KB before its wakes
 # stopped loading the agent's identity and configuration, made names of 14 private constants and arguments,
@@ -69,14 +74,20 @@ def test_first_and_later_wake_fit_their_bounds(bench: Workbench) -> None:
         if first.ok:
             break
     assert first.ok, first.output
-    for n in (100, 10_000, 100_000):
+    for n in (1_000, 10_000, 100_000):
         image = bench.work / f"backlog-{n}.img"
         shutil.copy(base, image)
         bench.fill(image, n)
-        later = bench.later_wake(image, LATER_WAKE_KB)
+        kb = LATER_WAKE_KB if n == 1_000 else LATER_WAKE_KB + BACKLOG_STEP_KB
+        for _ in range(LATER_WAKE_TRIES):
+            later = bench.later_wake(image, kb)
+            if later.ok:
+                break
         assert later.ok, (n, later.output)
+        # two boots: the wake that samples and asks, then the upload wake (schedule.upload_wake)
+        assert UPLOAD_ASKED in later.output and ": a wake of its own" in later.output, later.output
         assert bench.pending(bench.work / "later.img") == 0
-        if n == 100:
+        if n == 1_000:
             power_on = bench.power_on_wake(image, POWER_ON_WAKE_KB)
             assert power_on.ok, power_on.output
             assert "PWRON_RESET" in power_on.output and "health event queued" in power_on.output

@@ -9,11 +9,12 @@ in the same small heap as the data, so code that runs once per wake must not sta
     sampling.py  sensors and readings                     schedule.py   what is due, how long to sleep
     nodecfg.py   node.json (board.json + settings.json compiled on the host by `mcagent deploy`)
     wake.py      boot: state from flash or RTC memory, crash streak, sensors, watchdog
-    upwake.py    the upload wake: a wake from deep sleep that only uploads (schedule.upload_wake)
+    upwake.py    the upload wake: a boot that uploads before the node loads (schedule.upload_wake);
+    upsetup.py   its setup (node.json, watchdog, Wi-Fi, the agent), released before the flush
     wifi.py      station mode with bounded tries          timesync.py   NTP, the server's time to the RTC
     health.py    the health event                         hw.py         the port's board modules (hwcold.py:
     unix.py      the unix board's command line                          what a wake asks of them once)
-    flashimage.py  the unix board's littlefs image file
+    flashimage.py  the unix board's littlefs image file     unixrtc.py    its RTC memory between --wake runs
 """
 
 

@@ -208,7 +208,11 @@ def write_markdown(rows: list[dict[str, Any]], step: int) -> None:
         f"Measured {time.strftime('%Y-%m-%d')} on {sys.platform}, Python {sys.version.split()[0]}.",
         "",
     ]
-    BENCHMARKS_MD.write_text("\n".join(lines))
+    # This section only: the file's other sections (make fit's, southgate's console) are kept as they are.
+    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else ""
+    start = text.find("## Flat RAM")
+    rest = text[text.find("\n## ", start) + 1 :] if start >= 0 and text.find("\n## ", start) >= 0 else ""
+    BENCHMARKS_MD.write_text("\n".join(lines) + ("\n" + rest if rest else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,9 @@ fragmented heap is not quite monotonic) with which
 
 - a **first wake** succeeds: onboard, DSC, mappings, token, upload of what it sampled;
 - a **later wake** succeeds: a wake from deep sleep (`--wake`) that samples, refreshes the token (the cached
-  one is dropped) and uploads a 1,000-reading backlog, then sleeps again;
+  one is dropped) and uploads a 1,000-reading backlog, then sleeps again; on a board whose schedule has
+  `upload_wake` (all of ours), two runs in that heap: the wake that samples and leaves the upload to the
+  next boot, and that boot, the upload wake (the unix board keeps RTC memory between the two in a file);
 - a **sampling wake** succeeds: a wake from deep sleep that samples and records, no upload due (most of a
   deep-sleeping node's wakes);
 - a **power-on wake** succeeds: the same node started by a power cut: it samples, queues the health event
@@ -248,7 +250,8 @@ class Workbench:
 
     def later_wake(self, base: Path, heap_kb: int) -> Wake:
         """From a copy of base (a flash after its first wake, with a backlog): a wake from deep sleep that
-        samples, fetches a token and uploads it all."""
+        samples, fetches a token and uploads it all; on a board with schedule.upload_wake, two boots (the
+        wake that samples and asks, the upload wake), each in heap_kb."""
         return self._upload_wake(base, heap_kb, deep=True)
 
     def power_on_wake(self, base: Path, heap_kb: int) -> Wake:
