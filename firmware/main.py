@@ -113,7 +113,7 @@ def main(argv=None, agent_factory=None):
         if asked is not None:
             up = upload_wake(*asked, agent_factory)
         asked = None
-        session = compat.call_cold("runtime.unix", "setup", argv)
+        session = compat.call_cold("runtime.unix", "setup", argv, up[6] if up else None)
         return None if session is None else session.run(run, agent_factory, up)
     return device_main()
 

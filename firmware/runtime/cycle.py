@@ -76,7 +76,7 @@ def uploaded(node, up):
     """The rest of an upload wake's cycle (runtime.upwake flushed before the node booted): its counters,
     NTP when due (Wi-Fi is up), the schedule after an upload, the state; ms to wait. When the agent had
     to register anew, the DSC and mappings are due: the node's own upload does them, and the flush."""
-    summary, err, why, wlan, exc, tries = up
+    summary, err, why, wlan, exc, tries, _ = up
     node.wlan = wlan
     node.boot_upload = False
     node.st["asked"] = ""

@@ -174,7 +174,9 @@ class Node:
 
     def sync_clock(self):
         """NTP when the device clock is unset or due for a resync; True if the device clock is good
-        (runtime.timesync)."""
+        (runtime.timesync: not loaded where there is no NTP to try)."""
+        if self.hw.ntptime is None or not self.board.ntp_attempts:
+            return self.device_sane()
         return compat.call_cold("runtime.timesync", "sync_clock", self)
 
     def adopt_learned_time(self):

@@ -72,6 +72,7 @@ class Session:
                     compat.sleep_ms(ms, time)
                     cause = "DEEPSLEEP_RESET"
             if node is not None:
+                node.release_phases()  # the cycle's code goes before the summary's comes
                 print("mcagent-summary " + json.dumps(compat.call_cold("runtime.health", "summary", node)))
             return node
         finally:

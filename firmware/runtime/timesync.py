@@ -12,6 +12,7 @@ def sync_clock(node):
 
     A network that blocks NTP costs its tries once per resync period, not once per upload: after a
     failure the server's Date sets the clock, and the device clock then counts as good until the resync.
+    Called where the port has NTP and the board tries it (Node.sync_clock answers for the others).
     """
     ntp = node.hw.ntptime
     b = node.board
@@ -19,8 +20,6 @@ def sync_clock(node):
     now = node.clock.now_ms()
     if node.device_sane() and st["ntp_ms"] and 0 <= now - st["ntp_ms"] < b.ntp_resync_ms:
         return True
-    if ntp is None or not b.ntp_attempts:
-        return node.device_sane()
     if node.settings.ntp_host:
         ntp.host = node.settings.ntp_host
     st["ntp_ms"] = now  # tried now: with a clock from the server, the next try waits for the resync time

@@ -120,23 +120,31 @@ def _anchor_path(here):
             pkg.__path__ = anchored(p)
 
 
-def setup(argv):
+def setup(argv, mounted=None):
     """Parse the command line, mount the flash, install files, load node.json: a runtime.power.Session,
-    or None when a STOP file keeps the node off. Runs once; this module is released before the node runs."""
+    or None when a STOP file keeps the node off. Runs once; this module is released before the node runs.
+    mounted: the flash image's block device, mounted at /flash already (by the upload wake)."""
     import json
     import os
 
     from runtime import nodecfg
     from runtime.power import Session
 
-    opts = _parse_args(argv)
-    dev = None
+    try:
+        opts = _parse_args(argv)
+    except BaseException:
+        if mounted is not None:
+            mounted.close()
+        raise
+    dev = mounted
     flash = opts.get(_FLASH)
     board_path = opts.get(_BOARD)
     settings_path = opts.get(_SETTINGS)
     if not flash:
         root = (opts.get(_ROOT) or ".").rstrip("/") or "/"
         compat.makedirs(root)
+    elif dev is not None:
+        root = "/flash"
     else:
         blocks = 512
         if board_path:

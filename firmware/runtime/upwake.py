@@ -30,10 +30,11 @@ _ANEW = const("registered anew")  # the agent had to onboard again (runtime.cycl
 
 
 def run(hw, flash=None, root="", log=None, agent_factory=None):
-    """The upload this wake was asked for: (summary, error, why, wlan, exception, Wi-Fi's failed tries) for
-    runtime.cycle.uploaded, or None when it declines (see above). flash: the unix board's image, which it
-    mounts at root and unmounts again. agent_factory(node): as main.run's (tests), given an object with
-    the node's clock.
+    """The upload this wake was asked for: (summary, error, why, wlan, exception, Wi-Fi's failed tries,
+    dev) for runtime.cycle.uploaded, or None when it declines (see above). flash: the unix board's image,
+    which it mounts at root and leaves mounted for the node (dev: its block device; runtime.unix.setup
+    takes it over: mounted while the heap is young, not again in the heap the upload left). agent_factory
+    (node): as main.run's (tests), given an object with the node's clock.
     summary: the flush's (runtime.upload.account reads it after the flush), None if there was none;
     error "registered anew": the DSC and mappings are due, which the usual upload does."""
     got = compat.call_cold("runtime.upsetup", "begin", hw, flash, root, log, agent_factory)
@@ -61,6 +62,10 @@ def run(hw, flash=None, root="", log=None, agent_factory=None):
     except Exception as e:
         err = type(e).__name__
         exc = e
+    except BaseException:
+        if dev is not None:
+            dev.close()
+        raise
     finally:
         hw.unguard()
         if agent is not None:
@@ -68,6 +73,4 @@ def run(hw, flash=None, root="", log=None, agent_factory=None):
                 agent.close()
             except Exception:
                 pass
-        if dev is not None:
-            dev.close()
-    return summary, err, why, wlan, exc, tries
+    return summary, err, why, wlan, exc, tries, dev
