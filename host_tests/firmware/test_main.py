@@ -982,6 +982,19 @@ def _wake(svc, logs, cause=None):
     raise AssertionError("the node never went to deep sleep")
 
 
+def _until_asked(workdir, logs):
+    """A node of _upload_wake_node booted by power-on in workdir (made the working directory: the caller
+    restores it) and woken until it asks for an upload wake; its Service."""
+    fresh()
+    svc = Service()
+    _upload_wake_node(workdir)
+    os.chdir(workdir)
+    _wake(svc, logs, machine.PWRON_RESET)
+    _wake(svc, logs)
+    assert _wake(svc, logs) == 1 and len(svc.flash) == 2  # asked, and asleep for 1 ms
+    return svc
+
+
 def test_an_upload_due_after_deep_sleep_gets_a_wake_of_its_own(workdir):
     """schedule.upload_wake: the wake that finds the upload due records its sample, asks the next boot
     (RTC memory) and deep-sleeps 1 ms; that boot uploads before the node's runtime loads (runtime.upwake),
@@ -1019,16 +1032,10 @@ def test_an_upload_due_after_deep_sleep_gets_a_wake_of_its_own(workdir):
 def test_an_upload_wake_that_did_not_end_leaves_the_upload_to_the_next_wake(workdir):
     """The upload wake marks RTC memory as taken; a boot after one that did not end (a watchdog reset)
     does not ask again: it uploads itself. So does a wake whose RTC memory lost the request."""
-    fresh()
-    svc = Service()
-    _upload_wake_node(workdir)
     here = os.getcwd()
-    os.chdir(workdir)
     logs = []
     try:
-        _wake(svc, logs, machine.PWRON_RESET)
-        _wake(svc, logs)
-        assert _wake(svc, logs) == 1 and len(svc.flash) == 2
+        svc = _until_asked(workdir, logs)
         svc.flush_script = [("stall", 200000)]  # the upload wake hangs: the watchdog resets the board
         try:
             _wake(svc, logs)
@@ -1055,16 +1062,10 @@ def test_an_upload_wake_that_did_not_end_leaves_the_upload_to_the_next_wake(work
 def test_an_upload_wake_whose_agent_must_register_again_puts_the_dsc(workdir):
     """The service forgot the agent: the upload wake's onboard() registers it anew, so the DSC and
     mappings are due; the node's own upload does them and the flush, in the same boot."""
-    fresh()
-    svc = Service()
-    _upload_wake_node(workdir)
     here = os.getcwd()
-    os.chdir(workdir)
     logs = []
     try:
-        _wake(svc, logs, machine.PWRON_RESET)
-        _wake(svc, logs)
-        assert _wake(svc, logs) == 1
+        svc = _until_asked(workdir, logs)
         svc.secret_exp = None
         _wake(svc, logs)
         assert len(svc.dscs) == 2 and svc.flash == [] and len(svc.readings) == 3, logs
@@ -1074,16 +1075,10 @@ def test_an_upload_wake_whose_agent_must_register_again_puts_the_dsc(workdir):
 
 
 def test_a_failed_upload_wake_backs_off_like_any_upload(workdir):
-    fresh()
-    svc = Service()
-    _upload_wake_node(workdir)
     here = os.getcwd()
-    os.chdir(workdir)
     logs = []
     try:
-        _wake(svc, logs, machine.PWRON_RESET)
-        _wake(svc, logs)
-        assert _wake(svc, logs) == 1
+        svc = _until_asked(workdir, logs)
         svc.flush_script = ["error"]
         del logs[:]
         ms = _wake(svc, logs)
