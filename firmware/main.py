@@ -78,7 +78,11 @@ def upload_wake(hw, flash=None, root="", log=None, agent_factory=None):
 
     if not hw.rtc_memory().startswith(MARKS[1]):  # an upload asked of this wake
         return None
-    return compat.call_phase("runtime.upwake", "run", hw, flash, root, log, agent_factory)
+    try:
+        return compat.call_phase("runtime.upwake", "run", hw, flash, root, log, agent_factory)
+    except Exception as e:  # e.g. MemoryError: the node's own wake goes on, and uploads itself
+        print("mcagent: upload wake failed:", repr(e))
+        return None
 
 
 def device_main():

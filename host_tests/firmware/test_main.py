@@ -1059,6 +1059,27 @@ def test_an_upload_wake_that_did_not_end_leaves_the_upload_to_the_next_wake(work
         os.chdir(here)
 
 
+def test_an_upload_wake_that_raises_leaves_the_upload_to_the_node(workdir):
+    """Whatever the upload wake raises (a MemoryError on a small board), the node still boots and uploads
+    in that same boot: a board never stops at the REPL over it."""
+
+    def boom(*args):
+        raise MemoryError("simulated")
+
+    here = os.getcwd()
+    logs = []
+    saved = compat.call_phase
+    try:
+        svc = _until_asked(workdir, logs)
+        compat.call_phase = boom
+        _wake(svc, logs)
+        assert svc.flash == [] and len(svc.readings) == 3 and svc.flushes == 2, logs
+        assert _state(workdir)["asked"] == "" and _state(workdir)["uploads"] == 2
+    finally:
+        compat.call_phase = saved
+        os.chdir(here)
+
+
 def test_an_upload_wake_whose_agent_must_register_again_puts_the_dsc(workdir):
     """The service forgot the agent: the upload wake's onboard() registers it anew, so the DSC and
     mappings are due; the node's own upload does them and the flush, in the same boot."""
