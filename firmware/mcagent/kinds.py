@@ -8,7 +8,8 @@ pending_<name>; the uploader's summary says <name>_sent); the composer loops ove
 pending records have. Adding a kind: its module and one entry in each tuple here (the next code).
 
 A kind module: encode(store, *args) -> payload size (checks first: StoreError before anything is written;
-the payload goes after the timestamp into storewrite.buffer(store, n)); decode(rec); key(rec): records of
+the payload goes after the timestamp into storewrite.buffer(store, n); it may live in a module of its
+own, ENCODERS); decode(rec); key(rec): records of
 one kind with equal keys share an exchange item; a key equal to the record's position (rec.seq, rec.off)
 makes an item of that record alone; group(rec) -> (meta JSON, payload content type or None for a JSON
 array, path of a file the payload streams from or None, its size), or None when that file vanished;
@@ -24,6 +25,9 @@ from mcagent import compat
 # code = index + 1 (the byte in each record's header: never reorder, only append)
 NAMES = ("readings", "events", "files", "custom")
 MODULES = ("mcagent.kind_sample", "mcagent.kind_event", "mcagent.kind_file", "mcagent.kind_custom")
+# The module whose encode() appends a record of each kind: the kind's own, or its append half where the
+# composer, in every flush's heap, should not carry the encoder (samples: the common record).
+ENCODERS = ("mcagent.kind_sample_write", "mcagent.kind_event", "mcagent.kind_file", "mcagent.kind_custom")
 
 
 def module(code, cache):
@@ -32,4 +36,12 @@ def module(code, cache):
     mod = cache[code - 1]
     if mod is None:
         mod = cache[code - 1] = compat.load(MODULES[code - 1])
+    return mod
+
+
+def encoder(code, cache):
+    """The module with the encode() of kind code (ENCODERS), from cache or loaded, as module() does."""
+    mod = cache[code - 1]
+    if mod is None:
+        mod = cache[code - 1] = compat.load(ENCODERS[code - 1])
     return mod

@@ -317,7 +317,7 @@ class Store:
         peak of a wake, which only reads the log)."""
         self.commit()
         compat.unload("mcagent.storewrite")
-        for m in kinds.MODULES:
+        for m in kinds.ENCODERS + kinds.MODULES:  # the kinds' code (the composer loads its own again)
             compat.unload(m)
 
     def _close_tail(self):

@@ -23,8 +23,8 @@ from mcagent.store import (
 
 _REC_OVERHEAD = const(8)  # record header (kind, 0, length u16) + CRC32
 _MAX_FILE_BYTES = const(10420224)  # 10 MiB minus 64 KiB for the multipart framing of one file item
-# The kind modules appends used: they go with this module (release_writer).
-_MODS = [None] * len(kinds.MODULES)
+# The kinds' encoders appends used: they go with this module (release_writer).
+_MODS = [None] * len(kinds.ENCODERS)
 
 
 def append(store, code, ts_ms, args):
@@ -34,7 +34,7 @@ def append(store, code, ts_ms, args):
         raise StoreError("no record kind %r (mcagent.kinds)" % (code,))
     if isinstance(ts_ms, bool) or not isinstance(ts_ms, (int, float)) or not 0 <= ts_ms < 253402300800000:
         raise StoreError("timestamp must be Unix milliseconds, not %r" % (ts_ms,))
-    n = kinds.module(code, _MODS).encode(store, *args)
+    n = kinds.encoder(code, _MODS).encode(store, *args)
     b = store._wbuf
     struct.pack_into("<BBHq", b, 0, code, 0, n, int(ts_ms))
     return _put(store, code, n)

@@ -98,7 +98,8 @@ def _named_loads(tree, known):
             out.append((arg.value, node.lineno))
         elif isinstance(arg, ast.BinOp) and isinstance(arg.left, ast.Constant):  # "sensors." + kind
             out.append((str(arg.left.value).rstrip("."), node.lineno))
-        elif "MODULES[" in ast.unparse(arg):  # a record kind's module (kinds.module): any of the registry's
+        elif "MODULES[" in ast.unparse(arg) or "ENCODERS[" in ast.unparse(arg):
+            # a record kind's module (kinds.module, kinds.encoder): any of the registry's
             out.extend((m, node.lineno) for m in _kind_modules())
         elif fname != "unload" or ast.unparse(arg) not in ("name", "m", "module"):
             out.append(("<%s>" % ast.unparse(arg), node.lineno))  # unknown: test_loads_are_known fails
@@ -106,12 +107,14 @@ def _named_loads(tree, known):
 
 
 def _kind_modules():
-    """The module names in mcagent/kinds.py's MODULES (the record kinds' registry)."""
+    """The module names in mcagent/kinds.py's MODULES and ENCODERS (the record kinds' registry)."""
     tree = _parse(os.path.join(FIRMWARE, "mcagent", "kinds.py"))
+    names = []
     for node in tree.body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "MODULES":
-            return [e.value for e in node.value.elts]
-    raise AssertionError("mcagent/kinds.py has no MODULES")
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") in ("MODULES", "ENCODERS"):
+            names += [e.value for e in node.value.elts if e.value not in names]
+    assert names, "mcagent/kinds.py has no MODULES"
+    return names
 
 
 def _graph():
