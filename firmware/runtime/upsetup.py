@@ -120,21 +120,23 @@ def _begin(hw, root, log, data, agent_factory):
         from mcagent import Agent
 
         ca = path(root, "certs/") if s["ca"] is None else [path(root, c) for c in s["ca"]]
-        args = (path(root, s["agentconfig"]), path(root, s["state_dir"]), ca, s["proxy"])
+        config = path(root, s["agentconfig"])
+        state = path(root, s["state_dir"])
+        proxy = s["proxy"]
         dsc = b["dsc"]
         opts = b["store"]
         b = s = None  # node.json goes but for what the store takes when it opens
         agent = Agent(
-            config=args[0],
-            state=args[1],
-            ca=args[2],
-            proxy=args[3],
+            config=config,
+            state=state,
+            ca=ca,
+            proxy=proxy,
             clock=clock,
             store=path(root, "store"),
             dsc=dsc,
             store_options=opts,
         )
-        args = dsc = None
+        dsc = None
         agent.store  # noqa: B018 (opened now, while the heap is empty: node.json's DSC goes with it)
     except Exception as e:  # a wrong agentconfig.json, a store that cannot open: the usual wake says it
         return None, why, wlan, budget, type(e).__name__, e, tries["retries"]

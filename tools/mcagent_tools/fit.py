@@ -57,24 +57,19 @@ QSTR_ENTRY_BYTES = 7  # a qstr pool entry on this 32-bit build: pointer, 2-byte 
 QSTR_INFO = re.compile(r"qstr pool: n_pool=(\d+), n_qstr=(\d+), n_str_data_bytes=(\d+), n_total_bytes=(\d+)")
 FIT_BLOCKS = 1024  # the stand-in's flash: 4 MiB of littlefs, room for a 100,000-reading backlog
 FIT_CAPACITY_KB = 3584
-WAKE_MODULES = [  # in the order a later wake (token refresh, upload) loads them
+WAKE_MODULES = [  # in the order a later wake's upload wake loads what it holds at its flush, the peak
     "mcagent",
     "mcagent.compat",
-    "mcagent.clock",
-    "runtime",
-    "runtime.node",
     "main",
-    "runtime.power",
+    "runtime",
     "runtime.hw",
+    "runtime.upwake",
+    "mcagent.clock",
     "mcagent.cjson",
     "mcagent.state",
-    "runtime.cycle",
-    "runtime.schedule",
-    "runtime.sampling",
-    "mcagent.identity",
+    "runtime.flashimage",
     "mcagent.store",
-    "mcagent.storewrite",
-    "runtime.upload",
+    "mcagent.identity",
     "mcagent.http",
     "mcagent.exchange",
     "mcagent.kind_sample",
@@ -506,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {what:<36} {str(kb) + ' KB' if kb else 'fails'}")
         if r.library_names is not None:
             print(f"  ({names_note(r.library_names)})")
-    print("import cost of the modules a later wake loads (in this order):")
+    print("import cost of what a later wake's upload wake holds at its flush (in the order it loads it):")
     for name, cost in costs:
         print(f"  {name:<24} {cost / 1024:5.1f} KB")
     print(f"  {'total':<24} {sum(c for _, c in costs) / 1024:5.1f} KB")
