@@ -43,8 +43,7 @@ def run(
     compiled node.json) or paths; agent_factory(node) -> the agent (default: runtime.wake.default_agent,
     mcagent.Agent from settings);
     root: directory of the node's files (default: cwd); up: the result of this boot's upload wake, when
-    the caller ran it (runtime.upwake; otherwise it runs here when one was asked and the agent is the
-    real one)."""
+    the caller ran it (runtime.upwake; otherwise it runs here if RTC memory asks for one: upload_wake)."""
     compat.pack_heap()  # what a wake keeps goes to the bottom of the heap (see compat.pack_heap)
     board, settings = configure(board, settings)
     if hw is None:

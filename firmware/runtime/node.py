@@ -78,7 +78,7 @@ class Node:
         self.boot_upload = self.cold
         self.health_boot = self.cold
         self.logged = 0  # run-log entries this boot
-        self.asked = False  # this wake leaves its upload to the next (runtime.cycle.defer)
+        self.asked = False  # this wake leaves its upload to the next (runtime.cycle.start)
 
     def path(self, name):
         """A file of the node: relative names live in root (the flash root on a board)."""
@@ -228,7 +228,7 @@ class Node:
         """Wi-Fi, clock, agent: onboard, configure, token (rotating the secret when due), flush
         (runtime.upload); then the schedule after it (done, or a retry with backoff). True if done."""
         self.release_phases()
-        self.st["asked"] = ""  # a request left to an upload wake is done here (runtime.cycle.defer)
+        self.st["asked"] = ""  # a request left to an upload wake is done here (runtime.cycle.start)
         try:
             ok, err = _part("upload").upload(self, why)
         finally:

@@ -1,7 +1,7 @@
 """The upload wake: a wake from deep sleep that uploads before it does anything else.
 
 A board whose schedule sets `upload_wake` does not upload in the wake that finds an upload due: that wake
-records its sample, leaves the request in RTC memory (runtime.cycle.defer: runtime.hw.ASKED) and
+records its sample, leaves the request in RTC memory (runtime.cycle.start; runtime.hw.MARKS) and
 deep-sleeps 1 ms. The next boot runs this before `main` loads the node's runtime or its configuration
 objects: Wi-Fi, the agent made from node.json, token, flush, and the agent's path released. What follows
 the flush (NTP when due, the schedule after an upload, the state, the sleep) is the runtime's own code

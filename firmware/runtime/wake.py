@@ -35,7 +35,7 @@ def fresh_state(now):
         "min_heap": -1,
         "configured": "",
         "err_row": 0,  # cycles in a row that ended in an unexpected exception (Node.step's backoff)
-        "asked": "",  # why the upload was left to the next wake (runtime.cycle.defer, runtime.upwake)
+        "asked": "",  # why the upload was left to the next wake (runtime.cycle.start, runtime.upwake)
     }
     for k in STAT_KEYS + PERIOD_KEYS:
         st[k] = 0
