@@ -48,14 +48,14 @@ def run(
     board, settings = configure(board, settings)
     if hw is None:
         hw = compat.call_cold("runtime.hwcold", "detect")
-    if up is None:
+    if up is None:  # (False: the caller's upload wake declined; not again here)
         up = upload_wake(hw, None, root, log, agent_factory)
     from runtime.node import Node
 
     node = Node(board, settings, hw, agent_factory, log, stop, root)
     node.boot()
     while True:
-        ms = node.step(up)  # after an upload wake: the rest of the cycle its wake before began
+        ms = node.step(up or None)  # after an upload wake: the rest of the cycle its wake before began
         up = None
         if max_cycles is not None and node.cycles >= max_cycles:
             return node
@@ -72,16 +72,17 @@ def run(
 def upload_wake(hw, flash=None, root="", log=None, agent_factory=None):
     """The upload asked of this boot by the wake before it, done now (runtime.upwake: loaded only when
     RTC memory says one was asked; flash: the unix board's image, mounted at root for it); its result,
-    or None. What it loaded goes after it: the node's wake follows in this heap."""
+    None when none was asked, or False when it declined or failed (the node's wake uploads itself). What
+    it loaded goes after it: the node's wake follows in this heap."""
     from runtime.hw import MARKS
 
     if not hw.rtc_memory().startswith(MARKS[1]):  # an upload asked of this wake
         return None
     try:
-        return compat.call_phase("runtime.upwake", "run", hw, flash, root, log, agent_factory)
+        return compat.call_phase("runtime.upwake", "run", hw, flash, root, log, agent_factory) or False
     except Exception as e:  # e.g. MemoryError: the node's own wake goes on, and uploads itself
         print("mcagent: upload wake failed:", repr(e))
-        return None
+        return False
 
 
 def device_main():
@@ -89,13 +90,23 @@ def device_main():
     upload wake runs first, before the node's configuration is loaded."""
     hw = compat.call_cold("runtime.hwcold", "detect")
     up = upload_wake(hw)
-    prepared = compat.call_cold("runtime.start", "prepare", hw)
+    try:
+        prepared = compat.call_cold("runtime.start", "prepare", hw)
+    except Exception as e:
+        if not up:
+            raise
+        # e.g. MemoryError in the heap the upload left (its watchdog runs): a fresh boot goes on from
+        # the state on flash (RTC memory says TAKEN: that boot uploads what is left itself)
+        print("mcagent: boot after the upload wake failed:", repr(e))
+        hw.deepsleep(1000)
+        raise
     if prepared is None:
         return None
     b, settings, hw = prepared
     try:
         return run(b, settings, hw, up=up)
-    except ValueError as e:  # agentconfig.json missing or wrong: raised before the watchdog starts
+    except ValueError as e:  # agentconfig.json missing or wrong: raised before the watchdog starts (but
+        # after an upload wake, whose watchdog runs: it resets the board once, and the next boot stays)
         print("mcagent: not starting:", e)
         return None
     except Exception as e:  # after the watchdog started: do not let it reset us in a tight loop
@@ -115,7 +126,7 @@ def main(argv=None, agent_factory=None):
         asked = compat.call_cold("runtime.unixrtc", "upload_asked", argv)
         if asked is not None:
             up = upload_wake(*asked, agent_factory)
-        asked = None
+        asked = None  # up: None (not asked), False (declined) or the upload wake's result
         session = compat.call_cold("runtime.unix", "setup", argv, up[6] if up else None)
         return None if session is None else session.run(run, agent_factory, up)
     return device_main()

@@ -74,26 +74,29 @@ def start(node):
 
 def uploaded(node, up):
     """The rest of an upload wake's cycle (runtime.upwake flushed before the node booted): its counters,
-    NTP when due (Wi-Fi is up), the schedule after an upload, the state; ms to wait. When the agent had
-    to register anew, the DSC and mappings are due: the node's own upload does them, and the flush."""
+    NTP when due (unless Wi-Fi failed), the schedule after an upload, the state; ms to wait. When the
+    agent had to register anew, the DSC and mappings are due: the node's own upload does them, and the
+    flush. The request (st["asked"]) is cleared only with the state this saves: should any of it raise,
+    the next wake uploads itself, and the error streak's pauses grow as for any failing cycle."""
     summary, err, why, wlan, exc, tries, _ = up
+    st = node.st
     node.wlan = wlan
     node.boot_upload = False
-    node.st["asked"] = ""
-    node.st["retries"] += tries
+    st["retries"] += tries
     if exc is not None:
         node.unexpected(exc, "upload")
     if err == "registered anew":  # runtime.upwake
-        node.st["configured"] = ""
+        st["configured"] = ""
         node.configured = False
         node.upload(why)
         return end(node, why)
     ok = False
     if summary is not None:
-        ok, err = compat.call_cold("runtime.upload", "account", node.st, summary)
-    if ok:
+        ok, err = compat.call_cold("runtime.upload", "account", st, summary)
+    if err != "no Wi-Fi":  # runtime.upsetup's (and runtime.upload's) error when Wi-Fi did not come up
         node.sync_clock()
     compat.load("runtime.schedule").after_upload(node, ok, err, why)
+    st["asked"] = ""
     node.save_state()
     return end(node, why)
 

@@ -44,7 +44,7 @@ def reset_cause(hw):
 
 def start_watchdog(hw, timeout_ms):
     """Start the hardware watchdog (it cannot be stopped again); False where the port has none. Once per
-    boot: an upload wake (runtime.upwake) started it before the node's boot."""
+    boot: an upload wake (runtime.upsetup) started it before the node's boot."""
     if hw.wdt is not None:
         return True
     wdt = getattr(hw.machine, "WDT", None)

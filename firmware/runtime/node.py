@@ -229,6 +229,7 @@ class Node:
         (runtime.upload); then the schedule after it (done, or a retry with backoff). True if done."""
         self.release_phases()
         self.st["asked"] = ""  # a request left to an upload wake is done here (runtime.cycle.start)
+        self.asked = False
         try:
             ok, err = _part("upload").upload(self, why)
         finally:

@@ -48,7 +48,7 @@ class Session:
 
     def run(self, run, agent_factory=None, up=None):
         """Boot the node (main.run) until the run ends; up: the first boot's upload wake, done already
-        (runtime.upwake.unix)."""
+        (main.upload_wake)."""
         from runtime.hw import DeepSleep, Hardware
 
         compat.call_cold("runtime.unixrtc", "power_on", self.argv, self.here)

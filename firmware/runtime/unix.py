@@ -187,8 +187,7 @@ def setup(argv, mounted=None):
     session.settings = settings
     session.quiet = bool(opts.get(_QUIET))
     session.one_wake = bool(opts.get(_WAKE))
-    if session.one_wake:  # RTC memory survives deep sleep: from the wake before, to the wake after
-        session.argv = argv
+    session.argv = argv  # RTC memory: from the wake before to the wake after, with --wake (runtime.unixrtc)
     run_s = opts.get(_RUN_S)
     session.limit_ms = int(run_s * 1000) if run_s else None
     session.max_cycles = opts.get(_CYCLES)

@@ -23,18 +23,32 @@ def _option(argv, opt):
 def power_on(argv=None, here=None):
     """Switched on: RTC memory empty (a run of main.main in a process that ran another, as tests do, must
     not read the last run's schedule), or for a `--wake` command line the file's (here: the directory the
-    run started in, for a relative path), written through at every change from now on."""
+    run started in, for a relative path), written through at every change from now on. A run that is not
+    one wake from deep sleep, or whose flash image is not there, is a power-on: the file goes."""
     UNIX_RTC[0] = b""
     UNIX_RTC[1] = None
-    if not argv or _WAKE not in argv:
+    if not argv:
         return
     import os
 
     flash = _option(argv, _FLASH)
     p = flash + _BESIDE if flash else (_option(argv, _ROOT) or ".").rstrip("/") + "/" + _BESIDE
-    UNIX_RTC[1] = p if p[0] == "/" else (here or os.getcwd()) + "/" + p
+    p = p if p[0] == "/" else (here or os.getcwd()) + "/" + p
+    wake = _WAKE in argv
+    if wake and flash:
+        try:
+            os.stat(flash)
+        except OSError:
+            wake = False  # no image yet: a new board
+    if not wake:  # a power cut (or a new board) clears RTC memory
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+        return
+    UNIX_RTC[1] = p
     try:
-        with open(UNIX_RTC[1], "rb") as f:
+        with open(p, "rb") as f:
             UNIX_RTC[0] = f.read()
     except OSError:
         pass

@@ -64,7 +64,8 @@ def default_agent(node):
 
 def boot(node):
     """Load state, make the agent, start the watchdog, set up sensors. Config errors raise before the
-    watchdog starts, so a node with a wrong file waits at the REPL instead of resetting forever."""
+    watchdog starts, so a node with a wrong file waits at the REPL instead of resetting forever (after an
+    upload wake, whose watchdog runs already, it resets once: the next boot is a cold one, and waits)."""
     from mcagent.state import State
 
     node.state = State(node.path(NODE_DIR))

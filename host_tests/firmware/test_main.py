@@ -125,6 +125,10 @@ class FakeAgent:
             raise OSError(113)  # EHOSTUNREACH: a transport error (TransportError is an OSError)
         if step == "tls":
             raise TlsVerifyError("certificate verify failed")
+        if step == "garbled":  # sent, but a summary the node cannot count (an error after the flush)
+            svc.readings += svc.flash
+            svc.flash = []
+            return {"readings_sent": "all of them"}
         if step == "error":
             return {"readings_sent": 0, "retries": 3, "error": "transport: timed out (gave up after 5 tries)",
                     "pending": len(svc.flash), "dropped": 0}
@@ -1080,6 +1084,27 @@ def test_an_upload_wake_that_raises_leaves_the_upload_to_the_node(workdir):
         os.chdir(here)
 
 
+def test_an_error_after_the_upload_wake_s_flush_leaves_the_next_wake_to_upload_itself(workdir):
+    """The request stays in the state until the upload wake's cycle ended: an error after its flush (here
+    a summary the counters choke on) is a failed cycle (the error streak's pause), and the next wake
+    uploads itself instead of asking again every few seconds."""
+    here = os.getcwd()
+    logs = []
+    try:
+        svc = _until_asked(workdir, logs)
+        svc.flush_script = ["garbled"]
+        assert _wake(svc, logs) == 5000  # the first pause of an error streak
+        st = _state(workdir)
+        assert st["asked"] == "samples" and st["err_row"] == 1 and len(svc.readings) == 3, st
+        del logs[:]
+        _wake(svc, logs)
+        assert not any("a wake of its own" in m for m in logs) and svc.flushes == 3, logs
+        st = _state(workdir)
+        assert st["asked"] == "" and st["err_row"] == 0 and st["samples"] == 0, st
+    finally:
+        os.chdir(here)
+
+
 def test_an_upload_wake_whose_agent_must_register_again_puts_the_dsc(workdir):
     """The service forgot the agent: the upload wake's onboard() registers it anew, so the DSC and
     mappings are due; the node's own upload does them and the flush, in the same boot."""
@@ -1135,3 +1160,18 @@ def test_unix_board_upload_wake_is_a_run_of_its_own(workdir):
     rtc = where[1] + ".rtc-memory" if where[0] == "--flash" else where[1] + "/.rtc-memory"
     with open(rtc, "rb") as f:
         assert f.read().startswith(b"MCN1")
+    # the run that asks ends its own way when the run's cycles are used up: it uploads what is left
+    for _ in range(6):
+        time.sleep(0.25)
+        node = main.main(where + ["--speed", "300", "--wake", "--quiet"], agent)
+        if node.asked:
+            break
+    assert node.asked
+    os.remove(rtc)  # RTC memory lost (a power cut): the next run uploads itself, asking nothing
+    node = main.main(where + ["--speed", "300", "--wake", "--quiet", "--cycles", "1"], agent)
+    assert not node.asked and node.st["asked"] == "" and svc.flash == [], (node.st, svc.flash)
+    # a run that is not one wake from deep sleep is a power-on: RTC memory goes
+    with open(rtc, "wb") as f:
+        f.write(b"MCU1 stale")
+    main.main(where + ["--speed", "300", "--cycles", "1", "--quiet"], agent)
+    raises(OSError, open, rtc, "rb")

@@ -43,7 +43,7 @@ POINTS = [
     ("mcagent/uploader.py", "        p = store.pending_known()", "flush done"),
     ("runtime/upwake.py", "            release = getattr(agent", "flush returned"),
     ("main.py", "    from runtime.node import Node", "agent's path released"),
-    ("main.py", "    while True:\n        ms = node.step(up)", "node booted"),
+    ("main.py", "    while True:\n        ms = node.step(up or None)", "node booted"),
     (
         "runtime/cycle.py",
         '    compat.load("runtime.schedule").after_upload(node, ok, err, why)',
