@@ -14,8 +14,9 @@ from micropython import const
 from mcagent import cjson, clock
 
 RISING = True  # the composer ends a batch before a timestamp that is not above the last one
+# Type codes: mcagent.store.TYPES index + 1, constants of each module that reads them (MicroPython folds
+# a const() only in its own module; kind_sample_write has the writer's).
 _T_DOUBLE = const(1)
-_T_INT = const(2)
 _T_BOOL = const(4)
 _T_STRING = const(5)
 _T_BIG_STRING = const(6)

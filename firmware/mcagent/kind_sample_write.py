@@ -10,6 +10,7 @@ from micropython import const
 from mcagent import clock
 from mcagent.store import TYPES, StoreError
 
+# Type codes: mcagent.store.TYPES index + 1 (as in kind_sample: a const() is folded only in its module)
 _T_DOUBLE = const(1)
 _T_INT = const(2)
 _T_BOOL = const(4)
