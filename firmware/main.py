@@ -123,10 +123,10 @@ def main(argv=None, agent_factory=None):
         # runs, as a board never holds it: the wake runs from here, not from a frame of that module.
         # A wake from deep sleep asked to upload does that first, before the command line's setup.
         up = None
-        asked = compat.call_cold("runtime.unixrtc", "upload_asked", argv)
-        if asked is not None:
-            up = upload_wake(*asked, agent_factory)
-        asked = None  # up: None (not asked), False (declined) or the upload wake's result
+        woke = compat.call_cold("runtime.unixrtc", "deep_wake", argv)
+        if woke is not None:
+            up = upload_wake(*woke, agent_factory)
+        woke = None  # up: None (not asked), False (declined) or the upload wake's result
         session = compat.call_cold("runtime.unix", "setup", argv, up[6] if up else None)
         return None if session is None else session.run(run, agent_factory, up)
     return device_main()

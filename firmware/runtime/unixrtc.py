@@ -5,14 +5,13 @@ directory). runtime.hw reads and writes it (UNIX_RTC); loaded per call and relea
 
 from micropython import const
 
-from runtime.hw import MARKS, UNIX_RTC, Hardware
+from runtime.hw import UNIX_RTC, Hardware
 
 _WAKE = const("--wake")
 _FLASH = const("--flash")
 _ROOT = const("--root")
 _QUIET = const("--quiet")
 _BESIDE = const(".rtc-memory")
-_ASKED = const(1)  # MARKS
 
 
 def _option(argv, opt):
@@ -54,11 +53,11 @@ def power_on(argv=None, here=None):
         pass
 
 
-def upload_asked(argv):
-    """(hw, flash image or None, flash directory, log) when this run is a wake from deep sleep whose RTC
-    memory asks for an upload (runtime.upwake), else None: checked before the command line's setup."""
+def deep_wake(argv):
+    """(hw, flash image or None, flash directory, log) for main.upload_wake when this run is a wake from
+    deep sleep (RTC memory as the wake before left it), else None: before the command line's setup."""
     power_on(argv)
-    if not UNIX_RTC[0].startswith(MARKS[_ASKED]):
+    if UNIX_RTC[1] is None:
         return None
     flash = _option(argv, _FLASH)
     root = "/flash" if flash else (_option(argv, _ROOT) or ".").rstrip("/") or "/"

@@ -13,8 +13,7 @@ from runtime.hw import MARKS
 
 _WIFI = const("runtime.wifi")
 _HWCOLD = const("runtime.hwcold")
-_ASKED = const(1)  # runtime.hw.MARKS
-_TAKEN = const(2)
+_TAKEN = const(2)  # runtime.hw.MARKS
 
 
 class _Fields:
@@ -58,10 +57,8 @@ def _log(printer, msg):
 def begin(hw, flash, root, log, agent_factory=None):
     """None (declined: see runtime.upwake), or (agent, why, wlan, dev, budget_ms, error, exception, tries):
     the agent made and its store open, or None and why not (no Wi-Fi; the exception worth the run log).
-    flash: the unix board's image, mounted at root (the working directory and the module path stay)."""
-    data = hw.rtc_memory()
-    if not data.startswith(MARKS[_ASKED]):
-        return None
+    flash: the unix board's image, mounted at root (the working directory and the module path stay).
+    main.upload_wake calls it when RTC memory asks for an upload."""
     if (hw.cause or compat.call_cold(_HWCOLD, "reset_cause", hw)) != "DEEPSLEEP_RESET":
         return None
     dev = None
@@ -71,14 +68,15 @@ def begin(hw, flash, root, log, agent_factory=None):
         dev = mount_image(flash, root)
     got = None
     try:
-        got = _begin(hw, root, log, data, agent_factory)
+        got = _begin(hw, root, log, dev, agent_factory)
     finally:
         if got is None and dev is not None:
             dev.close()
-    return None if got is None else got[:3] + (dev,) + got[3:]
+    return got
 
 
-def _begin(hw, root, log, data, agent_factory):
+def _begin(hw, root, log, dev, agent_factory):
+    data = hw.rtc_memory()
     try:
         from mcagent.state import decode
 
@@ -113,9 +111,9 @@ def _begin(hw, root, log, data, agent_factory):
             up = compat.call_cold(_WIFI, "up", node)
             wlan = node.wlan
             if not up:
-                return None, why, wlan, budget, "no Wi-Fi", None, tries["retries"]
+                return None, why, wlan, dev, budget, "no Wi-Fi", None, tries["retries"]
         if agent_factory is not None:
-            return agent_factory(node), why, wlan, budget, None, None, tries["retries"]
+            return agent_factory(node), why, wlan, dev, budget, None, None, tries["retries"]
         node = None
         from mcagent import Agent
 
@@ -139,5 +137,5 @@ def _begin(hw, root, log, data, agent_factory):
         dsc = None
         agent.store  # noqa: B018 (opened now, while the heap is empty: node.json's DSC goes with it)
     except Exception as e:  # a wrong agentconfig.json, a store that cannot open: the usual wake says it
-        return None, why, wlan, budget, type(e).__name__, e, tries["retries"]
-    return agent, why, wlan, budget, None, None, tries["retries"]
+        return None, why, wlan, dev, budget, type(e).__name__, e, tries["retries"]
+    return agent, why, wlan, dev, budget, None, None, tries["retries"]
